@@ -1,0 +1,51 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+/// pspc: exact patch-posterior denoisers (PSPC, the optimal empirical denoiser and baselines),
+/// distributed over shards of a training set. Modules are layered by dependency (see DESIGN.md):
+/// system shims -> PSPCKernels (vector C kernels) -> PSPCCore (math, no I/O) -> PSPCData (files)
+/// -> pspc (command line).
+let package = Package(
+    name: "pspc",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "pspc", targets: ["pspc"]),
+        .executable(name: "pspc-bench", targets: ["pspc-bench"]),
+        .library(name: "PSPCCore", targets: ["PSPCCore"]),
+        .library(name: "PSPCData", targets: ["PSPCData"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        // MARK: - System libraries (installed by scripts/setup.sh)
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+
+        // MARK: - Hot loops: float64 vector kernels, dispatched at run time by CPU level
+        .target(
+            name: "PSPCKernels",
+            cSettings: [.unsafeFlags(["-O3", "-Wno-psabi"])]
+        ),
+
+        // MARK: - Modules
+        .target(name: "PSPCCore", dependencies: ["CBLAS", "PSPCKernels"]),
+        .target(
+            name: "PSPCData",
+            dependencies: ["PSPCCore", "CZstd", "CZlib", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        .executableTarget(
+            name: "pspc",
+            dependencies: ["PSPCCore", "PSPCData", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+
+        .executableTarget(name: "pspc-bench", dependencies: ["PSPCCore", "PSPCData"]),
+
+        // MARK: - Tests
+        .testTarget(name: "PSPCCoreTests", dependencies: ["PSPCCore", "PSPCData"]),
+        .testTarget(name: "PSPCDataTests", dependencies: ["PSPCData"]),
+        .testTarget(name: "pspcTests", dependencies: ["PSPCCore", "PSPCData"]),
+    ]
+)

@@ -1,0 +1,224 @@
+import Foundation
+
+/// The coordinator's reduction logic: it scatters partial-sum requests to every source (shard), merges the
+/// answers exactly, and finishes each method. The same code serves in-process shards and remote workers.
+public actor DenoisingEngine {
+    public let sources: [any PartialSumSource]
+    public let shape: ImageShape
+    /// Queries per request; large enough to amortise BLAS calls, small enough to bound memory.
+    public let batchSize: Int
+    /// Ask all sources at once (remote workers) or one after another (in-process shards that each use
+    /// every core).
+    public let concurrentSources: Bool
+    private var gaussianCache: GaussianModel?
+
+    public init(sources: [any PartialSumSource], batchSize: Int = 256, concurrentSources: Bool = false) throws {
+        guard let first = sources.first else { throw PSPCError.invalidArgument("the engine needs at least one shard") }
+        for source in sources where source.shape != first.shape {
+            throw PSPCError.shapeMismatch("shards hold images of different shapes (\(source.shape) and \(first.shape))")
+        }
+        guard sources.contains(where: { $0.imageCount > 0 }) else {
+            throw PSPCError.invalidArgument("the training set is empty")
+        }
+        self.sources = sources
+        self.shape = first.shape
+        self.batchSize = max(1, batchSize)
+        self.concurrentSources = concurrentSources
+    }
+
+    /// Training images over all shards (x-flipped copies included).
+    public var imageCount: Int { sources.reduce(0) { $0 + $1.imageCount } }
+
+    /// Result of a denoise call: `[count, C, H, W]` float64, and for PSPC-Flex how many pixel values
+    /// (over all queries) no mask covered and were taken from the empirical denoiser.
+    public struct Output: Sendable {
+        public var values: [Double]
+        public var uncoveredPixels: Int
+    }
+
+    /// D(z, t) for every query of `z` (`[count, C, H, W]`). `firstQueryIndex` numbers the queries for seeded
+    /// methods (CFDM), so that splitting a file into calls does not change its noise. `progress(done)` is
+    /// called after each batch with the number of queries finished.
+    public func denoise(
+        _ z: [Double], t: Double, method: DenoiseMethod, firstQueryIndex: Int = 0,
+        progress: @Sendable (Int) -> Void = { _ in }
+    ) async throws -> Output {
+        let dim = shape.dimension
+        guard z.count % dim == 0 else {
+            throw PSPCError.shapeMismatch("queries hold \(z.count) values, not a multiple of \(shape) = \(dim)")
+        }
+        guard t > 0 && t.isFinite else { throw PSPCError.invalidArgument("t must be positive and finite, got \(t)") }
+        if let bad = z.firstIndex(where: { !$0.isFinite }) {
+            throw PSPCError.nonFiniteInput(
+                "query \(bad / dim) holds a non-finite value (\(z[bad])) at element \(bad % dim)")
+        }
+        let count = z.count / dim
+        var out = Output(values: [], uncoveredPixels: 0)
+        out.values.reserveCapacity(z.count)
+        var start = 0
+        while start < count {
+            let n = min(batchSize, count - start)
+            let batch = QueryBatch(values: Array(z[(start * dim)..<((start + n) * dim)]), shape: shape)
+            let part = try await denoiseBatch(batch, t: t, method: method, firstQueryIndex: firstQueryIndex + start)
+            out.values += part.values
+            out.uncoveredPixels += part.uncoveredPixels
+            start += n
+            progress(start)
+        }
+        return out
+    }
+
+    private func denoiseBatch(_ batch: QueryBatch, t: Double, method: DenoiseMethod, firstQueryIndex: Int)
+        async throws -> Output
+    {
+        switch method {
+        case .empirical:
+            return Output(values: try await empirical(batch, t: t), uncoveredPixels: 0)
+        case .pspcSquare(let schedule):
+            let s = schedule.value(at: t)
+            let crops = CropSet.square(patchSize: s)
+            try crops.validate(for: shape)
+            if s == shape.height && s == shape.width {
+                // One crop covering the image: the composite is the empirical denoiser.
+                return Output(values: try await empirical(batch, t: t), uncoveredPixels: 0)
+            }
+            return try await composite(batch, t: t, crops: crops)
+        case .pspcFlex(let flex):
+            guard flex.height == shape.height && flex.width == shape.width else {
+                throw PSPCError.shapeMismatch(
+                    "heatmaps are for \(flex.height)x\(flex.width) images, the training set is \(shape)")
+            }
+            return try await composite(batch, t: t, crops: .masks(flex.masks(at: t)))
+        case .gaussian:
+            return Output(values: try await gaussianModel().denoise(batch.values, t: t), uncoveredPixels: 0)
+        case .cfdm(let smoothing, let copies, let seed):
+            guard copies >= 1 else { throw PSPCError.invalidArgument("CFDM needs at least one copy, got \(copies)") }
+            guard smoothing >= 0 && smoothing.isFinite else {
+                throw PSPCError.invalidArgument("CFDM smoothing must be finite and >= 0, got \(smoothing)")
+            }
+            return Output(
+                values: try await cfdm(batch, t: t, smoothing: smoothing, copies: copies, seed: seed,
+                                       firstQueryIndex: firstQueryIndex),
+                uncoveredPixels: 0)
+        }
+    }
+
+    // MARK: - Scatter and gather
+
+    /// Sends `request` to every source and returns the answers in source order (so the merge order, and
+    /// hence the rounding, never depends on which answer arrives first).
+    private func gather(_ request: PartialRequest) async throws -> [PartialResponse] {
+        if !concurrentSources {
+            var answers: [PartialResponse] = []
+            for source in sources where source.imageCount > 0 { answers.append(try await source.evaluate(request)) }
+            return answers
+        }
+        let active = sources.filter { $0.imageCount > 0 }
+        return try await withThrowingTaskGroup(of: (Int, PartialResponse).self) { group in
+            for (i, source) in active.enumerated() {
+                group.addTask { (i, try await source.evaluate(request)) }
+            }
+            var answers = [PartialResponse?](repeating: nil, count: active.count)
+            for try await (i, answer) in group { answers[i] = answer }
+            return answers.map { $0! }
+        }
+    }
+
+    private func mergedSoftmax(_ request: PartialRequest, slots: Int, valueLength: Int) async throws -> SoftmaxPartials {
+        var merged = SoftmaxPartials.empty(slots: slots, valueLength: valueLength)
+        for answer in try await gather(request) {
+            guard case .softmax(let partial) = answer, partial.slots == slots, partial.valueLength == valueLength else {
+                throw PSPCError.shapeMismatch("a shard answered a softmax request with the wrong kind or size")
+            }
+            merged.merge(partial)
+        }
+        return merged
+    }
+
+    // MARK: - Methods
+
+    func empirical(_ batch: QueryBatch, t: Double) async throws -> [Double] {
+        let merged = try await mergedSoftmax(.empirical(queries: batch, t: t), slots: batch.count,
+                                             valueLength: shape.dimension)
+        return try merged.means()
+    }
+
+    /// Two rounds: merge the per-crop normalisers log Z_C over all shards, then sum the shards' composite
+    /// numerators and divide by each pixel's coverage. Pixels no crop covers take the empirical value.
+    func composite(_ batch: QueryBatch, t: Double, crops: CropSet) async throws -> Output {
+        let k = crops.cropCount(for: shape), dim = shape.dimension, hw = shape.pixelCount
+        guard k > 0 else {
+            return Output(values: try await empirical(batch, t: t), uncoveredPixels: batch.count * hw)
+        }
+        let normalizers = try await mergedSoftmax(
+            .cropNormalizers(queries: batch, t: t, crops: crops), slots: batch.count * k, valueLength: 0)
+        let logZ = normalizers.logNormalizers
+        var numerator = [Double](repeating: 0, count: batch.count * dim)
+        for answer in try await gather(.cropComposite(queries: batch, t: t, crops: crops, logZ: logZ)) {
+            guard case .sums(let sums) = answer, sums.count == numerator.count else {
+                throw PSPCError.shapeMismatch("a shard answered a composite request with the wrong kind or size")
+            }
+            for i in numerator.indices { numerator[i] += sums[i] }
+        }
+        let coverage = crops.coverage(for: shape)
+        let uncovered = coverage.filter { $0 == 0 }.count
+        var fallback: [Double] = []
+        if uncovered > 0 { fallback = try await empirical(batch, t: t) }
+        for q in 0..<batch.count {
+            for c in 0..<shape.channels {
+                for p in 0..<hw {
+                    let i = q * dim + c * hw + p
+                    numerator[i] = coverage[p] > 0 ? numerator[i] / coverage[p] : fallback[i]
+                }
+            }
+        }
+        return Output(values: numerator, uncoveredPixels: uncovered * batch.count)
+    }
+
+    /// The Gaussian baseline's mean and eigendecomposition, from the shards' moments (computed once).
+    public func gaussianModel() async throws -> GaussianModel {
+        if let gaussianCache { return gaussianCache }
+        var moments = Moments.zero(dimension: shape.dimension)
+        for answer in try await gather(.moments) {
+            guard case .moments(let part) = answer, part.sum.count == shape.dimension else {
+                throw PSPCError.shapeMismatch("a shard answered a moments request with the wrong kind or size")
+            }
+            moments.merge(part)
+        }
+        let model = try GaussianModel(moments: moments)
+        gaussianCache = model
+        return model
+    }
+
+    func cfdm(_ batch: QueryBatch, t: Double, smoothing: Double, copies: Int, seed: UInt64, firstQueryIndex: Int)
+        async throws -> [Double]
+    {
+        let dim = shape.dimension, noise = NormalNoise(seed: seed)
+        var out = [Double](repeating: 0, count: batch.values.count)
+        // Perturbed copies go through the empirical denoiser in chunks of about one batch.
+        let queriesPerChunk = max(1, batchSize / copies)
+        var q0 = 0
+        while q0 < batch.count {
+            let n = min(queriesPerChunk, batch.count - q0)
+            var perturbed = [Double](repeating: 0, count: n * copies * dim)
+            for q in 0..<n {
+                let index = UInt64(firstQueryIndex + q0 + q)
+                for c in 0..<copies {
+                    let eps = noise.normals(stream: (index << 24) | UInt64(c), count: dim)
+                    let row = (q * copies + c) * dim
+                    for d in 0..<dim { perturbed[row + d] = batch.values[(q0 + q) * dim + d] + smoothing * eps[d] }
+                }
+            }
+            let denoised = try await empirical(QueryBatch(values: perturbed, shape: shape), t: t)
+            let inv = 1 / Double(copies)
+            for q in 0..<n {
+                for c in 0..<copies {
+                    let row = (q * copies + c) * dim
+                    for d in 0..<dim { out[(q0 + q) * dim + d] += denoised[row + d] * inv }
+                }
+            }
+            q0 += n
+        }
+        return out
+    }
+}

@@ -1,0 +1,252 @@
+import CBLAS
+import Foundation
+import PSPCKernels
+
+/// A part of the training set evaluated in this process: the engine's compute, and what a worker runs
+/// behind the wire. Crop methods run the vector kernels over (query, range of tiles) work items on
+/// `threads` threads; the empirical softmax and the moments use float64 BLAS.
+public final class InProcessShard: PartialSumSource {
+    public let images: ImageSet
+    public let threads: Int
+    /// Training images per BLAS block of the empirical softmax (a multiple of 8; tests shrink it to
+    /// force ragged edges).
+    public let blockImages: Int
+
+    public var shape: ImageShape { images.shape }
+    public var imageCount: Int { images.count }
+
+    public init(images: ImageSet, threads: Int = ProcessInfo.processInfo.activeProcessorCount, blockImages: Int? = nil) {
+        self.images = images
+        self.threads = max(1, threads)
+        let defaultBlock = max(64, (1 << 21) / max(1, images.shape.dimension))
+        self.blockImages = max(ImageSet.lanes, ((blockImages ?? defaultBlock) / ImageSet.lanes) * ImageSet.lanes)
+    }
+
+    public func evaluate(_ request: PartialRequest) async throws -> PartialResponse {
+        switch request {
+        case .empirical(let queries, let t):
+            try check(queries, t: t)
+            return .softmax(empirical(queries, t: t))
+        case .cropNormalizers(let queries, let t, let crops):
+            try check(queries, t: t)
+            try crops.validate(for: shape)
+            return .softmax(cropNormalizers(queries, t: t, crops: crops))
+        case .cropComposite(let queries, let t, let crops, let logZ):
+            try check(queries, t: t)
+            try crops.validate(for: shape)
+            guard logZ.count == queries.count * crops.cropCount(for: shape) else {
+                throw PSPCError.shapeMismatch("logZ holds \(logZ.count) values, expected queries x crops")
+            }
+            return .sums(cropComposite(queries, t: t, crops: crops, logZ: logZ))
+        case .moments:
+            return .moments(moments())
+        }
+    }
+
+    private func check(_ queries: QueryBatch, t: Double) throws {
+        guard queries.shape == shape else {
+            throw PSPCError.shapeMismatch("queries are \(queries.shape) images, the training set is \(shape)")
+        }
+        guard t > 0 && t.isFinite else { throw PSPCError.invalidArgument("t must be positive and finite, got \(t)") }
+    }
+
+    // MARK: - Empirical softmax (BLAS)
+
+    /// For each block of training images: dots = Z X^T (dgemm), logits and weights in place
+    /// (`pspc_softmax_block`), then v = v * scale + W X (dgemm).
+    func empirical(_ queries: QueryBatch, t: Double) -> SoftmaxPartials {
+        let b = queries.count, dim = shape.dimension
+        var result = SoftmaxPartials.empty(slots: b, valueLength: dim)
+        guard b > 0, images.count > 0 else { return result }
+        let invTwoT2 = 1 / (2 * t * t)
+        let qnorm = (0..<b).map { q in
+            var n = 0.0
+            for d in 0..<dim { n += queries.values[q * dim + d] * queries.values[q * dim + d] }
+            return n
+        }
+        let block = blockImages
+        var rows = [Double](repeating: 0, count: block * dim)
+        var xnorm = [Double](repeating: 0, count: block)
+        var dots = [Double](repeating: 0, count: b * block)
+        var scale = [Double](repeating: 0, count: b)
+        images.withTiles { set in
+            var first = 0
+            while first < images.count {
+                let n = min(block, images.count - first)
+                pspc_tiles_to_rows(set, first, n, &rows, &xnorm)
+                cblas_dgemm(
+                    CblasRowMajor, CblasNoTrans, CblasTrans, Int32(b), Int32(n), Int32(dim), 1,
+                    queries.values, Int32(dim), rows, Int32(dim), 0, &dots, Int32(block))
+                pspc_softmax_block(&dots, b, n, block, qnorm, xnorm, invTwoT2, &result.m, &result.s, &scale)
+                for q in 0..<b where scale[q] != 1 {
+                    let f = scale[q]
+                    for d in 0..<dim { result.v[q * dim + d] *= f }
+                }
+                cblas_dgemm(
+                    CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(b), Int32(dim), Int32(n), 1,
+                    dots, Int32(block), rows, Int32(dim), 1, &result.v, Int32(dim))
+                first += n
+            }
+        }
+        return result
+    }
+
+    // MARK: - Crop kernels
+
+    /// Splits the tiles into chunks so that queries x chunks gives every thread work.
+    private func tileChunks(queries: Int) -> [Range<Int>] {
+        let tiles = images.tileCount
+        let chunks = max(1, min(tiles, (threads + queries - 1) / max(1, queries)))
+        return (0..<chunks).map { c in (c * tiles / chunks)..<((c + 1) * tiles / chunks) }
+    }
+
+    private func withMasks<R>(_ crops: CropSet, _ body: (UnsafePointer<pspc_masks>?) -> R) -> R {
+        guard case .masks(let masks) = crops else { return body(nil) }
+        return masks.offsets.withUnsafeBufferPointer { offsets in
+            masks.pixels.withUnsafeBufferPointer { pixels in
+                masks.multiplicity.withUnsafeBufferPointer { multiplicity in
+                    var view = pspc_masks(
+                        offsets: offsets.baseAddress, pixels: pixels.baseAddress,
+                        multiplicity: multiplicity.baseAddress, crop_count: masks.count)
+                    return body(&view)
+                }
+            }
+        }
+    }
+
+    func cropNormalizers(_ queries: QueryBatch, t: Double, crops: CropSet) -> SoftmaxPartials {
+        let b = queries.count, k = crops.cropCount(for: shape), lanes = ImageSet.lanes
+        let chunks = tileChunks(queries: b)
+        let items = b * chunks.count
+        let stateSize = k * lanes
+        var m = [Double](repeating: -.infinity, count: items * stateSize)
+        var s = [Double](repeating: 0, count: items * stateSize)
+        let scratchSize = pspc_crop_scratch_doubles(
+            Int32(shape.channels), Int32(shape.height), Int32(shape.width), k)
+        let invTwoT2 = 1 / (2 * t * t)
+        images.withTiles { set in
+            withMasks(crops) { masks in
+                queries.values.withUnsafeBufferPointer { z in
+                    let mOut = m.withUnsafeMutableBufferPointer { SharedBuffer($0.baseAddress!) }
+                    let sOut = s.withUnsafeMutableBufferPointer { SharedBuffer($0.baseAddress!) }
+                    let setRef = SharedBuffer(UnsafeMutablePointer(mutating: set))
+                    let zRef = SharedBuffer(UnsafeMutablePointer(mutating: z.baseAddress!))
+                    let maskRef = masks.map { SharedBuffer(UnsafeMutablePointer(mutating: $0)) }
+                    let dim = shape.dimension
+                    parallelFor(count: items, threads: threads) { item in
+                        let q = item / chunks.count, range = chunks[item % chunks.count]
+                        let scratch = UnsafeMutablePointer<Double>.allocate(capacity: scratchSize)
+                        defer { scratch.deallocate() }
+                        let mp = mOut.base + item * stateSize, sp = sOut.base + item * stateSize
+                        let zq = zRef.base + q * dim
+                        if let maskRef {
+                            pspc_mask_normalizers(
+                                setRef.base, range.lowerBound, range.upperBound, zq, maskRef.base, invTwoT2, mp, sp,
+                                scratch)
+                        } else if case .square(let patch) = crops {
+                            pspc_square_normalizers(
+                                setRef.base, range.lowerBound, range.upperBound, zq, Int32(patch), invTwoT2, mp, sp,
+                                scratch)
+                        }
+                    }
+                }
+            }
+        }
+        // Merge lanes and chunks into one (m, s) per (query, crop).
+        var result = SoftmaxPartials.empty(slots: b * k)
+        for item in 0..<items {
+            let q = item / chunks.count
+            for crop in 0..<k {
+                let slot = q * k + crop
+                for lane in 0..<lanes {
+                    let i = item * stateSize + crop * lanes + lane
+                    let m2 = m[i]
+                    if m2 == -.infinity { continue }
+                    let m1 = result.m[slot]
+                    if m1 == -.infinity {
+                        result.m[slot] = m2
+                        result.s[slot] = s[i]
+                    } else {
+                        let mNew = max(m1, m2)
+                        result.s[slot] = result.s[slot] * exp(m1 - mNew) + s[i] * exp(m2 - mNew)
+                        result.m[slot] = mNew
+                    }
+                }
+            }
+        }
+        return result
+    }
+
+    func cropComposite(_ queries: QueryBatch, t: Double, crops: CropSet, logZ: [Double]) -> [Double] {
+        let b = queries.count, k = crops.cropCount(for: shape), dim = shape.dimension
+        let chunks = tileChunks(queries: b)
+        let items = b * chunks.count
+        var partial = [Double](repeating: 0, count: items * dim)
+        let scratchSize = pspc_crop_scratch_doubles(
+            Int32(shape.channels), Int32(shape.height), Int32(shape.width), k)
+        let invTwoT2 = 1 / (2 * t * t)
+        images.withTiles { set in
+            withMasks(crops) { masks in
+                queries.values.withUnsafeBufferPointer { z in
+                    logZ.withUnsafeBufferPointer { logZ in
+                        let out = partial.withUnsafeMutableBufferPointer { SharedBuffer($0.baseAddress!) }
+                        let setRef = SharedBuffer(UnsafeMutablePointer(mutating: set))
+                        let zRef = SharedBuffer(UnsafeMutablePointer(mutating: z.baseAddress!))
+                        let logZRef = SharedBuffer(UnsafeMutablePointer(mutating: logZ.baseAddress!))
+                        let maskRef = masks.map { SharedBuffer(UnsafeMutablePointer(mutating: $0)) }
+                        parallelFor(count: items, threads: threads) { item in
+                            let q = item / chunks.count, range = chunks[item % chunks.count]
+                            let scratch = UnsafeMutablePointer<Double>.allocate(capacity: scratchSize)
+                            defer { scratch.deallocate() }
+                            let zq = zRef.base + q * dim, lz = logZRef.base + q * k, acc = out.base + item * dim
+                            if let maskRef {
+                                pspc_mask_composite(
+                                    setRef.base, range.lowerBound, range.upperBound, zq, maskRef.base, invTwoT2, lz,
+                                    acc, scratch)
+                            } else if case .square(let patch) = crops {
+                                pspc_square_composite(
+                                    setRef.base, range.lowerBound, range.upperBound, zq, Int32(patch), invTwoT2, lz,
+                                    acc, scratch)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        var result = [Double](repeating: 0, count: b * dim)
+        for item in 0..<items {
+            let q = item / chunks.count
+            for d in 0..<dim { result[q * dim + d] += partial[item * dim + d] }
+        }
+        return result
+    }
+
+    // MARK: - Moments (BLAS)
+
+    func moments() -> Moments {
+        let dim = shape.dimension
+        var result = Moments.zero(dimension: dim)
+        result.count = images.count
+        let block = blockImages
+        var rows = [Double](repeating: 0, count: block * dim)
+        images.withTiles { set in
+            var first = 0
+            while first < images.count {
+                let n = min(block, images.count - first)
+                pspc_tiles_to_rows(set, first, n, &rows, nil)
+                for i in 0..<n {
+                    for d in 0..<dim { result.sum[d] += rows[i * dim + d] }
+                }
+                cblas_dsyrk(
+                    CblasRowMajor, CblasUpper, CblasTrans, Int32(dim), Int32(n), 1, rows, Int32(dim), 1,
+                    &result.outer, Int32(dim))
+                first += n
+            }
+        }
+        // dsyrk fills the upper triangle; mirror it so the matrix is whole.
+        for i in 0..<dim {
+            for j in 0..<i { result.outer[i * dim + j] = result.outer[j * dim + i] }
+        }
+        return result
+    }
+}

@@ -1,0 +1,24 @@
+import Dispatch
+
+/// Runs `body(i)` for i in 0..<count on up to `threads` threads, statically interleaved (work items are
+/// of similar size). Results written by `body` go to disjoint memory the caller owns.
+func parallelFor(count: Int, threads: Int, _ body: @Sendable (Int) -> Void) {
+    let workers = max(1, min(threads, count))
+    if workers == 1 {
+        for i in 0..<count { body(i) }
+        return
+    }
+    DispatchQueue.concurrentPerform(iterations: workers) { worker in
+        var i = worker
+        while i < count {
+            body(i)
+            i += workers
+        }
+    }
+}
+
+/// A raw buffer handed to parallel workers that write disjoint parts of it.
+struct SharedBuffer<Element>: @unchecked Sendable {
+    let base: UnsafeMutablePointer<Element>
+    init(_ base: UnsafeMutablePointer<Element>) { self.base = base }
+}

@@ -1,0 +1,60 @@
+import Crypto
+import Foundation
+import PSPCCore
+
+/// The JSON index of a sharded dataset: its shape, size and shard files with their SHA-256.
+public struct Manifest: Codable, Sendable, Equatable {
+    public static let fileName = "manifest.json"
+    public static let formatName = "pspc-shards"
+
+    public struct Shard: Codable, Sendable, Equatable {
+        public var file: String
+        public var first: Int
+        public var count: Int
+        public var bytes: Int
+        public var sha256: String
+    }
+
+    public var format: String = Manifest.formatName
+    public var version: Int = 1
+    public var source: String
+    public var shape: ImageShape
+    public var count: Int
+    public var shards: [Shard]
+
+    public static func read(directory: String) throws -> Manifest {
+        let path = (directory as NSString).appendingPathComponent(fileName)
+        let bytes = try FileIO.read(path)
+        let manifest: Manifest
+        do {
+            manifest = try JSONDecoder().decode(Manifest.self, from: Data(bytes))
+        } catch {
+            throw DataError.corrupt(path: path, reason: "not a valid manifest (\(error))")
+        }
+        guard manifest.format == formatName, manifest.version == 1 else {
+            throw DataError.unsupported(path: path, reason: "manifest format \(manifest.format) version \(manifest.version)")
+        }
+        var next = 0
+        for shard in manifest.shards {
+            guard shard.first == next, shard.count >= 0 else {
+                throw DataError.corrupt(path: path, reason: "shard \(shard.file) starts at \(shard.first), expected \(next)")
+            }
+            next += shard.count
+        }
+        guard next == manifest.count else {
+            throw DataError.corrupt(path: path, reason: "shards hold \(next) images, the manifest says \(manifest.count)")
+        }
+        return manifest
+    }
+
+    public func write(directory: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = try encoder.encode(self)
+        try FileIO.writeAtomically([UInt8](data) + [10], to: (directory as NSString).appendingPathComponent(Self.fileName))
+    }
+
+    public static func sha256Hex(_ bytes: [UInt8]) -> String {
+        SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+    }
+}

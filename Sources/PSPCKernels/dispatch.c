@@ -1,0 +1,109 @@
+// Picks the kernels for the CPU this runs on, once: AVX-512, else AVX2 with FMA, else baseline x86-64.
+// PSPC_KERNELS=baseline|avx2|avx512 forces a level (a level the CPU lacks falls back to the best it has),
+// which lets the tests check that every level gives the same answers.
+#include "PSPCKernels.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DECLARE(level)                                                                                        \
+    void pspc_square_normalizers_##level(const pspc_image_tiles *, long, long, const double *, int, double,    \
+                                         double *, double *, double *);                                        \
+    void pspc_square_composite_##level(const pspc_image_tiles *, long, long, const double *, int, double,      \
+                                       const double *, double *, double *);                                    \
+    void pspc_mask_normalizers_##level(const pspc_image_tiles *, long, long, const double *, const pspc_masks *, \
+                                       double, double *, double *, double *);                                  \
+    void pspc_mask_composite_##level(const pspc_image_tiles *, long, long, const double *, const pspc_masks *,   \
+                                     double, const double *, double *, double *);                              \
+    void pspc_tiles_to_rows_##level(const pspc_image_tiles *, long, long, double *, double *);                 \
+    void pspc_softmax_block_##level(double *, long, long, long, const double *, const double *, double,        \
+                                    double *, double *, double *);                                             \
+    void pspc_exp_##level(const double *, double *, long);
+
+DECLARE(baseline)
+#if defined(__x86_64__)
+DECLARE(avx2)
+DECLARE(avx512)
+#endif
+
+static _Atomic int chosen_level = -1;
+
+static int detect_level(void) {
+    int best = 0;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = 1;
+    if (best == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) best = 2;
+#endif
+    const char *forced = getenv("PSPC_KERNELS");
+    if (forced) {
+        int want = !strcmp(forced, "baseline") ? 0 : !strcmp(forced, "avx2") ? 1 : !strcmp(forced, "avx512") ? 2 : best;
+        if (want < best) best = want;
+    }
+    return best;
+}
+
+int pspc_kernel_level(void) {
+    int level = atomic_load_explicit(&chosen_level, memory_order_relaxed);
+    if (level < 0) {
+        level = detect_level();
+        atomic_store_explicit(&chosen_level, level, memory_order_relaxed);
+    }
+    return level;
+}
+
+const char *pspc_kernel_level_name(void) {
+    static const char *names[] = {"baseline x86-64", "avx2+fma", "avx512"};
+    return names[pspc_kernel_level()];
+}
+
+#if defined(__x86_64__)
+#define DISPATCH(name, ...)                                     \
+    switch (pspc_kernel_level()) {                              \
+    case 2: name##_avx512(__VA_ARGS__); break;                  \
+    case 1: name##_avx2(__VA_ARGS__); break;                    \
+    default: name##_baseline(__VA_ARGS__); break;               \
+    }
+#else
+#define DISPATCH(name, ...) name##_baseline(__VA_ARGS__);
+#endif
+
+long pspc_crop_scratch_doubles(int channels, int height, int width, long crop_count) {
+    long hw = (long)height * width;
+    long sat = (long)(height + 1) * (width + 1);
+    long vectors = hw + sat + crop_count + sat + hw + (long)channels * hw;
+    return vectors * PSPC_LANES + PSPC_LANES;
+}
+
+void pspc_square_normalizers(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                             int patch, double inv_two_t2, double *m, double *s, double *scratch) {
+    DISPATCH(pspc_square_normalizers, set, tile_begin, tile_end, z, patch, inv_two_t2, m, s, scratch)
+}
+
+void pspc_square_composite(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                           int patch, double inv_two_t2, const double *log_z, double *numerator, double *scratch) {
+    DISPATCH(pspc_square_composite, set, tile_begin, tile_end, z, patch, inv_two_t2, log_z, numerator, scratch)
+}
+
+void pspc_mask_normalizers(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                           const pspc_masks *masks, double inv_two_t2, double *m, double *s, double *scratch) {
+    DISPATCH(pspc_mask_normalizers, set, tile_begin, tile_end, z, masks, inv_two_t2, m, s, scratch)
+}
+
+void pspc_mask_composite(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                         const pspc_masks *masks, double inv_two_t2, const double *log_z, double *numerator,
+                         double *scratch) {
+    DISPATCH(pspc_mask_composite, set, tile_begin, tile_end, z, masks, inv_two_t2, log_z, numerator, scratch)
+}
+
+void pspc_tiles_to_rows(const pspc_image_tiles *set, long first, long count, double *out, double *norms) {
+    DISPATCH(pspc_tiles_to_rows, set, first, count, out, norms)
+}
+
+void pspc_softmax_block(double *dots, long rows, long cols, long ld, const double *qnorm, const double *xnorm,
+                        double inv_two_t2, double *m, double *s, double *scale) {
+    DISPATCH(pspc_softmax_block, dots, rows, cols, ld, qnorm, xnorm, inv_two_t2, m, s, scale)
+}
+
+void pspc_exp(const double *in, double *out, long n) { DISPATCH(pspc_exp, in, out, n) }

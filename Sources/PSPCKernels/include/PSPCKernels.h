@@ -1,0 +1,73 @@
+#ifndef PSPC_KERNELS_H
+#define PSPC_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/// Number of training images processed side by side, one per vector lane.
+#define PSPC_LANES 8
+
+/// Lane-interleaved training tiles: tile k holds images 8k..8k+7 as
+/// `tiles[(k * dimension + d) * PSPC_LANES + lane]`, d = c * H * W + y * W + x, uint8 pixel values.
+/// Pixel value u maps to u / 127.5 - 1. Lanes past `count` are padding and never contribute.
+typedef struct {
+    const uint8_t *tiles;
+    long count;      ///< number of real images
+    int channels;
+    int height;
+    int width;
+} pspc_image_tiles;
+
+/// The CPU level whose kernels run: 0 baseline x86-64, 1 AVX2+FMA, 2 AVX-512 (env PSPC_KERNELS can lower it).
+int pspc_kernel_level(void);
+const char *pspc_kernel_level_name(void);
+
+/// Per-thread scratch size in doubles for the crop kernels below.
+long pspc_crop_scratch_doubles(int channels, int height, int width, long crop_count);
+
+/// Square crops of side `patch` at stride 1 (upper-left corner y0, x0 in 0..H-s, 0..W-s, row-major):
+/// round 1 of the two-round PSPC scheme. For images [tile_begin, tile_end) * 8 of `set`, updates the
+/// running log-sum-exp state of every crop with logits l_i(C) = -||z_C - x_i,C||^2 * inv_two_t2.
+/// `m`, `s`: [crops][PSPC_LANES] per-lane running max and scaled sum (start at -inf, 0).
+/// `z`: one query, [C, H, W] row-major, float64.
+void pspc_square_normalizers(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                             int patch, double inv_two_t2, double *m, double *s, double *scratch);
+
+/// Round 2: adds to `numerator` [C, H, W] the composite numerator
+/// sum_i x_i(p) * sum_{C covers p} exp(l_i(C) - log_z[C]) over images [tile_begin, tile_end) * 8.
+void pspc_square_composite(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                           int patch, double inv_two_t2, const double *log_z, double *numerator, double *scratch);
+
+/// Arbitrary pixel masks (PSPC-Flex), as compressed rows: mask k covers pixel positions
+/// `pixels[offsets[k] ..< offsets[k + 1]]` (p = y * W + x, all channels of each).
+typedef struct {
+    const long *offsets;   ///< [crop_count + 1]
+    const int32_t *pixels;
+    const double *multiplicity;  ///< [crop_count]: how many output pixels share this mask
+    long crop_count;
+} pspc_masks;
+
+/// Round 1 for masks: same state layout as `pspc_square_normalizers`.
+void pspc_mask_normalizers(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                           const pspc_masks *masks, double inv_two_t2, double *m, double *s, double *scratch);
+
+/// Round 2 for masks: numerator(p) += sum_i x_i(p) * sum_{k covers p} multiplicity_k exp(l_i(k) - log_z[k]).
+void pspc_mask_composite(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                         const pspc_masks *masks, double inv_two_t2, const double *log_z, double *numerator,
+                         double *scratch);
+
+/// Converts images [first, first + count) of `set` to float64 rows `out[count][dimension]` (x / 127.5 - 1),
+/// and writes their squared norms to `norms[count]` when `norms` is not NULL.
+void pspc_tiles_to_rows(const pspc_image_tiles *set, long first, long count, double *out, double *norms);
+
+/// One block of the streamed empirical softmax. `dots[b * ld + j]` holds z_b . x_j for j < cols; on return it
+/// holds exp(l_bj - m_b) with l_bj = -max(qnorm_b + xnorm_j - 2 dots, 0) * inv_two_t2 and m_b the updated
+/// running max. `scale[b]` receives exp(m_old - m_new), the factor the caller applies to its running
+/// numerator; `s[b]` is updated in place (already rescaled).
+void pspc_softmax_block(double *dots, long rows, long cols, long ld, const double *qnorm, const double *xnorm,
+                        double inv_two_t2, double *m, double *s, double *scale);
+
+/// Vector exp for testing the kernels' approximation: out[i] = exp(in[i]) for in[i] in [-708, 709].
+void pspc_exp(const double *in, double *out, long n);
+
+#endif

@@ -1,0 +1,307 @@
+#include "PSPCKernels.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+// Body of the float64 vector kernels, included once per CPU level by kernels_<level>.c, which defines
+// PSPC_VARIANT to name the functions of that level; dispatch.c picks a level at run time. Not public.
+//
+// One training image per vector lane, so every per-pixel and per-crop operation is element-wise over
+// 8 images and needs no shuffles.
+//
+// Precision: distances are sums of squared differences in float64 (no ||z||^2 - 2 z.x expansion), so
+// at t = 0.002, where logits are ~1e6 apart, they keep ~1e-13 absolute accuracy; box sums use float64
+// summed-area tables; the softmax subtracts the running max before exp.
+
+typedef double vd __attribute__((vector_size(64)));
+typedef long long vl __attribute__((vector_size(64)));
+typedef uint8_t vu8 __attribute__((vector_size(8)));
+
+static const double kPixelScale = 1.0 / 127.5;
+
+static inline vd splat(double x) { return (vd){x, x, x, x, x, x, x, x}; }
+static inline vd load(const double *p) {
+    vd v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void store(double *p, vd v) { memcpy(p, &v, sizeof v); }
+static inline vd select_vd(vl mask, vd a, vd b) { return (vd)(((vl)a & mask) | ((vl)b & ~mask)); }
+static inline double hsum(vd v) {
+    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
+
+/// Training pixels of one tile at flat index d, mapped to [-1, 1].
+static inline vd load_pixels(const uint8_t *tile, long d) {
+    vu8 u;
+    memcpy(&u, tile + d * PSPC_LANES, sizeof u);
+    return __builtin_convertvector(u, vd) * splat(kPixelScale) - splat(1.0);
+}
+
+/// exp(x) to ~2e-16 relative for x in [-708, 709]; 0 for x < -708, -inf and NaN.
+/// Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2, then the Taylor series to degree 12
+/// (remainder r^13 / 13! < 2e-16), then scaling by 2^n through the exponent bits.
+static inline vd vexp(vd x) {
+    const vd shifter = splat(6755399441055744.0);  // 1.5 * 2^52: adding it rounds to an integer
+    vl ok = x > splat(-708.0);
+    vd xc = select_vd(ok, x, splat(0.0));
+    vd n = (xc * splat(1.4426950408889634) + shifter) - shifter;
+    vd r = xc - n * splat(6.93147180369123816490e-01);
+    r = r - n * splat(1.90821492927058770002e-10);
+    vd p = splat(1.0 / 479001600.0);
+    p = p * r + splat(1.0 / 39916800.0);
+    p = p * r + splat(1.0 / 3628800.0);
+    p = p * r + splat(1.0 / 362880.0);
+    p = p * r + splat(1.0 / 40320.0);
+    p = p * r + splat(1.0 / 5040.0);
+    p = p * r + splat(1.0 / 720.0);
+    p = p * r + splat(1.0 / 120.0);
+    p = p * r + splat(1.0 / 24.0);
+    p = p * r + splat(1.0 / 6.0);
+    p = p * r + splat(0.5);
+    p = p * r + splat(1.0);
+    p = p * r + splat(1.0);
+    vl bits = (__builtin_convertvector(n, vl) + 1023) << 52;
+    return select_vd(ok, p * (vd)bits, splat(0.0));
+}
+
+static inline double *align64(double *p) { return (double *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+
+static inline vl lane_mask(const pspc_image_tiles *set, long tile) {
+    long long n = set->count - tile * PSPC_LANES;
+    vl lanes = {0, 1, 2, 3, 4, 5, 6, 7};
+    return lanes < (vl){n, n, n, n, n, n, n, n};
+}
+
+/// e[p] = sum_c (z[c, p] - x[c, p])^2 for the 8 images of one tile.
+static inline void pixel_sqdist(const pspc_image_tiles *set, const uint8_t *tile, const double *z, vd *e) {
+    long hw = (long)set->height * set->width;
+    for (int c = 0; c < set->channels; c++) {
+        const double *zc = z + c * hw;
+        long base = c * hw;
+        for (long p = 0; p < hw; p++) {
+            vd diff = splat(zc[p]) - load_pixels(tile, base + p);
+            e[p] = (c == 0 ? splat(0.0) : e[p]) + diff * diff;
+        }
+    }
+}
+
+/// Summed-area table sat[(y + 1) * (W + 1) + x + 1] = sum of e over [0, y] x [0, x]; row and column 0 are 0.
+static inline void sat_build(const vd *e, int rows, int cols, vd *sat) {
+    int w1 = cols + 1;
+    for (int x = 0; x <= cols; x++) sat[x] = splat(0.0);
+    for (int y = 0; y < rows; y++) {
+        vd run = splat(0.0);
+        sat[(y + 1) * w1] = splat(0.0);
+        for (int x = 0; x < cols; x++) {
+            run += e[y * cols + x];
+            sat[(y + 1) * w1 + x + 1] = sat[y * w1 + x + 1] + run;
+        }
+    }
+}
+
+static inline vd sat_rect(const vd *sat, int w1, int y0, int x0, int y1, int x1) {
+    // Sum over rows [y0, y1) and columns [x0, x1).
+    return (sat[y1 * w1 + x1] - sat[y0 * w1 + x1]) - (sat[y1 * w1 + x0] - sat[y0 * w1 + x0]);
+}
+
+/// Logits of every square crop for one tile; padded lanes get -inf.
+static inline void square_logits(const pspc_image_tiles *set, const uint8_t *tile, vl valid, const double *z,
+                                 int patch, double inv_two_t2, vd *e, vd *sat, vd *logits) {
+    int rows = set->height, cols = set->width, w1 = cols + 1;
+    int gy = rows - patch + 1, gx = cols - patch + 1;
+    pixel_sqdist(set, tile, z, e);
+    sat_build(e, rows, cols, sat);
+    vd ninf = splat(-INFINITY), zero = splat(0.0), k = splat(-inv_two_t2);
+    for (int y0 = 0; y0 < gy; y0++) {
+        for (int x0 = 0; x0 < gx; x0++) {
+            vd d = sat_rect(sat, w1, y0, x0, y0 + patch, x0 + patch);
+            d = select_vd(d > zero, d, zero);
+            logits[y0 * gx + x0] = select_vd(valid, d * k, ninf);
+        }
+    }
+}
+
+/// Online log-sum-exp update of per-lane state (m, s) with logits l: one exp per element.
+static inline void lse_update(double *mp, double *sp, vd l) {
+    vd m = load(mp), s = load(sp);
+    vl greater = l > m;
+    vd m_new = select_vd(greater, l, m);
+    vd lower = select_vd(greater, m, l);
+    vd a = vexp(lower - m_new);  // -inf - x and -inf - -inf (NaN) both give 0
+    store(mp, m_new);
+    store(sp, select_vd(greater, s * a + splat(1.0), s + a));
+}
+
+typedef struct {
+    vd *e, *sat, *logits, *wsat, *weight, *acc;
+} scratch_layout;
+
+static scratch_layout carve(double *scratch, const pspc_image_tiles *set, long crop_count) {
+    long hw = (long)set->height * set->width;
+    long sat = (long)(set->height + 1) * (set->width + 1);
+    vd *base = (vd *)align64(scratch);
+    scratch_layout l;
+    l.e = base;
+    l.sat = l.e + hw;
+    l.logits = l.sat + sat;
+    l.wsat = l.logits + crop_count;
+    l.weight = l.wsat + sat;
+    l.acc = l.weight + hw;
+    return l;
+}
+
+void PSPC_VARIANT(pspc_square_normalizers)(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                             int patch, double inv_two_t2, double *m, double *s, double *scratch) {
+    int gy = set->height - patch + 1, gx = set->width - patch + 1;
+    long crops = (long)gy * gx;
+    long dim = (long)set->channels * set->height * set->width;
+    scratch_layout w = carve(scratch, set, crops);
+    for (long t = tile_begin; t < tile_end; t++) {
+        const uint8_t *tile = set->tiles + t * dim * PSPC_LANES;
+        square_logits(set, tile, lane_mask(set, t), z, patch, inv_two_t2, w.e, w.sat, w.logits);
+        for (long k = 0; k < crops; k++) lse_update(m + k * PSPC_LANES, s + k * PSPC_LANES, w.logits[k]);
+    }
+}
+
+/// numerator[d] += sum over lanes of acc[d]; acc is cleared for the next call.
+static inline void flush_numerator(vd *acc, long dim, double *numerator) {
+    for (long d = 0; d < dim; d++) numerator[d] += hsum(acc[d]);
+}
+
+/// acc[c, p] += weight[p] * x[c, p] for one tile.
+static inline void accumulate(const pspc_image_tiles *set, const uint8_t *tile, const vd *weight, vd *acc) {
+    long hw = (long)set->height * set->width;
+    for (int c = 0; c < set->channels; c++) {
+        long base = c * hw;
+        for (long p = 0; p < hw; p++) acc[base + p] += weight[p] * load_pixels(tile, base + p);
+    }
+}
+
+void PSPC_VARIANT(pspc_square_composite)(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                           int patch, double inv_two_t2, const double *log_z, double *numerator, double *scratch) {
+    int rows = set->height, cols = set->width;
+    int gy = rows - patch + 1, gx = cols - patch + 1, g1 = gx + 1;
+    long crops = (long)gy * gx;
+    long dim = (long)set->channels * rows * cols;
+    scratch_layout w = carve(scratch, set, crops);
+    for (long d = 0; d < dim; d++) w.acc[d] = splat(0.0);
+    for (long t = tile_begin; t < tile_end; t++) {
+        const uint8_t *tile = set->tiles + t * dim * PSPC_LANES;
+        square_logits(set, tile, lane_mask(set, t), z, patch, inv_two_t2, w.e, w.sat, w.logits);
+        for (long k = 0; k < crops; k++) w.logits[k] = vexp(w.logits[k] - splat(log_z[k]));
+        // Weight reaching pixel (y, x): sum over the crops covering it, a rectangle of the crop grid.
+        sat_build(w.logits, gy, gx, w.wsat);
+        for (int y = 0; y < rows; y++) {
+            int ya = y - patch + 1 > 0 ? y - patch + 1 : 0, yb = y < gy - 1 ? y : gy - 1;
+            for (int x = 0; x < cols; x++) {
+                int xa = x - patch + 1 > 0 ? x - patch + 1 : 0, xb = x < gx - 1 ? x : gx - 1;
+                w.weight[y * cols + x] = sat_rect(w.wsat, g1, ya, xa, yb + 1, xb + 1);
+            }
+        }
+        accumulate(set, tile, w.weight, w.acc);
+    }
+    flush_numerator(w.acc, dim, numerator);
+}
+
+static inline void mask_logits(const pspc_image_tiles *set, const uint8_t *tile, vl valid, const double *z,
+                               const pspc_masks *masks, double inv_two_t2, vd *e, vd *logits) {
+    pixel_sqdist(set, tile, z, e);
+    vd ninf = splat(-INFINITY), k = splat(-inv_two_t2);
+    for (long c = 0; c < masks->crop_count; c++) {
+        vd d = splat(0.0);
+        for (long j = masks->offsets[c]; j < masks->offsets[c + 1]; j++) d += e[masks->pixels[j]];
+        logits[c] = select_vd(valid, d * k, ninf);
+    }
+}
+
+void PSPC_VARIANT(pspc_mask_normalizers)(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                           const pspc_masks *masks, double inv_two_t2, double *m, double *s, double *scratch) {
+    long dim = (long)set->channels * set->height * set->width;
+    scratch_layout w = carve(scratch, set, masks->crop_count);
+    for (long t = tile_begin; t < tile_end; t++) {
+        const uint8_t *tile = set->tiles + t * dim * PSPC_LANES;
+        mask_logits(set, tile, lane_mask(set, t), z, masks, inv_two_t2, w.e, w.logits);
+        for (long k = 0; k < masks->crop_count; k++)
+            lse_update(m + k * PSPC_LANES, s + k * PSPC_LANES, w.logits[k]);
+    }
+}
+
+void PSPC_VARIANT(pspc_mask_composite)(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                         const pspc_masks *masks, double inv_two_t2, const double *log_z, double *numerator,
+                         double *scratch) {
+    long hw = (long)set->height * set->width;
+    long dim = set->channels * hw;
+    scratch_layout w = carve(scratch, set, masks->crop_count);
+    for (long d = 0; d < dim; d++) w.acc[d] = splat(0.0);
+    for (long t = tile_begin; t < tile_end; t++) {
+        const uint8_t *tile = set->tiles + t * dim * PSPC_LANES;
+        mask_logits(set, tile, lane_mask(set, t), z, masks, inv_two_t2, w.e, w.logits);
+        for (long p = 0; p < hw; p++) w.weight[p] = splat(0.0);
+        for (long c = 0; c < masks->crop_count; c++) {
+            vd wk = vexp(w.logits[c] - splat(log_z[c])) * splat(masks->multiplicity[c]);
+            for (long j = masks->offsets[c]; j < masks->offsets[c + 1]; j++) w.weight[masks->pixels[j]] += wk;
+        }
+        accumulate(set, tile, w.weight, w.acc);
+    }
+    flush_numerator(w.acc, dim, numerator);
+}
+
+void PSPC_VARIANT(pspc_tiles_to_rows)(const pspc_image_tiles *set, long first, long count, double *out, double *norms) {
+    long dim = (long)set->channels * set->height * set->width;
+    for (long i = 0; i < count; i++) {
+        long image = first + i;
+        const uint8_t *src = set->tiles + (image / PSPC_LANES) * dim * PSPC_LANES + image % PSPC_LANES;
+        double *row = out + i * dim;
+        double norm = 0.0;
+        for (long d = 0; d < dim; d++) {
+            double x = (double)src[d * PSPC_LANES] * kPixelScale - 1.0;
+            row[d] = x;
+            norm += x * x;
+        }
+        if (norms) norms[i] = norm;
+    }
+}
+
+void PSPC_VARIANT(pspc_softmax_block)(double *dots, long rows, long cols, long ld, const double *qnorm, const double *xnorm,
+                        double inv_two_t2, double *m, double *s, double *scale) {
+    for (long b = 0; b < rows; b++) {
+        double *row = dots + b * ld;
+        double qn = qnorm[b];
+        double row_max = -INFINITY;
+        for (long j = 0; j < cols; j++) {
+            double d = qn + xnorm[j] - 2.0 * row[j];
+            double l = -(d > 0.0 ? d : 0.0) * inv_two_t2;
+            row[j] = l;
+            row_max = l > row_max ? l : row_max;
+        }
+        double m_new = row_max > m[b] ? row_max : m[b];
+        double factor = m[b] == -INFINITY ? 0.0 : exp(m[b] - m_new);
+        vd acc = splat(0.0);
+        long j = 0;
+        for (; j + PSPC_LANES <= cols; j += PSPC_LANES) {
+            vd w = vexp(load(row + j) - splat(m_new));
+            store(row + j, w);
+            acc += w;
+        }
+        double sum = hsum(acc);
+        for (; j < cols; j++) {
+            row[j] = exp(row[j] - m_new);
+            sum += row[j];
+        }
+        s[b] = s[b] * factor + sum;
+        m[b] = m_new;
+        scale[b] = factor;
+    }
+}
+
+void PSPC_VARIANT(pspc_exp)(const double *in, double *out, long n) {
+    long i = 0;
+    for (; i + PSPC_LANES <= n; i += PSPC_LANES) store(out + i, vexp(load(in + i)));
+    for (; i < n; i++) {
+        double tail[PSPC_LANES] = {in[i]};
+        vd v = vexp(load(tail));
+        out[i] = v[0];
+    }
+}

@@ -1,0 +1,178 @@
+// Engine benchmark (not a test): per-query times of the engine against a straightforward implementation
+// run in the same process on the same data, and their ratio. Fashion-MNIST, N training images without
+// x-flip, test-set queries at one t. Run through scripts/bench.sh.
+import Dispatch
+import Foundation
+import PSPCCore
+import PSPCData
+import PSPCKernels
+
+struct Settings {
+    var trainCount = 10_000
+    var queries = 256
+    var baselineQueries = 8
+    var t = 1.09
+    var patchSize = 7
+    var threads = ProcessInfo.processInfo.activeProcessorCount
+
+    init() {
+        var args = CommandLine.arguments.dropFirst().makeIterator()
+        while let flag = args.next() {
+            guard let value = args.next() else { fatalError("\(flag) needs a value") }
+            switch flag {
+            case "--train": trainCount = Int(value)!
+            case "--queries": queries = Int(value)!
+            case "--baseline-queries": baselineQueries = Int(value)!
+            case "--t": t = Double(value)!
+            case "--patch-size": patchSize = Int(value)!
+            case "--threads": threads = Int(value)!
+            default: fatalError("unknown option \(flag)")
+            }
+        }
+    }
+}
+
+func seconds(_ body: () async throws -> Void) async rethrows -> Double {
+    let start = DispatchTime.now().uptimeNanoseconds
+    try await body()
+    return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+}
+
+/// The paper's released code, transcribed: one crop at a time, each crop's posterior mean streamed over the
+/// training set with a running log-sum-exp, then the overlap average. Float32 storage, float64 sums.
+func straightforwardComposite(z: [Double], t: Double, train: [Float], count n: Int, side: Int, patch s: Int) -> [Double] {
+    let dim = side * side
+    var sum = [Double](repeating: 0, count: dim), cover = [Double](repeating: 0, count: dim)
+    var mean = [Double](repeating: 0, count: s * s)
+    for y0 in 0...(side - s) {
+        for x0 in 0...(side - s) {
+            var m = -Double.infinity, total = 0.0
+            for j in 0..<(s * s) { mean[j] = 0 }
+            for i in 0..<n {
+                var d = 0.0
+                for dy in 0..<s {
+                    let row = (y0 + dy) * side + x0
+                    for dx in 0..<s {
+                        let diff = z[row + dx] - Double(train[i * dim + row + dx])
+                        d += diff * diff
+                    }
+                }
+                let l = -d / (2 * t * t)
+                if l > m {
+                    let scale = exp(m - l)
+                    total *= scale
+                    for j in 0..<(s * s) { mean[j] *= scale }
+                    m = l
+                }
+                let w = exp(l - m)
+                total += w
+                for dy in 0..<s {
+                    let row = (y0 + dy) * side + x0
+                    for dx in 0..<s { mean[dy * s + dx] += w * Double(train[i * dim + row + dx]) }
+                }
+            }
+            for dy in 0..<s {
+                for dx in 0..<s {
+                    let p = (y0 + dy) * side + x0 + dx
+                    sum[p] += mean[dy * s + dx] / total
+                    cover[p] += 1
+                }
+            }
+        }
+    }
+    return (0..<dim).map { sum[$0] / cover[$0] }
+}
+
+/// The empirical denoiser one training image at a time.
+func straightforwardEmpirical(z: [Double], t: Double, train: [Float], count n: Int) -> [Double] {
+    let dim = z.count
+    var m = -Double.infinity, total = 0.0
+    var mean = [Double](repeating: 0, count: dim)
+    for i in 0..<n {
+        var d = 0.0
+        for j in 0..<dim {
+            let diff = z[j] - Double(train[i * dim + j])
+            d += diff * diff
+        }
+        let l = -d / (2 * t * t)
+        if l > m {
+            let scale = exp(m - l)
+            total *= scale
+            for j in 0..<dim { mean[j] *= scale }
+            m = l
+        }
+        let w = exp(l - m)
+        total += w
+        for j in 0..<dim { mean[j] += w * Double(train[i * dim + j]) }
+    }
+    return mean.map { $0 / total }
+}
+
+/// Runs `body` for each query on `threads` threads (the baselines use every core too).
+func parallelQueries(_ count: Int, threads: Int, _ body: @escaping @Sendable (Int) -> [Double]) -> [[Double]] {
+    final class Box: @unchecked Sendable { var results: [[Double]]; let lock = NSLock(); init(_ n: Int) { results = Array(repeating: [], count: n) } }
+    let box = Box(count)
+    DispatchQueue.concurrentPerform(iterations: threads) { worker in
+        var i = worker
+        while i < count {
+            let r = body(i)
+            box.lock.lock(); box.results[i] = r; box.lock.unlock()
+            i += threads
+        }
+    }
+    return box.results
+}
+
+let settings = Settings()
+let trainImages = try IDXReader.read(path: DatasetSource.fashionMNISTDirectory + "/train-images-idx3-ubyte.gz", limit: settings.trainCount)
+let testImages = try IDXReader.read(path: DatasetSource.fashionMNISTDirectory + "/t10k-images-idx3-ubyte.gz", limit: settings.queries)
+let shape = trainImages.shape, dim = shape.dimension
+let eps = NormalNoise(seed: 0).normals(stream: 0, count: settings.queries * dim)
+let z = (0..<(settings.queries * dim)).map { Double(testImages.pixels[$0]) / 127.5 - 1 + settings.t * eps[$0] }
+let trainFloat = trainImages.pixels.map { Float($0) / 127.5 - 1 }
+
+print("pspc engine benchmark: Fashion-MNIST, N = \(trainImages.count) training images (no x-flip), \(settings.queries) test queries, t = \(settings.t)")
+print("kernels: \(String(cString: pspc_kernel_level_name())), threads: \(settings.threads), OpenBLAS threads: \(ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] ?? "default")")
+print("memory: training images held as uint8, \(trainImages.pixels.count) bytes")
+
+let engine = try DenoisingEngine(sources: [InProcessShard(
+    images: try ImageSet(pixels: trainImages.pixels, count: trainImages.count, shape: shape, xflip: false), threads: settings.threads)])
+_ = try await engine.denoise(Array(z[0..<dim]), t: settings.t, method: .empirical)  // warm up
+
+let nb = min(settings.baselineQueries, settings.queries)
+let baseZ = (0..<nb).map { Array(z[($0 * dim)..<(($0 + 1) * dim)]) }
+let threads = settings.threads
+
+var engineEmpirical: [Double] = []
+let engineEmpiricalSeconds = try await seconds { engineEmpirical = try await engine.denoise(z, t: settings.t, method: .empirical).values }
+var baseEmpirical: [[Double]] = []
+let baseEmpiricalSeconds = await seconds {
+    baseEmpirical = parallelQueries(nb, threads: threads) { straightforwardEmpirical(z: baseZ[$0], t: settings.t, train: trainFloat, count: trainImages.count) }
+}
+var engineSquare: [Double] = []
+let engineSquareSeconds = try await seconds {
+    engineSquare = try await engine.denoise(z, t: settings.t, method: .pspcSquare(.constant(settings.patchSize))).values
+}
+var baseSquare: [[Double]] = []
+let baseSquareSeconds = await seconds {
+    baseSquare = parallelQueries(nb, threads: threads) {
+        straightforwardComposite(z: baseZ[$0], t: settings.t, train: trainFloat, count: trainImages.count, side: shape.width, patch: settings.patchSize)
+    }
+}
+
+func agreement(_ engine: [Double], _ base: [[Double]]) -> Double {
+    var worst = 0.0
+    for (q, b) in base.enumerated() { for j in 0..<dim { worst = max(worst, abs(engine[q * dim + j] - b[j])) } }
+    return worst
+}
+
+let rows: [(String, Double, Double, Double)] = [
+    ("empirical", engineEmpiricalSeconds / Double(settings.queries), baseEmpiricalSeconds / Double(nb), agreement(engineEmpirical, baseEmpirical)),
+    ("pspc-square s=\(settings.patchSize)", engineSquareSeconds / Double(settings.queries), baseSquareSeconds / Double(nb), agreement(engineSquare, baseSquare)),
+]
+print("")
+print("method             engine ms/query   straightforward ms/query   speed-up   max |diff|")
+for (name, e, b, diff) in rows {
+    print(String(format: "%-18@ %15.3f   %24.2f   %7.1fx   %.1e", name as NSString, e * 1000, b * 1000, b / e, diff))
+}
+print("(straightforward: \(nb) queries, one crop at a time streamed over the training set, on \(threads) threads)")

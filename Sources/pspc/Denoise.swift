@@ -1,0 +1,64 @@
+import ArgumentParser
+import Foundation
+import PSPCCore
+import PSPCData
+
+struct Denoise: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Apply a denoiser D(z, t) to a batch of noisy images.",
+        discussion: "z.npy is float32 (or float64) [B, C, H, W] in data units ([-1, 1] plus noise); out.npy is float32 of the same shape.")
+
+    @OptionGroup var engineOptions: EngineOptions
+    @OptionGroup var methodOptions: MethodOptions
+    @Option(help: "Noise level t > 0 (EDM sigma).") var t: Double
+    @Option(help: "Noisy queries z, .npy.") var input: String
+    @Option(help: "Where to write D(z, t), .npy.") var output: String
+
+    func validate() throws {
+        guard t > 0 && t.isFinite else { throw ValidationError("--t must be positive and finite, got \(t)") }
+    }
+
+    func run() async throws {
+        let (manifest, engine) = try engineOptions.engine()
+        let method = try methodOptions.resolve(for: manifest.shape)
+        let z = try QueryFile.read(input, shape: manifest.shape)
+        let count = z.count / manifest.shape.dimension
+        let bar = ProgressBar("\(method.name) t=\(t)", total: count, unit: " queries")
+        let result = try await engine.denoise(z, t: t, method: method) { bar.update($0) }
+        if result.uncoveredPixels > 0 {
+            note("pspc-flex: \(result.uncoveredPixels) pixel values (\(result.uncoveredPixels / max(count, 1)) positions per query) had no mask; the empirical denoiser's values were used there")
+        } else if method.name == "pspc-flex" {
+            note("pspc-flex: every pixel was covered by a mask")
+        }
+        try QueryFile.write(result.values, shape: manifest.shape, to: output)
+        note("wrote \(count) denoised images to \(output)")
+    }
+}
+
+/// Query and result arrays on disk: `[B, C, H, W]` float32 .npy.
+enum QueryFile {
+    static func read(_ path: String, shape: ImageShape) throws -> [Double] {
+        let array = try NPY.read(path: path)
+        let expected = [shape.channels, shape.height, shape.width]
+        guard array.shape.count == 4, Array(array.shape[1...]) == expected else {
+            throw DataError.invalid("\(path): queries are \(array.shape), expected [B, \(expected.map(String.init).joined(separator: ", "))] to match the training set")
+        }
+        let values: [Double]
+        switch array.data {
+        case .float32(let v): values = v.map(Double.init)
+        case .float64(let v): values = v
+        case .uint8: throw DataError.invalid("\(path): queries must be float32 or float64, not uint8")
+        }
+        if let bad = values.firstIndex(where: { !$0.isFinite }) {
+            throw DataError.invalid("\(path): query \(bad / shape.dimension) holds a non-finite value (\(values[bad]))")
+        }
+        return values
+    }
+
+    static func write(_ values: [Double], shape: ImageShape, to path: String) throws {
+        let count = values.count / shape.dimension
+        try NPY.write(
+            NPYArray(shape: [count, shape.channels, shape.height, shape.width], data: .float32(values.map(Float.init))),
+            to: path)
+    }
+}

@@ -1,0 +1,142 @@
+import ArgumentParser
+import Foundation
+import PSPCCore
+import PSPCData
+
+enum Switch: String, ExpressibleByArgument, CaseIterable {
+    case on, off
+}
+
+/// Where the training set is and how to hold it.
+struct EngineOptions: ParsableArguments {
+    @Option(help: "Dataset directory written by `pspc ingest`.") var data: String
+    @Option(help: "Append horizontally flipped copies of every training image, as the paper's code does.")
+    var xflip: Switch = .on
+    @Option(help: "Threads for the kernels (default: all cores).") var threads: Int?
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    /// Loads and verifies every shard; each becomes one in-process partial-sum source.
+    func engine() throws -> (Manifest, DenoisingEngine) {
+        let loading = ProgressBar("load shards", total: 1)
+        let (manifest, shards) = try ShardStore.loadShards(
+            directory: data, xflip: xflip == .on, threads: threads ?? ProcessInfo.processInfo.activeProcessorCount
+        ) { done, total in
+            loading.update(done, total: total)
+        }
+        return (manifest, try DenoisingEngine(sources: shards))
+    }
+}
+
+/// Which denoiser, and its settings.
+struct MethodOptions: ParsableArguments {
+    @Option(help: "empirical | pspc-square | pspc-flex | gaussian | cfdm") var method: String
+    @Option(help: "pspc-square: patch side s.") var patchSize: Int?
+    @Option(help: "pspc-square: 'cifar10' (the paper's, sizes above the image side mean the whole image) or a JSON file {\"t\": [...], \"values\": [...]}.")
+    var schedule: String?
+    @Option(help: "pspc-flex: heatmaps .npy, [L, H, W, H, W] or [H, W, H, W] (output pixel -> input map).")
+    var heatmaps: String?
+    @Option(help: "pspc-flex: the t of each heatmap level as a JSON file of numbers (default: the EDM grid with L steps).")
+    var heatmapTimes: String?
+    @Option(help: "pspc-flex: mask mass threshold lambda in (0, 1].") var lambda: Double?
+    @Option(help: "pspc-flex: 'cifar10' or a JSON file {\"t\": [...], \"values\": [...]}.") var lambdaSchedule: String?
+    @Option(help: "cfdm: smoothing scale of the query perturbations.") var smoothing: Double?
+    @Option(help: "cfdm: number of perturbed copies per query.") var copies: Int = 8
+    @Option(help: "cfdm: seed of the perturbations.") var seed: UInt64 = 0
+
+    static let names = ["empirical", "pspc-square", "pspc-flex", "gaussian", "cfdm"]
+
+    func validate() throws {
+        guard Self.names.contains(method) else {
+            throw ValidationError("unknown method '\(method)': use one of \(Self.names.joined(separator: ", "))")
+        }
+        if method == "pspc-square" && (patchSize == nil) == (schedule == nil) {
+            throw ValidationError("pspc-square needs exactly one of --patch-size and --schedule")
+        }
+        if method == "pspc-flex" {
+            if heatmaps == nil { throw ValidationError("pspc-flex needs --heatmaps") }
+            if (lambda == nil) == (lambdaSchedule == nil) {
+                throw ValidationError("pspc-flex needs exactly one of --lambda and --lambda-schedule")
+            }
+            if let lambda, !(lambda > 0 && lambda <= 1) { throw ValidationError("--lambda must be in (0, 1]") }
+        }
+        if method == "cfdm" {
+            guard let smoothing, smoothing >= 0, smoothing.isFinite else {
+                throw ValidationError("cfdm needs --smoothing >= 0")
+            }
+            if copies < 1 { throw ValidationError("--copies must be at least 1") }
+        }
+    }
+
+    /// The method for images of `shape`.
+    func resolve(for shape: ImageShape) throws -> DenoiseMethod {
+        switch method {
+        case "empirical": return .empirical
+        case "gaussian": return .gaussian
+        case "cfdm": return .cfdm(smoothing: smoothing ?? 0, copies: copies, seed: seed)
+        case "pspc-square":
+            if let patchSize {
+                try CropSet.square(patchSize: patchSize).validate(for: shape)
+                return .pspcSquare(.constant(patchSize))
+            }
+            let loaded: PatchSchedule = try loadSchedule(schedule!, builtin: .cifar10)
+            let side = min(shape.height, shape.width)
+            if schedule == "cifar10", loaded.values.contains(where: { $0 > side }) {
+                note("note: the cifar10 schedule is for 32x32 images; its sizes above \(side) mean the whole image here")
+                return .pspcSquare(try PatchSchedule(t: loaded.t, values: loaded.values.map { min($0, side) }))
+            }
+            for s in loaded.values { try CropSet.square(patchSize: s).validate(for: shape) }
+            return .pspcSquare(loaded)
+        case "pspc-flex":
+            let lambdas: LambdaSchedule = try lambda.map { .constant($0) } ?? loadSchedule(lambdaSchedule!, builtin: .cifar10)
+            guard lambdas.values.allSatisfy({ $0 > 0 && $0 <= 1 }) else {
+                throw PSPCError.invalidArgument("lambda schedule values must be in (0, 1]")
+            }
+            return .pspcFlex(try loadHeatmaps(shape: shape, lambda: lambdas))
+        default:
+            throw PSPCError.invalidArgument("unknown method '\(method)'")
+        }
+    }
+
+    private func loadSchedule<V>(_ spec: String, builtin: Schedule<V>) throws -> Schedule<V> {
+        if spec == "cifar10" { return builtin }
+        let bytes = try FileIO.read(spec)
+        do {
+            let decoded = try JSONDecoder().decode(Schedule<V>.self, from: Data(bytes))
+            return try Schedule(t: decoded.t, values: decoded.values)
+        } catch let error as PSPCError {
+            throw DataError.invalid("\(spec): \(error.description)")
+        } catch {
+            throw DataError.corrupt(path: spec, reason: "not a schedule file {\"t\": [...], \"values\": [...]} (\(error))")
+        }
+    }
+
+    private func loadHeatmaps(shape: ImageShape, lambda: LambdaSchedule) throws -> FlexMasks {
+        let array = try NPY.read(path: heatmaps!)
+        let s = array.shape, h = shape.height, w = shape.width
+        let levels: Int
+        if s == [h, w, h, w] {
+            levels = 1
+        } else if s.count == 5 && Array(s[1...]) == [h, w, h, w] {
+            levels = s[0]
+        } else {
+            throw DataError.invalid("\(heatmaps!): heatmaps are \(s), expected [L, \(h), \(w), \(h), \(w)] or [\(h), \(w), \(h), \(w)]")
+        }
+        var times = EDM.grid(steps: max(levels, 2))
+        if levels == 1 { times = [1] }
+        if let heatmapTimes {
+            let bytes = try FileIO.read(heatmapTimes)
+            guard let decoded = try? JSONDecoder().decode([Double].self, from: Data(bytes)) else {
+                throw DataError.corrupt(path: heatmapTimes, reason: "not a JSON list of numbers")
+            }
+            times = decoded
+        }
+        do {
+            return try FlexMasks(maps: array.asDoubles(), levels: levels, height: h, width: w, levelTimes: times, lambda: lambda)
+        } catch let error as PSPCError {
+            throw DataError.invalid("\(heatmaps!): \(error.description)")
+        }
+    }
+}

@@ -1,0 +1,27 @@
+"""Reference EDM diffusion network for Fashion-MNIST (28x28x1), trained on CPU.
+
+The network is the "real denoiser" that the Swift engine's patch-posterior denoisers are compared
+against (PAPER.md sections 1 and 6). Modules:
+- `data`: Fashion-MNIST IDX reader.
+- `model`: a small U-Net and its EDM preconditioning wrapper `EDMPrecond`, `load_checkpoint`.
+- `edm`: EDM time grid, Heun / Euler samplers, training loss.
+- `train`: resumable training loop used by `scripts/train_reference_network.py`.
+"""
+
+from .data import load_fashion_mnist, read_idx_images, to_unit
+from .edm import edm_loss, euler_sample, heun_sample, time_grid
+from .model import EDMPrecond, UNet, load_checkpoint, save_checkpoint
+
+__all__ = [
+    "EDMPrecond",
+    "UNet",
+    "edm_loss",
+    "euler_sample",
+    "heun_sample",
+    "load_checkpoint",
+    "load_fashion_mnist",
+    "read_idx_images",
+    "save_checkpoint",
+    "time_grid",
+    "to_unit",
+]

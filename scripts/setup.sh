@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what pspc needs on a Debian machine, idempotently: the native libraries (OpenBLAS, zstd, zlib),
+# pkg-config, and the embedded Fashion-MNIST dataset. Runs apt-get only when something is missing.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here/.."
+
+packages=(libopenblas-dev libzstd-dev zlib1g-dev pkg-config dataset-fashion-mnist python3-venv)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    echo "setup: installing ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v swift >/dev/null; then
+    echo "setup: swift (6.0 or later) is not on PATH; install the toolchain from swift.org" >&2
+    exit 1
+fi
+echo "setup: native dependencies and Fashion-MNIST present"
