@@ -39,9 +39,10 @@ static inline vd load_pixels(const uint8_t *tile, long d) {
     return __builtin_convertvector(u, vd) * splat(kPixelScale) - splat(1.0);
 }
 
-/// exp(x) to ~2e-16 relative for x in [-708, 709]; 0 for x < -708, -inf and NaN.
-/// Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2, then the Taylor series to degree 12
-/// (remainder r^13 / 13! < 2e-16), then scaling by 2^n through the exponent bits.
+/// exp(x) to ~1e-11 relative for x in [-708, 709]; 0 for x < -708, -inf and NaN.
+/// Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2, the Taylor series to degree 9 (remainder
+/// r^10 / 10! < 7e-12, far below what a posterior weight needs) evaluated by Estrin's scheme (short
+/// dependency chains), then scaling by 2^n through the exponent bits.
 static inline vd vexp(vd x) {
     const vd shifter = splat(6755399441055744.0);  // 1.5 * 2^52: adding it rounds to an integer
     vl ok = x > splat(-708.0);
@@ -49,22 +50,22 @@ static inline vd vexp(vd x) {
     vd n = (xc * splat(1.4426950408889634) + shifter) - shifter;
     vd r = xc - n * splat(6.93147180369123816490e-01);
     r = r - n * splat(1.90821492927058770002e-10);
-    vd p = splat(1.0 / 479001600.0);
-    p = p * r + splat(1.0 / 39916800.0);
-    p = p * r + splat(1.0 / 3628800.0);
-    p = p * r + splat(1.0 / 362880.0);
-    p = p * r + splat(1.0 / 40320.0);
-    p = p * r + splat(1.0 / 5040.0);
-    p = p * r + splat(1.0 / 720.0);
-    p = p * r + splat(1.0 / 120.0);
-    p = p * r + splat(1.0 / 24.0);
-    p = p * r + splat(1.0 / 6.0);
-    p = p * r + splat(0.5);
-    p = p * r + splat(1.0);
-    p = p * r + splat(1.0);
+    vd r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    vd p01 = splat(1.0) + r;
+    vd p23 = splat(1.0 / 2) + r * splat(1.0 / 6);
+    vd p45 = splat(1.0 / 24) + r * splat(1.0 / 120);
+    vd p67 = splat(1.0 / 720) + r * splat(1.0 / 5040);
+    vd p89 = splat(1.0 / 40320) + r * splat(1.0 / 362880);
+    vd p = (p01 + r2 * p23) + r4 * (p45 + r2 * p67) + r8 * p89;
     vl bits = (__builtin_convertvector(n, vl) + 1023) << 52;
     return select_vd(ok, p * (vd)bits, splat(0.0));
 }
+
+/// Terms more than this far below the running maximum (or log Z) weigh less than e^-40 ~ 4e-18 relative to a
+/// sum that is at least 1; when all 8 lanes are that far below, the exp is skipped.
+#define PSPC_NEGLIGIBLE 40.0
+
+static inline int all_lanes(vl mask) { return __builtin_reduce_and(mask) != 0; }
 
 static inline double *align64(double *p) { return (double *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 
@@ -87,18 +88,34 @@ static inline void pixel_sqdist(const pspc_image_tiles *set, const uint8_t *tile
     }
 }
 
-/// Summed-area table sat[(y + 1) * (W + 1) + x + 1] = sum of e over [0, y] x [0, x]; row and column 0 are 0.
-static inline void sat_build(const vd *e, int rows, int cols, vd *sat) {
+/// Completes a summed-area table whose rows hold column sums: sat[(y + 1) * (W + 1) + x + 1] becomes the sum
+/// over [0, y] x [0, x]. Taken column by column so the inner loop's additions are independent.
+static inline void sat_finish_rows(vd *sat, int rows, int cols) {
     int w1 = cols + 1;
+    for (int x = 2; x <= cols; x++) {
+        for (int y = 1; y <= rows; y++) sat[y * w1 + x] += sat[y * w1 + x - 1];
+    }
+}
+
+/// Summed-area table of e[p] = sum_c (z[c, p] - x[c, p])^2 over the 8 images of one tile, with e computed
+/// on the fly: sat[(y + 1) * (W + 1) + x + 1] = sum of e over [0, y] x [0, x]; row and column 0 are 0.
+static inline void sqdist_sat(const pspc_image_tiles *set, const uint8_t *tile, const double *z, vd *sat) {
+    int rows = set->height, cols = set->width, w1 = cols + 1;
+    long hw = (long)rows * cols;
     for (int x = 0; x <= cols; x++) sat[x] = splat(0.0);
     for (int y = 0; y < rows; y++) {
-        vd run = splat(0.0);
         sat[(y + 1) * w1] = splat(0.0);
         for (int x = 0; x < cols; x++) {
-            run += e[y * cols + x];
-            sat[(y + 1) * w1 + x + 1] = sat[y * w1 + x + 1] + run;
+            long p = (long)y * cols + x;
+            vd e = splat(0.0);
+            for (int c = 0; c < set->channels; c++) {
+                vd diff = splat(z[c * hw + p]) - load_pixels(tile, c * hw + p);
+                e += diff * diff;
+            }
+            sat[(y + 1) * w1 + x + 1] = sat[y * w1 + x + 1] + e;
         }
     }
+    sat_finish_rows(sat, rows, cols);
 }
 
 static inline vd sat_rect(const vd *sat, int w1, int y0, int x0, int y1, int x1) {
@@ -106,21 +123,11 @@ static inline vd sat_rect(const vd *sat, int w1, int y0, int x0, int y1, int x1)
     return (sat[y1 * w1 + x1] - sat[y0 * w1 + x1]) - (sat[y1 * w1 + x0] - sat[y0 * w1 + x0]);
 }
 
-/// Logits of every square crop for one tile; padded lanes get -inf.
-static inline void square_logits(const pspc_image_tiles *set, const uint8_t *tile, vl valid, const double *z,
-                                 int patch, double inv_two_t2, vd *e, vd *sat, vd *logits) {
-    int rows = set->height, cols = set->width, w1 = cols + 1;
-    int gy = rows - patch + 1, gx = cols - patch + 1;
-    pixel_sqdist(set, tile, z, e);
-    sat_build(e, rows, cols, sat);
-    vd ninf = splat(-INFINITY), zero = splat(0.0), k = splat(-inv_two_t2);
-    for (int y0 = 0; y0 < gy; y0++) {
-        for (int x0 = 0; x0 < gx; x0++) {
-            vd d = sat_rect(sat, w1, y0, x0, y0 + patch, x0 + patch);
-            d = select_vd(d > zero, d, zero);
-            logits[y0 * gx + x0] = select_vd(valid, d * k, ninf);
-        }
-    }
+/// Logit of square crop (y0, x0) for the 8 images whose summed-area table is `sat`; padded lanes get -inf.
+static inline vd square_logit(const vd *sat, int w1, int y0, int x0, int patch, vd k, vl valid) {
+    vd d = sat_rect(sat, w1, y0, x0, y0 + patch, x0 + patch);
+    d = select_vd(d > splat(0.0), d, splat(0.0));
+    return select_vd(valid, d * k, splat(-INFINITY));
 }
 
 /// Online log-sum-exp update of per-lane state (m, s) with logits l: one exp per element.
@@ -154,14 +161,23 @@ static scratch_layout carve(double *scratch, const pspc_image_tiles *set, long c
 
 void PSPC_VARIANT(pspc_square_normalizers)(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
                              int patch, double inv_two_t2, double *m, double *s, double *scratch) {
-    int gy = set->height - patch + 1, gx = set->width - patch + 1;
+    int gy = set->height - patch + 1, gx = set->width - patch + 1, w1 = set->width + 1;
     long crops = (long)gy * gx;
     long dim = (long)set->channels * set->height * set->width;
     scratch_layout w = carve(scratch, set, crops);
+    vd k = splat(-inv_two_t2);
     for (long t = tile_begin; t < tile_end; t++) {
         const uint8_t *tile = set->tiles + t * dim * PSPC_LANES;
-        square_logits(set, tile, lane_mask(set, t), z, patch, inv_two_t2, w.e, w.sat, w.logits);
-        for (long k = 0; k < crops; k++) lse_update(m + k * PSPC_LANES, s + k * PSPC_LANES, w.logits[k]);
+        vl valid = lane_mask(set, t);
+        sqdist_sat(set, tile, z, w.sat);
+        for (int y0 = 0; y0 < gy; y0++) {
+            for (int x0 = 0; x0 < gx; x0++) {
+                long c = (long)y0 * gx + x0;
+                vd l = square_logit(w.sat, w1, y0, x0, patch, k, valid);
+                if (all_lanes(l < load(m + c * PSPC_LANES) - splat(PSPC_NEGLIGIBLE))) continue;
+                lse_update(m + c * PSPC_LANES, s + c * PSPC_LANES, l);
+            }
+        }
     }
 }
 
@@ -181,26 +197,39 @@ static inline void accumulate(const pspc_image_tiles *set, const uint8_t *tile, 
 
 void PSPC_VARIANT(pspc_square_composite)(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
                            int patch, double inv_two_t2, const double *log_z, double *numerator, double *scratch) {
-    int rows = set->height, cols = set->width;
+    int rows = set->height, cols = set->width, w1 = cols + 1;
     int gy = rows - patch + 1, gx = cols - patch + 1, g1 = gx + 1;
-    long crops = (long)gy * gx;
-    long dim = (long)set->channels * rows * cols;
+    long crops = (long)gy * gx, hw = (long)rows * cols;
+    long dim = (long)set->channels * hw;
     scratch_layout w = carve(scratch, set, crops);
+    vd k = splat(-inv_two_t2);
     for (long d = 0; d < dim; d++) w.acc[d] = splat(0.0);
     for (long t = tile_begin; t < tile_end; t++) {
         const uint8_t *tile = set->tiles + t * dim * PSPC_LANES;
-        square_logits(set, tile, lane_mask(set, t), z, patch, inv_two_t2, w.e, w.sat, w.logits);
-        for (long k = 0; k < crops; k++) w.logits[k] = vexp(w.logits[k] - splat(log_z[k]));
-        // Weight reaching pixel (y, x): sum over the crops covering it, a rectangle of the crop grid.
-        sat_build(w.logits, gy, gx, w.wsat);
+        vl valid = lane_mask(set, t);
+        sqdist_sat(set, tile, z, w.sat);
+        // Crop weights exp(l - log Z_C), summed straight into the column sums of their own SAT.
+        for (int x0 = 0; x0 <= gx; x0++) w.wsat[x0] = splat(0.0);
+        for (int y0 = 0; y0 < gy; y0++) {
+            w.wsat[(y0 + 1) * g1] = splat(0.0);
+            for (int x0 = 0; x0 < gx; x0++) {
+                vd l = square_logit(w.sat, w1, y0, x0, patch, k, valid);
+                vd arg = l - splat(log_z[(long)y0 * gx + x0]);
+                vd weight = all_lanes(arg < splat(-PSPC_NEGLIGIBLE)) ? splat(0.0) : vexp(arg);
+                w.wsat[(y0 + 1) * g1 + x0 + 1] = w.wsat[y0 * g1 + x0 + 1] + weight;
+            }
+        }
+        sat_finish_rows(w.wsat, gy, gx);
+        // Weight reaching pixel (y, x): the crops covering it form a rectangle of the crop grid.
         for (int y = 0; y < rows; y++) {
             int ya = y - patch + 1 > 0 ? y - patch + 1 : 0, yb = y < gy - 1 ? y : gy - 1;
             for (int x = 0; x < cols; x++) {
                 int xa = x - patch + 1 > 0 ? x - patch + 1 : 0, xb = x < gx - 1 ? x : gx - 1;
-                w.weight[y * cols + x] = sat_rect(w.wsat, g1, ya, xa, yb + 1, xb + 1);
+                vd weight = sat_rect(w.wsat, g1, ya, xa, yb + 1, xb + 1);
+                long p = (long)y * cols + x;
+                for (int c = 0; c < set->channels; c++) w.acc[c * hw + p] += weight * load_pixels(tile, c * hw + p);
             }
         }
-        accumulate(set, tile, w.weight, w.acc);
     }
     flush_numerator(w.acc, dim, numerator);
 }

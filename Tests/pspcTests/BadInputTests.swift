@@ -7,6 +7,11 @@ import XCTest
 final class BadInputTests: XCTestCase {
     static let work: String = try! CommandRunner.temporaryDirectory("bad")
 
+    override class func tearDown() {
+        try? FileManager.default.removeItem(atPath: work)
+        super.tearDown()
+    }
+
     static let prepared: Bool = {
         _ = try! CommandRunner.run(["ingest", "--source", "fashion-mnist:train", "--limit", "300", "--shards", "3", "--out", "\(work)/good"])
         let z = [Float](repeating: 0.1, count: 2 * 784)
@@ -36,7 +41,7 @@ final class BadInputTests: XCTestCase {
     }
 
     func denoise(_ data: String, input: String? = nil, t: String = "1", method: [String] = ["--method", "empirical"]) -> [String] {
-        ["denoise", "--data", data, "--t", t, "--input", input ?? "\(Self.work)/z.npy"] + method
+        ["denoise", "--data", data, "--t=\(t)", "--input", input ?? "\(Self.work)/z.npy"] + method
     }
 
     func testTruncatedShard() throws {

@@ -13,12 +13,15 @@ struct CommandRunner {
 
     static var binary: URL {
         if let path = ProcessInfo.processInfo.environment["PSPC_BINARY"] { return URL(fileURLWithPath: path) }
-        let directory = Bundle.main.bundleURL.deletingLastPathComponent()
-        for candidate in [directory, directory.deletingLastPathComponent()] {
+        // The test bundle sits in the build products folder beside the binary.
+        let bundle = Bundle.main.bundleURL
+        var candidates = [bundle, bundle.deletingLastPathComponent()]
+        if let executable = Bundle.main.executableURL { candidates.insert(executable.deletingLastPathComponent(), at: 0) }
+        for candidate in candidates {
             let url = candidate.appendingPathComponent("pspc")
             if FileManager.default.isExecutableFile(atPath: url.path) { return url }
         }
-        return directory.appendingPathComponent("pspc")
+        return bundle.appendingPathComponent("pspc")
     }
 
     @discardableResult
