@@ -3,8 +3,8 @@ import PackageDescription
 
 /// pspc: exact patch-posterior denoisers (PSPC, the optimal empirical denoiser and baselines),
 /// distributed over shards of a training set. Modules are layered by dependency (see DESIGN.md):
-/// system shims -> PSPCKernels (vector C kernels) -> PSPCCore (math, no I/O) -> PSPCData (files)
-/// -> pspc (command line).
+/// system shims -> PSPCKernels (vector C kernels) -> PSPCCore (math, no I/O) -> PSPCData (files),
+/// PSPCWire (protocol, no sockets) -> pspc (command line).
 let package = Package(
     name: "pspc",
     platforms: [.macOS(.v13)],
@@ -17,6 +17,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // MARK: - System libraries (installed by scripts/setup.sh)
@@ -36,6 +38,16 @@ let package = Package(
             name: "PSPCData",
             dependencies: ["PSPCCore", "CZstd", "CZlib", .product(name: "Crypto", package: "swift-crypto")]
         ),
+        .target(
+            name: "PSPCWire",
+            dependencies: [
+                "PSPCCore",
+                "PSPCData",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         .executableTarget(
             name: "pspc",
             dependencies: ["PSPCCore", "PSPCData", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -46,6 +58,7 @@ let package = Package(
         // MARK: - Tests
         .testTarget(name: "PSPCCoreTests", dependencies: ["PSPCCore", "PSPCData"]),
         .testTarget(name: "PSPCDataTests", dependencies: ["PSPCData"]),
+        .testTarget(name: "PSPCWireTests", dependencies: ["PSPCWire", "PSPCCore"]),
         .testTarget(name: "pspcTests", dependencies: ["PSPCCore", "PSPCData"]),
     ]
 )

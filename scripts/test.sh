@@ -12,12 +12,22 @@ echo "== swift build (release, with tests)"
 swift build -c release --build-tests
 echo "== swift test"
 # Not --parallel: it hides XCTest's closing "Executed N tests" line.
-swift test -c release --skip-build 2>&1 | tee .build/swift-test.log | grep -E "^(Test Suite|Test Case .*(failed|error)|.*error:|exactness|sharding|Executed)|XCTAssert" || true
+# Per-test "started"/"passed" lines go to the log only; failures, measurements and summaries are shown.
+set +e
+swift test -c release --skip-build --disable-swift-testing 2>&1 | tee .build/swift-test.log | grep -vE "^Test (Case|Suite) '.*' (started|passed)"
 status=${PIPESTATUS[0]}
+set -e
 if [ "$status" -ne 0 ]; then
     echo "swift test failed (exit $status); full log in .build/swift-test.log" >&2
     exit "$status"
 fi
 
+swift_summary=$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" .build/swift-test.log | tail -1)
+swift_count=$(echo "$swift_summary" | sed -E 's/.*Executed ([0-9]+) tests?.*/\1/')
+
 echo "== python tests"
-"${PSPC_VENV:-.venv}/bin/python" -m pytest -q scripts/pspc_net/tests
+"${PSPC_VENV:-.venv}/bin/python" -m pytest -q scripts/pspc_net/tests 2>&1 | tee .build/pytest.log
+python_count=$(grep -oE "[0-9]+ passed" .build/pytest.log | tail -1 | grep -oE "[0-9]+")
+
+echo "swift: $swift_summary"
+echo "total: $((swift_count + python_count)) passed, 0 failed"

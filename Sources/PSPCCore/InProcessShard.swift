@@ -114,42 +114,67 @@ public final class InProcessShard: PartialSumSource {
         }
     }
 
-    func cropNormalizers(_ queries: QueryBatch, t: Double, crops: CropSet) -> SoftmaxPartials {
-        let b = queries.count, k = crops.cropCount(for: shape), lanes = ImageSet.lanes
-        let chunks = tileChunks(queries: b)
-        let items = b * chunks.count
-        let stateSize = k * lanes
-        var m = [Double](repeating: -.infinity, count: items * stateSize)
-        var s = [Double](repeating: 0, count: items * stateSize)
+    /// One unit of crop work: a query against a range of tiles, with the C views the kernels take.
+    struct CropWork: @unchecked Sendable {
+        let index: Int
+        let query: Int
+        let tiles: Range<Int>
+        let set: UnsafePointer<pspc_image_tiles>
+        let masks: UnsafePointer<pspc_masks>?
+        /// The query, `[C, H, W]`.
+        let z: UnsafePointer<Double>
+        let scratch: UnsafeMutablePointer<Double>
+    }
+
+    /// The C views shared read-only by every worker.
+    private struct KernelViews: @unchecked Sendable {
+        let set: UnsafePointer<pspc_image_tiles>
+        let masks: UnsafePointer<pspc_masks>?
+        let z: UnsafePointer<Double>
+    }
+
+    /// Runs `body` for every (query, tile chunk) pair, numbered query-major, on the shard's threads.
+    private func forEachCropWork(
+        _ queries: QueryBatch, crops: CropSet, chunks: [Range<Int>], _ body: @Sendable (CropWork) -> Void
+    ) {
+        let dim = shape.dimension
         let scratchSize = pspc_crop_scratch_doubles(
-            Int32(shape.channels), Int32(shape.height), Int32(shape.width), k)
-        let invTwoT2 = 1 / (2 * t * t)
+            Int32(shape.channels), Int32(shape.height), Int32(shape.width), crops.cropCount(for: shape))
         images.withTiles { set in
             withMasks(crops) { masks in
                 queries.values.withUnsafeBufferPointer { z in
-                    let mOut = m.withUnsafeMutableBufferPointer { SharedBuffer($0.baseAddress!) }
-                    let sOut = s.withUnsafeMutableBufferPointer { SharedBuffer($0.baseAddress!) }
-                    let setRef = SharedBuffer(UnsafeMutablePointer(mutating: set))
-                    let zRef = SharedBuffer(UnsafeMutablePointer(mutating: z.baseAddress!))
-                    let maskRef = masks.map { SharedBuffer(UnsafeMutablePointer(mutating: $0)) }
-                    let dim = shape.dimension
-                    parallelFor(count: items, threads: threads) { item in
-                        let q = item / chunks.count, range = chunks[item % chunks.count]
+                    let views = KernelViews(set: set, masks: masks, z: z.baseAddress!)
+                    parallelFor(count: queries.count * chunks.count, threads: threads) { item in
                         let scratch = UnsafeMutablePointer<Double>.allocate(capacity: scratchSize)
                         defer { scratch.deallocate() }
-                        let mp = mOut.base + item * stateSize, sp = sOut.base + item * stateSize
-                        let zq = zRef.base + q * dim
-                        if let maskRef {
-                            pspc_mask_normalizers(
-                                setRef.base, range.lowerBound, range.upperBound, zq, maskRef.base, invTwoT2, mp, sp,
-                                scratch)
-                        } else if case .square(let patch) = crops {
-                            pspc_square_normalizers(
-                                setRef.base, range.lowerBound, range.upperBound, zq, Int32(patch), invTwoT2, mp, sp,
-                                scratch)
-                        }
+                        let q = item / chunks.count
+                        body(CropWork(index: item, query: q, tiles: chunks[item % chunks.count], set: views.set,
+                                      masks: views.masks, z: views.z + q * dim, scratch: scratch))
                     }
                 }
+            }
+        }
+    }
+
+    func cropNormalizers(_ queries: QueryBatch, t: Double, crops: CropSet) -> SoftmaxPartials {
+        let b = queries.count, k = crops.cropCount(for: shape), lanes = ImageSet.lanes
+        let chunks = tileChunks(queries: b)
+        let items = b * chunks.count, stateSize = k * lanes
+        // Per work item, per crop, per lane running (m, s).
+        let m = SharedBuffer<Double>.allocate(items * stateSize, value: -.infinity)
+        let s = SharedBuffer<Double>.allocate(items * stateSize, value: 0)
+        defer {
+            m.base.deallocate()
+            s.base.deallocate()
+        }
+        let invTwoT2 = 1 / (2 * t * t)
+        forEachCropWork(queries, crops: crops, chunks: chunks) { work in
+            let mp = m.base + work.index * stateSize, sp = s.base + work.index * stateSize
+            let lo = work.tiles.lowerBound, hi = work.tiles.upperBound
+            if let masks = work.masks {
+                pspc_mask_normalizers(work.set, lo, hi, work.z, masks, invTwoT2, mp, sp, work.scratch)
+            } else if case .square(let patch) = crops {
+                pspc_square_normalizers(work.set, lo, hi, work.z, Int32(patch), invTwoT2, mp, sp, work.scratch)
             }
         }
         // Merge lanes and chunks into one (m, s) per (query, crop).
@@ -160,15 +185,15 @@ public final class InProcessShard: PartialSumSource {
                 let slot = q * k + crop
                 for lane in 0..<lanes {
                     let i = item * stateSize + crop * lanes + lane
-                    let m2 = m[i]
+                    let m2 = m.base[i]
                     if m2 == -.infinity { continue }
                     let m1 = result.m[slot]
                     if m1 == -.infinity {
                         result.m[slot] = m2
-                        result.s[slot] = s[i]
+                        result.s[slot] = s.base[i]
                     } else {
                         let mNew = max(m1, m2)
-                        result.s[slot] = result.s[slot] * exp(m1 - mNew) + s[i] * exp(m2 - mNew)
+                        result.s[slot] = result.s[slot] * exp(m1 - mNew) + s.base[i] * exp(m2 - mNew)
                         result.m[slot] = mNew
                     }
                 }
@@ -181,42 +206,27 @@ public final class InProcessShard: PartialSumSource {
         let b = queries.count, k = crops.cropCount(for: shape), dim = shape.dimension
         let chunks = tileChunks(queries: b)
         let items = b * chunks.count
-        var partial = [Double](repeating: 0, count: items * dim)
-        let scratchSize = pspc_crop_scratch_doubles(
-            Int32(shape.channels), Int32(shape.height), Int32(shape.width), k)
+        let partial = SharedBuffer<Double>.allocate(items * dim, value: 0)
+        let logZCopy = SharedBuffer<Double>.allocate(logZ.count, value: 0)
+        defer {
+            partial.base.deallocate()
+            logZCopy.base.deallocate()
+        }
+        for i in logZ.indices { logZCopy.base[i] = logZ[i] }
         let invTwoT2 = 1 / (2 * t * t)
-        images.withTiles { set in
-            withMasks(crops) { masks in
-                queries.values.withUnsafeBufferPointer { z in
-                    logZ.withUnsafeBufferPointer { logZ in
-                        let out = partial.withUnsafeMutableBufferPointer { SharedBuffer($0.baseAddress!) }
-                        let setRef = SharedBuffer(UnsafeMutablePointer(mutating: set))
-                        let zRef = SharedBuffer(UnsafeMutablePointer(mutating: z.baseAddress!))
-                        let logZRef = SharedBuffer(UnsafeMutablePointer(mutating: logZ.baseAddress!))
-                        let maskRef = masks.map { SharedBuffer(UnsafeMutablePointer(mutating: $0)) }
-                        parallelFor(count: items, threads: threads) { item in
-                            let q = item / chunks.count, range = chunks[item % chunks.count]
-                            let scratch = UnsafeMutablePointer<Double>.allocate(capacity: scratchSize)
-                            defer { scratch.deallocate() }
-                            let zq = zRef.base + q * dim, lz = logZRef.base + q * k, acc = out.base + item * dim
-                            if let maskRef {
-                                pspc_mask_composite(
-                                    setRef.base, range.lowerBound, range.upperBound, zq, maskRef.base, invTwoT2, lz,
-                                    acc, scratch)
-                            } else if case .square(let patch) = crops {
-                                pspc_square_composite(
-                                    setRef.base, range.lowerBound, range.upperBound, zq, Int32(patch), invTwoT2, lz,
-                                    acc, scratch)
-                            }
-                        }
-                    }
-                }
+        forEachCropWork(queries, crops: crops, chunks: chunks) { work in
+            let lz = UnsafePointer(logZCopy.base + work.query * k), acc = partial.base + work.index * dim
+            let lo = work.tiles.lowerBound, hi = work.tiles.upperBound
+            if let masks = work.masks {
+                pspc_mask_composite(work.set, lo, hi, work.z, masks, invTwoT2, lz, acc, work.scratch)
+            } else if case .square(let patch) = crops {
+                pspc_square_composite(work.set, lo, hi, work.z, Int32(patch), invTwoT2, lz, acc, work.scratch)
             }
         }
         var result = [Double](repeating: 0, count: b * dim)
         for item in 0..<items {
             let q = item / chunks.count
-            for d in 0..<dim { result[q * dim + d] += partial[item * dim + d] }
+            for d in 0..<dim { result[q * dim + d] += partial.base[item * dim + d] }
         }
         return result
     }

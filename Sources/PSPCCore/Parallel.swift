@@ -17,8 +17,13 @@ func parallelFor(count: Int, threads: Int, _ body: @Sendable (Int) -> Void) {
     }
 }
 
-/// A raw buffer handed to parallel workers that write disjoint parts of it.
+/// A raw buffer handed to parallel workers that write disjoint parts of it; the owner deallocates it.
 struct SharedBuffer<Element>: @unchecked Sendable {
     let base: UnsafeMutablePointer<Element>
-    init(_ base: UnsafeMutablePointer<Element>) { self.base = base }
+
+    static func allocate(_ count: Int, value: Element) -> SharedBuffer {
+        let base = UnsafeMutablePointer<Element>.allocate(capacity: max(count, 1))
+        base.initialize(repeating: value, count: max(count, 1))
+        return SharedBuffer(base: base)
+    }
 }

@@ -1,4 +1,3 @@
-import CZstd
 import Foundation
 import PSPCCore
 
@@ -44,7 +43,7 @@ public enum ShardFile {
         for b in 0..<blocks {
             let lo = b * perBlock * dim, hi = min(images.count, (b + 1) * perBlock) * dim
             let raw = images.pixels[lo..<hi]
-            let compressed = try compress(raw)
+            let compressed = try Zstd.compress(raw)
             append(&table, UInt64(dataStart + payload.count))
             append(&table, UInt64(compressed.count))
             append(&table, UInt64(raw.count))
@@ -111,7 +110,7 @@ public enum ShardFile {
                     path: name,
                     reason: "block \(b) checksum mismatch (stored 0x\(String(storedCRC, radix: 16)), computed 0x\(String(actual, radix: 16)))")
             }
-            let raw = try decompress(block, rawSize: rawSize, name: name, block: b)
+            let raw = try Zstd.decompress(block, rawSize: rawSize, name: name, what: "block \(b)")
             guard Zlib.crc32(raw) == rawCRC else {
                 throw DataError.corrupt(path: name, reason: "block \(b) decompressed to the wrong content (checksum mismatch)")
             }
@@ -122,33 +121,6 @@ public enum ShardFile {
     }
 
     // MARK: - Implementation details
-
-    private static func compress(_ raw: ArraySlice<UInt8>) throws -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: ZSTD_compressBound(raw.count))
-        let written = raw.withUnsafeBufferPointer { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                ZSTD_compress(dst.baseAddress, dst.count, src.baseAddress, src.count, 3)
-            }
-        }
-        guard ZSTD_isError(written) == 0 else {
-            throw DataError.invalid("zstd compression failed: \(String(cString: ZSTD_getErrorName(written)))")
-        }
-        return Array(out[0..<written])
-    }
-
-    private static func decompress(_ block: ArraySlice<UInt8>, rawSize: Int, name: String, block index: Int) throws -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: rawSize)
-        let written = block.withUnsafeBufferPointer { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                ZSTD_decompress(dst.baseAddress, dst.count, src.baseAddress, src.count)
-            }
-        }
-        guard ZSTD_isError(written) == 0, written == rawSize else {
-            let why = ZSTD_isError(written) != 0 ? String(cString: ZSTD_getErrorName(written)) : "\(written) bytes"
-            throw DataError.corrupt(path: name, reason: "block \(index) does not decompress (\(why))")
-        }
-        return out
-    }
 
     private static func append<T: FixedWidthInteger>(_ bytes: inout [UInt8], _ value: T) {
         withUnsafeBytes(of: value.littleEndian) { bytes += $0 }

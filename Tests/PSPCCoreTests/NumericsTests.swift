@@ -5,7 +5,7 @@ import XCTest
 final class NumericsTests: XCTestCase {
     func testSmallestTReturnsNearestTrainingImageAndPatches() async throws {
         let fixture = ExactnessTests.fixture
-        let shape = fixture.train.shape, dim = shape.dimension
+        let shape = fixture.train.shape
         let images = Reference.trainingSet(fixture.train.pixels, count: fixture.train.count, shape: shape, xflip: true)
         let engine = try ExactnessTests.engine(xflip: true)
         let t = 0.002

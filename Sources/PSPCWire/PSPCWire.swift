@@ -1,0 +1,2 @@
+/// The wire protocol (filled in by the wire work).
+public enum PSPCWire {}

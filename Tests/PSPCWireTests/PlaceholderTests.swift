@@ -1,0 +1,5 @@
+import XCTest
+
+final class PSPCWirePlaceholderTests: XCTestCase {
+    func testModuleBuilds() {}
+}
