@@ -48,9 +48,22 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        .target(
+            name: "PSPCCluster",
+            dependencies: [
+                "PSPCCore", "PSPCData", "PSPCWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "pspc",
-            dependencies: ["PSPCCore", "PSPCData", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "PSPCCore", "PSPCData", "PSPCCluster",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
 
         .executableTarget(name: "pspc-bench", dependencies: ["PSPCCore", "PSPCData"]),
@@ -59,6 +72,7 @@ let package = Package(
         .testTarget(name: "PSPCCoreTests", dependencies: ["PSPCCore", "PSPCData"]),
         .testTarget(name: "PSPCDataTests", dependencies: ["PSPCData"]),
         .testTarget(name: "PSPCWireTests", dependencies: ["PSPCWire", "PSPCCore"]),
+        .testTarget(name: "PSPCClusterTests", dependencies: ["PSPCCluster", "PSPCCore", "PSPCData", "PSPCWire"]),
         .testTarget(name: "pspcTests", dependencies: ["PSPCCore", "PSPCData"]),
     ]
 )

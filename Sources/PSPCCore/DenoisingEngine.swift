@@ -97,8 +97,9 @@ public actor DenoisingEngine {
                 throw PSPCError.invalidArgument("CFDM smoothing must be finite and >= 0, got \(smoothing)")
             }
             return Output(
-                values: try await cfdm(batch, t: t, smoothing: smoothing, copies: copies, seed: seed,
-                                       firstQueryIndex: firstQueryIndex),
+                values: try await cfdm(
+                    batch, t: t, smoothing: smoothing, copies: copies, seed: seed,
+                    firstQueryIndex: firstQueryIndex),
                 uncoveredPixels: 0)
         }
     }
@@ -124,7 +125,8 @@ public actor DenoisingEngine {
         }
     }
 
-    private func mergedSoftmax(_ request: PartialRequest, slots: Int, valueLength: Int) async throws -> SoftmaxPartials {
+    private func mergedSoftmax(_ request: PartialRequest, slots: Int, valueLength: Int) async throws -> SoftmaxPartials
+    {
         var merged = SoftmaxPartials.empty(slots: slots, valueLength: valueLength)
         for answer in try await gather(request) {
             guard case .softmax(let partial) = answer, partial.slots == slots, partial.valueLength == valueLength else {
@@ -138,8 +140,9 @@ public actor DenoisingEngine {
     // MARK: - Methods
 
     func empirical(_ batch: QueryBatch, t: Double) async throws -> [Double] {
-        let merged = try await mergedSoftmax(.empirical(queries: batch, t: t), slots: batch.count,
-                                             valueLength: shape.dimension)
+        let merged = try await mergedSoftmax(
+            .empirical(queries: batch, t: t), slots: batch.count,
+            valueLength: shape.dimension)
         return try merged.means()
     }
 

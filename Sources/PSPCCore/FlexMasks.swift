@@ -11,10 +11,13 @@ public struct FlexMasks: Sendable {
     public let width: Int
 
     /// `maps` is `[levels, H, W, H, W]` flattened; `levelTimes` gives each level's t (one level: any t).
-    public init(maps: [Double], levels: Int, height: Int, width: Int, levelTimes: [Double], lambda: LambdaSchedule) throws {
+    public init(maps: [Double], levels: Int, height: Int, width: Int, levelTimes: [Double], lambda: LambdaSchedule)
+        throws
+    {
         let p = height * width
         guard levels >= 1, maps.count == levels * p * p else {
-            throw PSPCError.shapeMismatch("heatmaps hold \(maps.count) values, expected \(levels) x \(height)x\(width)x\(height)x\(width)")
+            throw PSPCError.shapeMismatch(
+                "heatmaps hold \(maps.count) values, expected \(levels) x \(height)x\(width)x\(height)x\(width)")
         }
         guard levelTimes.count == levels else {
             throw PSPCError.invalidArgument("\(levels) heatmap levels but \(levelTimes.count) level times")

@@ -15,7 +15,8 @@ public final class InProcessShard: PartialSumSource {
     public var shape: ImageShape { images.shape }
     public var imageCount: Int { images.count }
 
-    public init(images: ImageSet, threads: Int = ProcessInfo.processInfo.activeProcessorCount, blockImages: Int? = nil) {
+    public init(images: ImageSet, threads: Int = ProcessInfo.processInfo.activeProcessorCount, blockImages: Int? = nil)
+    {
         self.images = images
         self.threads = max(1, threads)
         let defaultBlock = max(64, (1 << 21) / max(1, images.shape.dimension))
@@ -93,10 +94,11 @@ public final class InProcessShard: PartialSumSource {
 
     // MARK: - Crop kernels
 
-    /// Splits the tiles into chunks so that queries x chunks gives every thread work.
-    private func tileChunks(queries: Int) -> [Range<Int>] {
+    /// Splits the tiles into up to 8 chunks of at least 64 tiles. The split depends on the shard alone, never on
+    /// the thread count, so a shard gives bit-identical partials on any worker.
+    private func tileChunks() -> [Range<Int>] {
         let tiles = images.tileCount
-        let chunks = max(1, min(tiles, (threads + queries - 1) / max(1, queries)))
+        let chunks = max(1, min(8, tiles / 64))
         return (0..<chunks).map { c in (c * tiles / chunks)..<((c + 1) * tiles / chunks) }
     }
 
@@ -148,8 +150,10 @@ public final class InProcessShard: PartialSumSource {
                         let scratch = UnsafeMutablePointer<Double>.allocate(capacity: scratchSize)
                         defer { scratch.deallocate() }
                         let q = item / chunks.count
-                        body(CropWork(index: item, query: q, tiles: chunks[item % chunks.count], set: views.set,
-                                      masks: views.masks, z: views.z + q * dim, scratch: scratch))
+                        body(
+                            CropWork(
+                                index: item, query: q, tiles: chunks[item % chunks.count], set: views.set,
+                                masks: views.masks, z: views.z + q * dim, scratch: scratch))
                     }
                 }
             }
@@ -158,53 +162,65 @@ public final class InProcessShard: PartialSumSource {
 
     func cropNormalizers(_ queries: QueryBatch, t: Double, crops: CropSet) -> SoftmaxPartials {
         let b = queries.count, k = crops.cropCount(for: shape), lanes = ImageSet.lanes
-        let chunks = tileChunks(queries: b)
-        let items = b * chunks.count, stateSize = k * lanes
-        // Per work item, per crop, per lane running (m, s).
-        let m = SharedBuffer<Double>.allocate(items * stateSize, value: -.infinity)
-        let s = SharedBuffer<Double>.allocate(items * stateSize, value: 0)
+        let chunks = tileChunks()
+        let items = b * chunks.count
+        // Per work item and crop, (m, s) with the 8 lanes already merged, in lane order.
+        let m = SharedBuffer<Double>.allocate(items * k, value: -.infinity)
+        let s = SharedBuffer<Double>.allocate(items * k, value: 0)
         defer {
             m.base.deallocate()
             s.base.deallocate()
         }
         let invTwoT2 = 1 / (2 * t * t)
         forEachCropWork(queries, crops: crops, chunks: chunks) { work in
-            let mp = m.base + work.index * stateSize, sp = s.base + work.index * stateSize
+            let laneM = UnsafeMutablePointer<Double>.allocate(capacity: k * lanes)
+            let laneS = UnsafeMutablePointer<Double>.allocate(capacity: k * lanes)
+            defer {
+                laneM.deallocate()
+                laneS.deallocate()
+            }
+            laneM.initialize(repeating: -.infinity, count: k * lanes)
+            laneS.initialize(repeating: 0, count: k * lanes)
             let lo = work.tiles.lowerBound, hi = work.tiles.upperBound
             if let masks = work.masks {
-                pspc_mask_normalizers(work.set, lo, hi, work.z, masks, invTwoT2, mp, sp, work.scratch)
+                pspc_mask_normalizers(work.set, lo, hi, work.z, masks, invTwoT2, laneM, laneS, work.scratch)
             } else if case .square(let patch) = crops {
-                pspc_square_normalizers(work.set, lo, hi, work.z, Int32(patch), invTwoT2, mp, sp, work.scratch)
+                pspc_square_normalizers(work.set, lo, hi, work.z, Int32(patch), invTwoT2, laneM, laneS, work.scratch)
+            }
+            for crop in 0..<k {
+                var (m1, s1) = (-Double.infinity, 0.0)
+                for lane in 0..<lanes {
+                    (m1, s1) = Self.mergeNormalizer(m1, s1, laneM[crop * lanes + lane], laneS[crop * lanes + lane])
+                }
+                m.base[work.index * k + crop] = m1
+                s.base[work.index * k + crop] = s1
             }
         }
-        // Merge lanes and chunks into one (m, s) per (query, crop).
+        // Merge the chunks of each query in order.
         var result = SoftmaxPartials.empty(slots: b * k)
         for item in 0..<items {
             let q = item / chunks.count
             for crop in 0..<k {
                 let slot = q * k + crop
-                for lane in 0..<lanes {
-                    let i = item * stateSize + crop * lanes + lane
-                    let m2 = m.base[i]
-                    if m2 == -.infinity { continue }
-                    let m1 = result.m[slot]
-                    if m1 == -.infinity {
-                        result.m[slot] = m2
-                        result.s[slot] = s.base[i]
-                    } else {
-                        let mNew = max(m1, m2)
-                        result.s[slot] = result.s[slot] * exp(m1 - mNew) + s.base[i] * exp(m2 - mNew)
-                        result.m[slot] = mNew
-                    }
-                }
+                (result.m[slot], result.s[slot]) = Self.mergeNormalizer(
+                    result.m[slot], result.s[slot], m.base[item * k + crop], s.base[item * k + crop])
             }
         }
         return result
     }
 
+    /// The (m, s) merge of DESIGN.md section 2 without values.
+    @inline(__always)
+    static func mergeNormalizer(_ m1: Double, _ s1: Double, _ m2: Double, _ s2: Double) -> (Double, Double) {
+        if m2 == -.infinity { return (m1, s1) }
+        if m1 == -.infinity { return (m2, s2) }
+        let mNew = max(m1, m2)
+        return (mNew, s1 * exp(m1 - mNew) + s2 * exp(m2 - mNew))
+    }
+
     func cropComposite(_ queries: QueryBatch, t: Double, crops: CropSet, logZ: [Double]) -> [Double] {
         let b = queries.count, k = crops.cropCount(for: shape), dim = shape.dimension
-        let chunks = tileChunks(queries: b)
+        let chunks = tileChunks()
         let items = b * chunks.count
         let partial = SharedBuffer<Double>.allocate(items * dim, value: 0)
         let logZCopy = SharedBuffer<Double>.allocate(logZ.count, value: 0)

@@ -39,8 +39,9 @@ public struct Moments: Sendable, Equatable {
     public var outer: [Double]
 
     public static func zero(dimension: Int) -> Moments {
-        Moments(count: 0, sum: [Double](repeating: 0, count: dimension),
-                outer: [Double](repeating: 0, count: dimension * dimension))
+        Moments(
+            count: 0, sum: [Double](repeating: 0, count: dimension),
+            outer: [Double](repeating: 0, count: dimension * dimension))
     }
 
     public mutating func merge(_ other: Moments) {

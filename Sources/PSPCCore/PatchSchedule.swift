@@ -7,7 +7,8 @@ public struct Schedule<Value: Sendable & Equatable & Codable>: Sendable, Equatab
 
     public init(t: [Double], values: [Value]) throws {
         guard !t.isEmpty, t.count == values.count else {
-            throw PSPCError.invalidArgument("a schedule needs as many values as grid times (\(values.count) vs \(t.count))")
+            throw PSPCError.invalidArgument(
+                "a schedule needs as many values as grid times (\(values.count) vs \(t.count))")
         }
         guard t.allSatisfy({ $0 > 0 && $0.isFinite }) else {
             throw PSPCError.invalidArgument("schedule times must be positive and finite")
@@ -30,7 +31,8 @@ public typealias LambdaSchedule = Schedule<Double>
 extension Schedule where Value == Int {
     /// The paper's CIFAR-10 PSPC-Square sizes on the 18-step EDM grid (t descending), for 32x32 images.
     public static var cifar10: PatchSchedule {
-        try! PatchSchedule(t: EDM.grid(steps: 18), values: [32, 32, 32, 32, 32, 32, 32, 23, 15, 11, 7, 5, 3, 3, 3, 3, 3, 3])
+        try! PatchSchedule(
+            t: EDM.grid(steps: 18), values: [32, 32, 32, 32, 32, 32, 32, 23, 15, 11, 7, 5, 3, 3, 3, 3, 3, 3])
     }
 }
 

@@ -38,7 +38,8 @@ public enum DatasetSource: Sendable, Equatable, CustomStringConvertible {
             self = .edmZip(path: try Self.required(argument, kind))
         default:
             throw DataError.invalid(
-                "unknown source '\(text)': use fashion-mnist[:train|:test], idx:PATH, cifar10:DIR[:train|:test], npy:PATH or edm-zip:PATH")
+                "unknown source '\(text)': use fashion-mnist[:train|:test], idx:PATH, cifar10:DIR[:train|:test], npy:PATH or edm-zip:PATH"
+            )
         }
     }
 
@@ -59,7 +60,8 @@ public enum DatasetSource: Sendable, Equatable, CustomStringConvertible {
             let file = train ? "train-images-idx3-ubyte.gz" : "t10k-images-idx3-ubyte.gz"
             let path = (Self.fashionMNISTDirectory as NSString).appendingPathComponent(file)
             guard FileManager.default.fileExists(atPath: path) else {
-                throw DataError.io(path: path, reason: "no such file: install Debian's dataset-fashion-mnist (scripts/setup.sh does)")
+                throw DataError.io(
+                    path: path, reason: "no such file: install Debian's dataset-fashion-mnist (scripts/setup.sh does)")
             }
             return try IDXReader.read(path: path, limit: limit)
         case .idx(let path):
@@ -86,7 +88,8 @@ public enum DatasetSource: Sendable, Equatable, CustomStringConvertible {
         case 4 where channelsLast: shape = ImageShape(channels: s[3], height: s[1], width: s[2])
         case 4: shape = ImageShape(channels: s[1], height: s[2], width: s[3])
         default:
-            throw DataError.unsupported(path: path, reason: "image arrays are [N, C, H, W], [N, H, W, C] or [N, H, W]; this one is \(s)")
+            throw DataError.unsupported(
+                path: path, reason: "image arrays are [N, C, H, W], [N, H, W, C] or [N, H, W]; this one is \(s)")
         }
         let n = min(s[0], limit ?? s[0])
         var pixels = Array(data[0..<(n * shape.dimension)])
@@ -104,7 +107,9 @@ public enum DatasetSource: Sendable, Equatable, CustomStringConvertible {
     }
 
     private static func required(_ argument: String?, _ kind: String) throws -> String {
-        guard let argument, !argument.isEmpty else { throw DataError.invalid("source \(kind) needs a path: \(kind):PATH") }
+        guard let argument, !argument.isEmpty else {
+            throw DataError.invalid("source \(kind) needs a path: \(kind):PATH")
+        }
         return argument
     }
 }

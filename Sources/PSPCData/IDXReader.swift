@@ -17,11 +17,13 @@ public enum IDXReader {
             throw DataError.corrupt(path: name, reason: "not an IDX file (magic \(bytes[0...3].map { $0 }))")
         }
         guard bytes[2] == 0x08 else {
-            throw DataError.unsupported(path: name, reason: "IDX element type 0x\(String(bytes[2], radix: 16)); only unsigned bytes (0x08)")
+            throw DataError.unsupported(
+                path: name, reason: "IDX element type 0x\(String(bytes[2], radix: 16)); only unsigned bytes (0x08)")
         }
         let dims = Int(bytes[3])
         guard dims == 3 || dims == 4 else {
-            throw DataError.unsupported(path: name, reason: "IDX with \(dims) dimensions; images need 3 (N, H, W) or 4 (N, C, H, W)")
+            throw DataError.unsupported(
+                path: name, reason: "IDX with \(dims) dimensions; images need 3 (N, H, W) or 4 (N, C, H, W)")
         }
         let headerSize = 4 + 4 * dims
         guard bytes.count >= headerSize else { throw DataError.corrupt(path: name, reason: "truncated IDX header") }
@@ -30,14 +32,16 @@ public enum IDXReader {
             let o = 4 + 4 * i
             sizes.append(Int(bytes[o]) << 24 | Int(bytes[o + 1]) << 16 | Int(bytes[o + 2]) << 8 | Int(bytes[o + 3]))
         }
-        let shape = dims == 3
+        let shape =
+            dims == 3
             ? ImageShape(channels: 1, height: sizes[1], width: sizes[2])
             : ImageShape(channels: sizes[1], height: sizes[2], width: sizes[3])
         guard shape.dimension > 0 else { throw DataError.corrupt(path: name, reason: "IDX image size is zero") }
         let count = sizes[0]
         let expected = headerSize + count * shape.dimension
         guard bytes.count >= expected else {
-            throw DataError.corrupt(path: name, reason: "truncated: \(bytes.count) bytes, the header announces \(expected)")
+            throw DataError.corrupt(
+                path: name, reason: "truncated: \(bytes.count) bytes, the header announces \(expected)")
         }
         let kept = min(count, limit ?? count)
         return ImageArray(

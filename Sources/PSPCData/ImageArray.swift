@@ -23,6 +23,7 @@ public struct ImageArray: Sendable, Equatable {
     public func slice(_ range: Range<Int>) -> ImageArray {
         let dim = shape.dimension
         return ImageArray(
-            pixels: Array(pixels[(range.lowerBound * dim)..<(range.upperBound * dim)]), count: range.count, shape: shape)
+            pixels: Array(pixels[(range.lowerBound * dim)..<(range.upperBound * dim)]), count: range.count, shape: shape
+        )
     }
 }

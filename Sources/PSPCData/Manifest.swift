@@ -32,17 +32,20 @@ public struct Manifest: Codable, Sendable, Equatable {
             throw DataError.corrupt(path: path, reason: "not a valid manifest (\(error))")
         }
         guard manifest.format == formatName, manifest.version == 1 else {
-            throw DataError.unsupported(path: path, reason: "manifest format \(manifest.format) version \(manifest.version)")
+            throw DataError.unsupported(
+                path: path, reason: "manifest format \(manifest.format) version \(manifest.version)")
         }
         var next = 0
         for shard in manifest.shards {
             guard shard.first == next, shard.count >= 0 else {
-                throw DataError.corrupt(path: path, reason: "shard \(shard.file) starts at \(shard.first), expected \(next)")
+                throw DataError.corrupt(
+                    path: path, reason: "shard \(shard.file) starts at \(shard.first), expected \(next)")
             }
             next += shard.count
         }
         guard next == manifest.count else {
-            throw DataError.corrupt(path: path, reason: "shards hold \(next) images, the manifest says \(manifest.count)")
+            throw DataError.corrupt(
+                path: path, reason: "shards hold \(next) images, the manifest says \(manifest.count)")
         }
         return manifest
     }
@@ -51,7 +54,8 @@ public struct Manifest: Codable, Sendable, Equatable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let data = try encoder.encode(self)
-        try FileIO.writeAtomically([UInt8](data) + [10], to: (directory as NSString).appendingPathComponent(Self.fileName))
+        try FileIO.writeAtomically(
+            [UInt8](data) + [10], to: (directory as NSString).appendingPathComponent(Self.fileName))
     }
 
     public static func sha256Hex(_ bytes: [UInt8]) -> String {

@@ -68,26 +68,33 @@ public enum ShardFile {
     /// Decodes and verifies a shard file. `name` labels errors (the shard's file name).
     public static func decode(_ bytes: [UInt8], name: String) throws -> (header: Header, images: ImageArray) {
         guard bytes.count >= headerSize else {
-            throw DataError.corrupt(path: name, reason: "truncated: \(bytes.count) bytes, shorter than the \(headerSize)-byte header")
+            throw DataError.corrupt(
+                path: name, reason: "truncated: \(bytes.count) bytes, shorter than the \(headerSize)-byte header")
         }
-        guard Array(bytes[0..<8]) == magic else { throw DataError.corrupt(path: name, reason: "not a pspc shard (bad magic)") }
+        guard Array(bytes[0..<8]) == magic else {
+            throw DataError.corrupt(path: name, reason: "not a pspc shard (bad magic)")
+        }
         let fileVersion = readU32(bytes, 8)
         guard fileVersion == version else {
-            throw DataError.unsupported(path: name, reason: "shard format version \(fileVersion); this pspc reads version \(version)")
+            throw DataError.unsupported(
+                path: name, reason: "shard format version \(fileVersion); this pspc reads version \(version)")
         }
-        let shape = ImageShape(channels: Int(readU32(bytes, 12)), height: Int(readU32(bytes, 16)), width: Int(readU32(bytes, 20)))
+        let shape = ImageShape(
+            channels: Int(readU32(bytes, 12)), height: Int(readU32(bytes, 16)), width: Int(readU32(bytes, 20)))
         let count = Int(clamping: readU64(bytes, 24)), firstIndex = Int(clamping: readU64(bytes, 32))
         let perBlock = Int(readU32(bytes, 40)), blocks = Int(readU32(bytes, 44))
         let tableEnd = headerSize + blocks * tableEntrySize
         guard bytes.count >= tableEnd else {
-            throw DataError.corrupt(path: name, reason: "truncated: the block table needs \(tableEnd) bytes, the file has \(bytes.count)")
+            throw DataError.corrupt(
+                path: name, reason: "truncated: the block table needs \(tableEnd) bytes, the file has \(bytes.count)")
         }
         let storedCRC = readU32(bytes, 48)
         let crc = Zlib.crc32(bytes[headerSize..<tableEnd], initial: Zlib.crc32(bytes[0..<48]))
         guard crc == storedCRC else { throw DataError.corrupt(path: name, reason: "header checksum mismatch") }
         let dim = shape.dimension
         guard dim > 0, perBlock > 0, blocks == (count + perBlock - 1) / perBlock else {
-            throw DataError.corrupt(path: name, reason: "inconsistent header (\(count) images, \(blocks) blocks of \(perBlock))")
+            throw DataError.corrupt(
+                path: name, reason: "inconsistent header (\(count) images, \(blocks) blocks of \(perBlock))")
         }
         var pixels = [UInt8]()
         pixels.reserveCapacity(count * dim)
@@ -98,7 +105,8 @@ public enum ShardFile {
             let storedCRC = readU32(bytes, e + 24), rawCRC = readU32(bytes, e + 28)
             let expectedRaw = (min(count, (b + 1) * perBlock) - b * perBlock) * dim
             guard rawSize == expectedRaw else {
-                throw DataError.corrupt(path: name, reason: "block \(b) announces \(rawSize) bytes, expected \(expectedRaw)")
+                throw DataError.corrupt(
+                    path: name, reason: "block \(b) announces \(rawSize) bytes, expected \(expectedRaw)")
             }
             guard offset >= tableEnd, stored >= 0, offset <= bytes.count, stored <= bytes.count - offset else {
                 throw DataError.corrupt(path: name, reason: "truncated: block \(b) lies past the end of the file")
@@ -108,11 +116,14 @@ public enum ShardFile {
             guard actual == storedCRC else {
                 throw DataError.corrupt(
                     path: name,
-                    reason: "block \(b) checksum mismatch (stored 0x\(String(storedCRC, radix: 16)), computed 0x\(String(actual, radix: 16)))")
+                    reason:
+                        "block \(b) checksum mismatch (stored 0x\(String(storedCRC, radix: 16)), computed 0x\(String(actual, radix: 16)))"
+                )
             }
             let raw = try Zstd.decompress(block, rawSize: rawSize, name: name, what: "block \(b)")
             guard Zlib.crc32(raw) == rawCRC else {
-                throw DataError.corrupt(path: name, reason: "block \(b) decompressed to the wrong content (checksum mismatch)")
+                throw DataError.corrupt(
+                    path: name, reason: "block \(b) decompressed to the wrong content (checksum mismatch)")
             }
             pixels += raw
         }

@@ -26,8 +26,10 @@ public enum ShardStore {
             let bytes = try ShardFile.encode(images.slice(lo..<hi), firstIndex: lo)
             let name = shardFileName(k, of: shards)
             try FileIO.writeAtomically(bytes, to: (directory as NSString).appendingPathComponent(name))
-            entries.append(Manifest.Shard(file: name, first: lo, count: hi - lo, bytes: bytes.count,
-                                          sha256: Manifest.sha256Hex(bytes)))
+            entries.append(
+                Manifest.Shard(
+                    file: name, first: lo, count: hi - lo, bytes: bytes.count,
+                    sha256: Manifest.sha256Hex(bytes)))
             progress?(k + 1, shards)
         }
         let manifest = Manifest(source: source, shape: images.shape, count: images.count, shards: entries)
@@ -44,20 +46,29 @@ public enum ShardStore {
         let bytes = try FileIO.read(path)
         guard bytes.count == shard.bytes else {
             throw DataError.corrupt(
-                path: path, reason: "\(bytes.count) bytes, the manifest says \(shard.bytes)\(bytes.count < shard.bytes ? " (truncated)" : "")")
+                path: path,
+                reason:
+                    "\(bytes.count) bytes, the manifest says \(shard.bytes)\(bytes.count < shard.bytes ? " (truncated)" : "")"
+            )
         }
         let (header, images) = try ShardFile.decode(bytes, name: path)
         guard Manifest.sha256Hex(bytes) == shard.sha256 else {
             throw DataError.corrupt(path: path, reason: "SHA-256 does not match the manifest")
         }
         guard header.shape == manifest.shape, header.count == shard.count, header.firstIndex == shard.first else {
-            throw DataError.corrupt(path: path, reason: "header (\(header.count) \(header.shape) images from \(header.firstIndex)) disagrees with the manifest")
+            throw DataError.corrupt(
+                path: path,
+                reason:
+                    "header (\(header.count) \(header.shape) images from \(header.firstIndex)) disagrees with the manifest"
+            )
         }
         return images
     }
 
     /// Every shard of a dataset directory, in order, verified.
-    public static func readAll(directory: String, progress: ((Int, Int) -> Void)? = nil) throws -> (Manifest, [ImageArray]) {
+    public static func readAll(directory: String, progress: ((Int, Int) -> Void)? = nil) throws -> (
+        Manifest, [ImageArray]
+    ) {
         let manifest = try Manifest.read(directory: directory)
         var parts: [ImageArray] = []
         for (i, shard) in manifest.shards.enumerated() {

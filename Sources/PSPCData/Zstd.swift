@@ -16,7 +16,9 @@ public enum Zstd {
     }
 
     /// Decompresses a frame that must expand to exactly `rawSize` bytes; `what` names it in errors.
-    public static func decompress(_ compressed: ArraySlice<UInt8>, rawSize: Int, name: String, what: String) throws -> [UInt8] {
+    public static func decompress(_ compressed: ArraySlice<UInt8>, rawSize: Int, name: String, what: String) throws
+        -> [UInt8]
+    {
         var out = [UInt8](repeating: 0, count: rawSize)
         let written = compressed.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in

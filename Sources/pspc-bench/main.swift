@@ -40,7 +40,8 @@ func seconds(_ body: () async throws -> Void) async rethrows -> Double {
 
 /// The paper's released code, transcribed: one crop at a time, each crop's posterior mean streamed over the
 /// training set with a running log-sum-exp, then the overlap average. Float32 storage, float64 sums.
-func straightforwardComposite(z: [Double], t: Double, train: [Float], count n: Int, side: Int, patch s: Int) -> [Double] {
+func straightforwardComposite(z: [Double], t: Double, train: [Float], count n: Int, side: Int, patch s: Int) -> [Double]
+{
     let dim = side * side
     var sum = [Double](repeating: 0, count: dim), cover = [Double](repeating: 0, count: dim)
     var mean = [Double](repeating: 0, count: s * s)
@@ -110,7 +111,9 @@ func straightforwardEmpirical(z: [Double], t: Double, train: [Float], count n: I
 
 /// Runs `body` for each query on `threads` threads (the baselines use every core too).
 func parallelQueries(_ count: Int, threads: Int, _ body: @escaping @Sendable (Int) -> [Double]) -> [[Double]] {
-    final class Box: @unchecked Sendable { var results: [[Double]]; let lock = NSLock(); init(_ n: Int) { results = Array(repeating: [], count: n) } }
+    final class Box: @unchecked Sendable {
+        var results: [[Double]]; let lock = NSLock(); init(_ n: Int) { results = Array(repeating: [], count: n) }
+    }
     let box = Box(count)
     DispatchQueue.concurrentPerform(iterations: threads) { worker in
         var i = worker
@@ -124,19 +127,28 @@ func parallelQueries(_ count: Int, threads: Int, _ body: @escaping @Sendable (In
 }
 
 let settings = Settings()
-let trainImages = try IDXReader.read(path: DatasetSource.fashionMNISTDirectory + "/train-images-idx3-ubyte.gz", limit: settings.trainCount)
-let testImages = try IDXReader.read(path: DatasetSource.fashionMNISTDirectory + "/t10k-images-idx3-ubyte.gz", limit: settings.queries)
+let trainImages = try IDXReader.read(
+    path: DatasetSource.fashionMNISTDirectory + "/train-images-idx3-ubyte.gz", limit: settings.trainCount)
+let testImages = try IDXReader.read(
+    path: DatasetSource.fashionMNISTDirectory + "/t10k-images-idx3-ubyte.gz", limit: settings.queries)
 let shape = trainImages.shape, dim = shape.dimension
 let eps = NormalNoise(seed: 0).normals(stream: 0, count: settings.queries * dim)
 let z = (0..<(settings.queries * dim)).map { Double(testImages.pixels[$0]) / 127.5 - 1 + settings.t * eps[$0] }
 let trainFloat = trainImages.pixels.map { Float($0) / 127.5 - 1 }
 
-print("pspc engine benchmark: Fashion-MNIST, N = \(trainImages.count) training images (no x-flip), \(settings.queries) test queries, t = \(settings.t)")
-print("kernels: \(String(cString: pspc_kernel_level_name())), threads: \(settings.threads), OpenBLAS threads: \(ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] ?? "default")")
+print(
+    "pspc engine benchmark: Fashion-MNIST, N = \(trainImages.count) training images (no x-flip), \(settings.queries) test queries, t = \(settings.t)"
+)
+print(
+    "kernels: \(String(cString: pspc_kernel_level_name())), threads: \(settings.threads), OpenBLAS threads: \(ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] ?? "default")"
+)
 print("memory: training images held as uint8, \(trainImages.pixels.count) bytes")
 
-let engine = try DenoisingEngine(sources: [InProcessShard(
-    images: try ImageSet(pixels: trainImages.pixels, count: trainImages.count, shape: shape, xflip: false), threads: settings.threads)])
+let engine = try DenoisingEngine(sources: [
+    InProcessShard(
+        images: try ImageSet(pixels: trainImages.pixels, count: trainImages.count, shape: shape, xflip: false),
+        threads: settings.threads)
+])
 _ = try await engine.denoise(Array(z[0..<dim]), t: settings.t, method: .empirical)  // warm up
 
 let nb = min(settings.baselineQueries, settings.queries)
@@ -144,10 +156,14 @@ let baseZ = (0..<nb).map { Array(z[($0 * dim)..<(($0 + 1) * dim)]) }
 let threads = settings.threads
 
 var engineEmpirical: [Double] = []
-let engineEmpiricalSeconds = try await seconds { engineEmpirical = try await engine.denoise(z, t: settings.t, method: .empirical).values }
+let engineEmpiricalSeconds = try await seconds {
+    engineEmpirical = try await engine.denoise(z, t: settings.t, method: .empirical).values
+}
 var baseEmpirical: [[Double]] = []
 let baseEmpiricalSeconds = await seconds {
-    baseEmpirical = parallelQueries(nb, threads: threads) { straightforwardEmpirical(z: baseZ[$0], t: settings.t, train: trainFloat, count: trainImages.count) }
+    baseEmpirical = parallelQueries(nb, threads: threads) {
+        straightforwardEmpirical(z: baseZ[$0], t: settings.t, train: trainFloat, count: trainImages.count)
+    }
 }
 var engineSquare: [Double] = []
 let engineSquareSeconds = try await seconds {
@@ -156,7 +172,9 @@ let engineSquareSeconds = try await seconds {
 var baseSquare: [[Double]] = []
 let baseSquareSeconds = await seconds {
     baseSquare = parallelQueries(nb, threads: threads) {
-        straightforwardComposite(z: baseZ[$0], t: settings.t, train: trainFloat, count: trainImages.count, side: shape.width, patch: settings.patchSize)
+        straightforwardComposite(
+            z: baseZ[$0], t: settings.t, train: trainFloat, count: trainImages.count, side: shape.width,
+            patch: settings.patchSize)
     }
 }
 
@@ -167,8 +185,14 @@ func agreement(_ engine: [Double], _ base: [[Double]]) -> Double {
 }
 
 let rows: [(String, Double, Double, Double)] = [
-    ("empirical", engineEmpiricalSeconds / Double(settings.queries), baseEmpiricalSeconds / Double(nb), agreement(engineEmpirical, baseEmpirical)),
-    ("pspc-square s=\(settings.patchSize)", engineSquareSeconds / Double(settings.queries), baseSquareSeconds / Double(nb), agreement(engineSquare, baseSquare)),
+    (
+        "empirical", engineEmpiricalSeconds / Double(settings.queries), baseEmpiricalSeconds / Double(nb),
+        agreement(engineEmpirical, baseEmpirical)
+    ),
+    (
+        "pspc-square s=\(settings.patchSize)", engineSquareSeconds / Double(settings.queries),
+        baseSquareSeconds / Double(nb), agreement(engineSquare, baseSquare)
+    ),
 ]
 print("")
 print("method             engine ms/query   straightforward ms/query   speed-up   max |diff|")

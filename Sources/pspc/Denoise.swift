@@ -6,7 +6,9 @@ import PSPCData
 struct Denoise: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Apply a denoiser D(z, t) to a batch of noisy images.",
-        discussion: "z.npy is float32 (or float64) [B, C, H, W] in data units ([-1, 1] plus noise); out.npy is float32 of the same shape.")
+        discussion:
+            "z.npy is float32 (or float64) [B, C, H, W] in data units ([-1, 1] plus noise); out.npy is float32 of the same shape."
+    )
 
     @OptionGroup var engineOptions: EngineOptions
     @OptionGroup var methodOptions: MethodOptions
@@ -19,18 +21,30 @@ struct Denoise: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (manifest, engine) = try engineOptions.engine()
-        let method = try methodOptions.resolve(for: manifest.shape)
-        let z = try QueryFile.read(input, shape: manifest.shape)
-        let count = z.count / manifest.shape.dimension
-        let bar = ProgressBar("\(method.name) t=\(t)", total: count, unit: " queries")
-        let result = try await engine.denoise(z, t: t, method: method) { bar.update($0) }
+        let context = try await engineOptions.context()
+        let shape = context.shape
+        let result: DenoisingEngine.Output
+        let count: Int
+        let method: DenoiseMethod
+        do {
+            method = try methodOptions.resolve(for: shape)
+            let z = try QueryFile.read(input, shape: shape)
+            count = z.count / shape.dimension
+            let bar = ProgressBar("\(method.name) t=\(t)", total: count, unit: " queries")
+            result = try await context.engine.denoise(z, t: t, method: method) { bar.update($0) }
+            await context.close()
+        } catch {
+            await context.close()
+            throw error
+        }
         if result.uncoveredPixels > 0 {
-            note("pspc-flex: \(result.uncoveredPixels) pixel values (\(result.uncoveredPixels / max(count, 1)) positions per query) had no mask; the empirical denoiser's values were used there")
+            note(
+                "pspc-flex: \(result.uncoveredPixels) pixel values (\(result.uncoveredPixels / max(count, 1)) positions per query) had no mask; the empirical denoiser's values were used there"
+            )
         } else if method.name == "pspc-flex" {
             note("pspc-flex: every pixel was covered by a mask")
         }
-        try QueryFile.write(result.values, shape: manifest.shape, to: output)
+        try QueryFile.write(result.values, shape: shape, to: output)
         note("wrote \(count) denoised images to \(output)")
     }
 }
@@ -41,7 +55,9 @@ enum QueryFile {
         let array = try NPY.read(path: path)
         let expected = [shape.channels, shape.height, shape.width]
         guard array.shape.count == 4, Array(array.shape[1...]) == expected else {
-            throw DataError.invalid("\(path): queries are \(array.shape), expected [B, \(expected.map(String.init).joined(separator: ", "))] to match the training set")
+            throw DataError.invalid(
+                "\(path): queries are \(array.shape), expected [B, \(expected.map(String.init).joined(separator: ", "))] to match the training set"
+            )
         }
         let values: [Double]
         switch array.data {
@@ -58,7 +74,8 @@ enum QueryFile {
     static func write(_ values: [Double], shape: ImageShape, to path: String) throws {
         let count = values.count / shape.dimension
         try NPY.write(
-            NPYArray(shape: [count, shape.channels, shape.height, shape.width], data: .float32(values.map(Float.init))),
+            NPYArray(
+                shape: [count, shape.channels, shape.height, shape.width], data: .float32(values.map(Float.init))),
             to: path)
     }
 }

@@ -37,6 +37,8 @@ struct Ingest: AsyncParsableCommand {
             writing.update(done)
         }
         let bytes = manifest.shards.reduce(0) { $0 + $1.bytes }
-        note("wrote \(manifest.shards.count) shards (\(bytes) bytes, \(String(format: "%.2f", Double(bytes) / Double(max(1, images.pixels.count)))) of raw) and manifest.json to \(out)")
+        note(
+            "wrote \(manifest.shards.count) shards (\(bytes) bytes, \(String(format: "%.2f", Double(bytes) / Double(max(1, images.pixels.count)))) of raw) and manifest.json to \(out)"
+        )
     }
 }

@@ -1,5 +1,8 @@
 import ArgumentParser
 import Foundation
+import NIOCore
+import NIOPosix
+import PSPCCluster
 import PSPCCore
 import PSPCData
 
@@ -7,26 +10,88 @@ enum Switch: String, ExpressibleByArgument, CaseIterable {
     case on, off
 }
 
-/// Where the training set is and how to hold it.
+/// Where the training set is and how to hold it: in this process (default), on N local worker processes, or
+/// on a cluster of workers.
 struct EngineOptions: ParsableArguments {
-    @Option(help: "Dataset directory written by `pspc ingest`.") var data: String
+    @Option(help: "Dataset directory written by `pspc ingest` (not needed with --cluster).") var data: String?
     @Option(help: "Append horizontally flipped copies of every training image, as the paper's code does.")
     var xflip: Switch = .on
     @Option(help: "Threads for the kernels (default: all cores).") var threads: Int?
+    @Option(help: "Start N worker processes on loopback and compute through them.") var localWorkers: Int?
+    @Option(help: "Cluster file (JSON): workers, token file, deadline.") var cluster: String?
+    @Option(help: "Copies of each shard across local workers (with --local-workers).") var replication: Int = 1
+    @Option(help: "Seconds a worker may take to answer one request before its replica is asked.")
+    var deadline: Double?
 
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if localWorkers != nil && cluster != nil {
+            throw ValidationError("give --local-workers or --cluster, not both")
+        }
+        if let localWorkers, localWorkers < 1 { throw ValidationError("--local-workers must be at least 1") }
+        if replication < 1 { throw ValidationError("--replication must be at least 1") }
+        if cluster == nil && data == nil { throw ValidationError("--data is required (or --cluster)") }
     }
 
-    /// Loads and verifies every shard; each becomes one in-process partial-sum source.
-    func engine() throws -> (Manifest, DenoisingEngine) {
-        let loading = ProgressBar("load shards", total: 1)
-        let (manifest, shards) = try ShardStore.loadShards(
-            directory: data, xflip: xflip == .on, threads: threads ?? ProcessInfo.processInfo.activeProcessorCount
-        ) { done, total in
-            loading.update(done, total: total)
+    /// What a command computes with; `close()` stops local workers and connections.
+    struct Context {
+        var shape: ImageShape
+        var source: String
+        var engine: DenoisingEngine
+        var cluster: Cluster?
+        var local: LocalCluster?
+        var group: EventLoopGroup?
+
+        func close() async {
+            await cluster?.close()
+            local?.stop()
+            try? await group?.shutdownGracefully()
         }
-        return (manifest, try DenoisingEngine(sources: shards))
+    }
+
+    func context() async throws -> Context {
+        if cluster == nil && localWorkers == nil {
+            let loading = ProgressBar("load shards", total: 1)
+            let (manifest, shards) = try ShardStore.loadShards(
+                directory: data!, xflip: xflip == .on, threads: threads ?? ProcessInfo.processInfo.activeProcessorCount
+            ) { done, total in
+                loading.update(done, total: total)
+            }
+            return Context(shape: manifest.shape, source: manifest.source, engine: try DenoisingEngine(sources: shards))
+        }
+        var local: LocalCluster?
+        var addresses: [HostPort]
+        var tokenFile: String
+        var deadline = self.deadline ?? 300
+        var source = "cluster"
+        if let localWorkers {
+            let manifest = try Manifest.read(directory: data!)
+            source = manifest.source
+            let started = try LocalCluster.start(
+                workers: localWorkers, data: data!, replication: replication, threadsPerWorker: threads,
+                xflip: xflip == .on, log: note)
+            local = started
+            addresses = started.addresses
+            tokenFile = started.tokenFile
+        } else {
+            let file = try ClusterFile.read(cluster!)
+            addresses = try file.workers.map { try HostPort($0) }
+            tokenFile = file.tokenFile
+            deadline = self.deadline ?? file.deadlineSeconds ?? 300
+            if let data, let manifest = try? Manifest.read(directory: data) { source = manifest.source }
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        do {
+            let connected = try await Cluster.connect(
+                to: addresses, token: try readClusterToken(tokenFile), group: group, deadline: deadline, log: note)
+            let engine = try DenoisingEngine(sources: connected.sources(), concurrentSources: true)
+            return Context(
+                shape: connected.shape, source: source, engine: engine, cluster: connected, local: local, group: group)
+        } catch {
+            local?.stop()
+            try? await group.shutdownGracefully()
+            throw error
+        }
     }
 }
 
@@ -34,11 +99,15 @@ struct EngineOptions: ParsableArguments {
 struct MethodOptions: ParsableArguments {
     @Option(help: "empirical | pspc-square | pspc-flex | gaussian | cfdm") var method: String
     @Option(help: "pspc-square: patch side s.") var patchSize: Int?
-    @Option(help: "pspc-square: 'cifar10' (the paper's, sizes above the image side mean the whole image) or a JSON file {\"t\": [...], \"values\": [...]}.")
+    @Option(
+        help:
+            "pspc-square: 'cifar10' (the paper's, sizes above the image side mean the whole image) or a JSON file {\"t\": [...], \"values\": [...]}."
+    )
     var schedule: String?
     @Option(help: "pspc-flex: heatmaps .npy, [L, H, W, H, W] or [H, W, H, W] (output pixel -> input map).")
     var heatmaps: String?
-    @Option(help: "pspc-flex: the t of each heatmap level as a JSON file of numbers (default: the EDM grid with L steps).")
+    @Option(
+        help: "pspc-flex: the t of each heatmap level as a JSON file of numbers (default: the EDM grid with L steps).")
     var heatmapTimes: String?
     @Option(help: "pspc-flex: mask mass threshold lambda in (0, 1].") var lambda: Double?
     @Option(help: "pspc-flex: 'cifar10' or a JSON file {\"t\": [...], \"values\": [...]}.") var lambdaSchedule: String?
@@ -84,13 +153,15 @@ struct MethodOptions: ParsableArguments {
             let loaded: PatchSchedule = try loadSchedule(schedule!, builtin: .cifar10)
             let side = min(shape.height, shape.width)
             if schedule == "cifar10", loaded.values.contains(where: { $0 > side }) {
-                note("note: the cifar10 schedule is for 32x32 images; its sizes above \(side) mean the whole image here")
+                note(
+                    "note: the cifar10 schedule is for 32x32 images; its sizes above \(side) mean the whole image here")
                 return .pspcSquare(try PatchSchedule(t: loaded.t, values: loaded.values.map { min($0, side) }))
             }
             for s in loaded.values { try CropSet.square(patchSize: s).validate(for: shape) }
             return .pspcSquare(loaded)
         case "pspc-flex":
-            let lambdas: LambdaSchedule = try lambda.map { .constant($0) } ?? loadSchedule(lambdaSchedule!, builtin: .cifar10)
+            let lambdas: LambdaSchedule =
+                try lambda.map { .constant($0) } ?? loadSchedule(lambdaSchedule!, builtin: .cifar10)
             guard lambdas.values.allSatisfy({ $0 > 0 && $0 <= 1 }) else {
                 throw PSPCError.invalidArgument("lambda schedule values must be in (0, 1]")
             }
@@ -109,7 +180,8 @@ struct MethodOptions: ParsableArguments {
         } catch let error as PSPCError {
             throw DataError.invalid("\(spec): \(error.description)")
         } catch {
-            throw DataError.corrupt(path: spec, reason: "not a schedule file {\"t\": [...], \"values\": [...]} (\(error))")
+            throw DataError.corrupt(
+                path: spec, reason: "not a schedule file {\"t\": [...], \"values\": [...]} (\(error))")
         }
     }
 
@@ -122,7 +194,8 @@ struct MethodOptions: ParsableArguments {
         } else if s.count == 5 && Array(s[1...]) == [h, w, h, w] {
             levels = s[0]
         } else {
-            throw DataError.invalid("\(heatmaps!): heatmaps are \(s), expected [L, \(h), \(w), \(h), \(w)] or [\(h), \(w), \(h), \(w)]")
+            throw DataError.invalid(
+                "\(heatmaps!): heatmaps are \(s), expected [L, \(h), \(w), \(h), \(w)] or [\(h), \(w), \(h), \(w)]")
         }
         var times = EDM.grid(steps: max(levels, 2))
         if levels == 1 { times = [1] }
@@ -134,7 +207,8 @@ struct MethodOptions: ParsableArguments {
             times = decoded
         }
         do {
-            return try FlexMasks(maps: array.asDoubles(), levels: levels, height: h, width: w, levelTimes: times, lambda: lambda)
+            return try FlexMasks(
+                maps: array.asDoubles(), levels: levels, height: h, width: w, levelTimes: times, lambda: lambda)
         } catch let error as PSPCError {
             throw DataError.invalid("\(heatmaps!): \(error.description)")
         }

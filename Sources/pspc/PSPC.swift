@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PSPCCluster
 import PSPCCore
 import PSPCData
 
@@ -8,9 +9,10 @@ import PSPCData
 struct PSPC: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pspc",
-        abstract: "Exact patch-posterior denoisers (PSPC, optimal empirical, Gaussian, CFDM) over a sharded training set.",
+        abstract:
+            "Exact patch-posterior denoisers (PSPC, optimal empirical, Gaussian, CFDM) over a sharded training set.",
         version: "0.1.0",
-        subcommands: [Ingest.self, Queries.self, Denoise.self, Sample.self, Grid.self, Info.self]
+        subcommands: [Ingest.self, Queries.self, Denoise.self, Sample.self, Grid.self, Worker.self, Info.self]
     )
 
     /// Runs the command; errors of pspc's own become one line `pspc: error: ...` and exit status 1.
@@ -25,6 +27,8 @@ struct PSPC: AsyncParsableCommand {
         } catch let error as DataError {
             fail(error.description)
         } catch let error as PSPCError {
+            fail(error.description)
+        } catch let error as ClusterError {
             fail(error.description)
         } catch {
             exit(withError: error)

@@ -30,20 +30,23 @@ final class ProgressBar: @unchecked Sendable {
         let rate = elapsed > 0 ? Double(done) / elapsed : 0
         let eta = rate > 0 ? Double(total - done) / rate : 0
         let fraction = Double(done) / Double(total)
-        let stats = String(format: "%d/%d%@ %.1f%@/s elapsed %@ ETA %@", done, total, unit, rate, unit,
-                           Self.clock(elapsed), Self.clock(eta))
+        let stats = String(
+            format: "%d/%d%@ %.1f%@/s elapsed %@ ETA %@", done, total, unit, rate, unit,
+            Self.clock(elapsed), Self.clock(eta))
         if interactive {
             let width = 30
             let filled = Int(fraction * Double(width))
             let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
             FileHandle.standardError.write(Data("\r\(label) [\(bar)] \(stats)\u{1B}[K\(finished ? "\n" : "")".utf8))
         } else {
-            FileHandle.standardError.write(Data("\(label): \(String(format: "%3.0f%%", fraction * 100)) \(stats)\n".utf8))
+            FileHandle.standardError.write(
+                Data("\(label): \(String(format: "%3.0f%%", fraction * 100)) \(stats)\n".utf8))
         }
     }
 
     static func clock(_ seconds: Double) -> String {
         let s = Int(seconds.rounded())
-        return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
+        return s >= 3600
+            ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
     }
 }

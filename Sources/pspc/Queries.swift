@@ -8,7 +8,8 @@ struct Queries: AsyncParsableCommand {
         abstract: "Make noisy queries z = x0 + t eps from a dataset (forward process), for `pspc denoise`.",
         discussion: "Writes z.npy (float32 [B, C, H, W]) and x0.npy (the clean images) to --out.")
 
-    @Option(help: "Images to noise: any `pspc ingest` source, e.g. fashion-mnist:test.") var source: String = "fashion-mnist:test"
+    @Option(help: "Images to noise: any `pspc ingest` source, e.g. fashion-mnist:test.") var source: String =
+        "fashion-mnist:test"
     @Option(help: "Noise level t > 0.") var t: Double
     @Option(help: "Number of queries (the first B images).") var count: Int = 16
     @Option(help: "Seed of eps.") var seed: UInt64 = 0
@@ -50,7 +51,9 @@ struct Grid: AsyncParsableCommand {
         var rows = 0
         for input in inputs {
             let array = try NPY.read(path: input)
-            guard array.shape.count == 4 else { throw DataError.invalid("\(input): expected [B, C, H, W], got \(array.shape)") }
+            guard array.shape.count == 4 else {
+                throw DataError.invalid("\(input): expected [B, C, H, W], got \(array.shape)")
+            }
             if shape.isEmpty { shape = array.shape }
             guard Array(array.shape[1...]) == Array(shape[1...]) else {
                 throw DataError.invalid("\(input): images are \(array.shape), the first array's are \(shape)")
@@ -63,7 +66,9 @@ struct Grid: AsyncParsableCommand {
             rows += 1
         }
         let perRow = columns ?? shape[0]
-        let png = try PNG.grid(images: pixels, count: rows * perRow, channels: shape[1], height: shape[2], width: shape[3], columns: perRow)
+        let png = try PNG.grid(
+            images: pixels, count: rows * perRow, channels: shape[1], height: shape[2], width: shape[3], columns: perRow
+        )
         try FileIO.writeAtomically(png, to: out)
         note("wrote \(rows) rows to \(out)")
     }

@@ -22,8 +22,19 @@ struct Sample: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (manifest, engine) = try engineOptions.engine()
-        let shape = manifest.shape, dim = shape.dimension
+        let context = try await engineOptions.context()
+        do {
+            try await sample(context)
+            await context.close()
+        } catch {
+            await context.close()
+            throw error
+        }
+    }
+
+    func sample(_ context: EngineOptions.Context) async throws {
+        let engine = context.engine
+        let shape = context.shape, dim = shape.dimension
         let method = try methodOptions.resolve(for: shape)
         let grid = EDM.grid(steps: steps)
         let noise = NormalNoise(seed: seed)
@@ -35,26 +46,30 @@ struct Sample: AsyncParsableCommand {
         let evaluations = solver == .heun ? 2 * steps - 1 : steps
         let bar = ProgressBar("sample \(method.name)", total: evaluations * count, unit: " evals")
         var done = 0
-        let samples = try await EDM.sample(from: z, grid: grid, solver: solver, denoise: { z, t in
-            let base = done
-            let result = try await engine.denoise(z, t: t, method: method) { bar.update(base + $0) }
-            done += count
-            return result.values
-        })
+        let samples = try await EDM.sample(
+            from: z, grid: grid, solver: solver,
+            denoise: { z, t in
+                let base = done
+                let result = try await engine.denoise(z, t: t, method: method) { bar.update(base + $0) }
+                done += count
+                return result.values
+            })
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         try QueryFile.write(samples, shape: shape, to: (out as NSString).appendingPathComponent("samples.npy"))
         let columns = Int(Double(count).squareRoot().rounded(.up))
-        let png = try PNG.grid(images: PNG.quantize(samples), count: count, channels: shape.channels,
-                               height: shape.height, width: shape.width, columns: columns)
+        let png = try PNG.grid(
+            images: PNG.quantize(samples), count: count, channels: shape.channels,
+            height: shape.height, width: shape.width, columns: columns)
         try FileIO.writeAtomically(png, to: (out as NSString).appendingPathComponent("samples.png"))
         let config: [String: String] = [
-            "command": CommandLine.arguments.joined(separator: " "), "data": engineOptions.data,
-            "dataset": manifest.source, "method": method.name, "steps": "\(steps)", "solver": solver.rawValue,
+            "command": CommandLine.arguments.joined(separator: " "), "data": engineOptions.data ?? "",
+            "dataset": context.source, "method": method.name, "steps": "\(steps)", "solver": solver.rawValue,
             "seed": "\(seed)", "count": "\(count)", "xflip": engineOptions.xflip.rawValue,
         ]
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try FileIO.writeAtomically([UInt8](try encoder.encode(config)), to: (out as NSString).appendingPathComponent("config.json"))
+        try FileIO.writeAtomically(
+            [UInt8](try encoder.encode(config)), to: (out as NSString).appendingPathComponent("config.json"))
         note("wrote \(count) samples to \(out)/samples.npy and samples.png")
     }
 }

@@ -3,7 +3,10 @@ import XCTest
 
 final class EDMTests: XCTestCase {
     func testGridMatchesThePaper() {
-        let paper = [80, 57.59, 40.79, 28.37, 19.35, 12.91, 8.40, 5.32, 3.26, 1.92, 1.09, 0.585, 0.296, 0.140, 0.060, 0.023, 0.0075, 0.002]
+        let paper = [
+            80, 57.59, 40.79, 28.37, 19.35, 12.91, 8.40, 5.32, 3.26, 1.92, 1.09, 0.585, 0.296, 0.140, 0.060, 0.023,
+            0.0075, 0.002,
+        ]
         let grid = EDM.grid(steps: 18)
         XCTAssertEqual(grid.count, 18)
         for (g, p) in zip(grid, paper) { XCTAssertEqual(g, p, accuracy: max(0.005, p * 0.01)) }

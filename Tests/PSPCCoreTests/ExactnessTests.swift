@@ -34,7 +34,8 @@ final class ExactnessTests: XCTestCase {
         let shards = try (0..<parts).map { k -> InProcessShard in
             let lo = k * train.count / parts, hi = (k + 1) * train.count / parts
             let part = train.slice(lo..<hi)
-            return InProcessShard(images: try ImageSet(pixels: part.pixels, count: part.count, shape: part.shape, xflip: xflip))
+            return InProcessShard(
+                images: try ImageSet(pixels: part.pixels, count: part.count, shape: part.shape, xflip: xflip))
         }
         return try DenoisingEngine(sources: shards)
     }
@@ -45,7 +46,8 @@ final class ExactnessTests: XCTestCase {
         reference: @escaping @Sendable (_ z: [Double], _ t: Double, _ images: [[Double]]) -> [Double]
     ) async throws {
         let fixture = Self.fixture
-        let images = Reference.trainingSet(fixture.train.pixels, count: fixture.train.count, shape: fixture.train.shape, xflip: xflip)
+        let images = Reference.trainingSet(
+            fixture.train.pixels, count: fixture.train.count, shape: fixture.train.shape, xflip: xflip)
         let grid = Self.grid
         let jobs = grid.indices.flatMap { ti in (0..<queriesPerT).map { (ti, ti * queriesPerT + $0) } }
         let expected = ResultBox(count: jobs.count)
@@ -91,16 +93,19 @@ final class ExactnessTests: XCTestCase {
         let shape = Self.fixture.train.shape
         let sizes = [28, 28, 28, 28, 28, 28, 28, 23, 15, 11, 7, 5, 3, 3, 3, 3, 3, 3]
         let schedule = try PatchSchedule(t: Self.grid, values: sizes)
-        try await check("pspc-square schedule", method: .pspcSquare(schedule), queriesPerT: 1, xflip: true) { z, t, images in
+        try await check("pspc-square schedule", method: .pspcSquare(schedule), queriesPerT: 1, xflip: true) {
+            z, t, images in
             let s = sizes[EDM.nearestIndex(of: t, in: Self.grid)]
-            return Reference.composite(z: z, t: t, images: images, crops: Reference.squareCrops(s, shape: shape), shape: shape)
+            return Reference.composite(
+                z: z, t: t, images: images, crops: Reference.squareCrops(s, shape: shape), shape: shape)
         }
     }
 
     func testGaussian() async throws {
         for xflip in [false, true] {
             let fixture = Self.fixture
-            let images = Reference.trainingSet(fixture.train.pixels, count: fixture.train.count, shape: fixture.train.shape, xflip: xflip)
+            let images = Reference.trainingSet(
+                fixture.train.pixels, count: fixture.train.count, shape: fixture.train.shape, xflip: xflip)
             let gaussian = Reference.Gaussian(images: images)
             try await check("gaussian", method: .gaussian, queriesPerT: 1, xflip: xflip) { z, t, _ in
                 gaussian.denoise(z, t: t)
@@ -111,7 +116,9 @@ final class ExactnessTests: XCTestCase {
     func testCFDM() async throws {
         let smoothing = 0.1, copies = 3, seed: UInt64 = 11
         for xflip in [false, true] {
-            try await check("cfdm", method: .cfdm(smoothing: smoothing, copies: copies, seed: seed), queriesPerT: 1, xflip: xflip) {
+            try await check(
+                "cfdm", method: .cfdm(smoothing: smoothing, copies: copies, seed: seed), queriesPerT: 1, xflip: xflip
+            ) {
                 z, t, images in
                 // The spec: average of the empirical denoiser over copies z + smoothing eps_m, with eps_m the
                 // seeded noise of stream (query index << 24 | m).
@@ -143,8 +150,9 @@ final class ExactnessTests: XCTestCase {
                 }
             }
         }
-        let flex = try FlexMasks(maps: maps, levels: grid.count, height: h, width: w, levelTimes: grid,
-                                 lambda: LambdaSchedule(t: grid, values: lambdas))
+        let flex = try FlexMasks(
+            maps: maps, levels: grid.count, height: h, width: w, levelTimes: grid,
+            lambda: LambdaSchedule(t: grid, values: lambdas))
         return (flex, lambdas)
     }
 
@@ -160,8 +168,9 @@ final class ExactnessTests: XCTestCase {
                     let mask = masks.pixels[masks.offsets[k]..<masks.offsets[k + 1]].map(Int.init)
                     crops += Array(repeating: mask, count: Int(masks.multiplicity[k]))
                 }
-                return Reference.compositeMemoized(z: z, t: t, images: images, crops: crops, shape: shape,
-                                                   fallback: Reference.empirical(z: z, t: t, images: images))
+                return Reference.compositeMemoized(
+                    z: z, t: t, images: images, crops: crops, shape: shape,
+                    fallback: Reference.empirical(z: z, t: t, images: images))
             }
         }
     }
@@ -169,8 +178,10 @@ final class ExactnessTests: XCTestCase {
 
 extension Reference {
     /// `composite` with the posterior mean of each distinct crop computed once (identical masks repeat).
-    static func compositeMemoized(z: [Double], t: Double, images: [[Double]], crops: [[Int]], shape: ImageShape,
-                                  fallback: [Double]) -> [Double] {
+    static func compositeMemoized(
+        z: [Double], t: Double, images: [[Double]], crops: [[Int]], shape: ImageShape,
+        fallback: [Double]
+    ) -> [Double] {
         var cache: [[Int]: [Double]] = [:]
         var sum = [Double](repeating: 0, count: z.count)
         var count = [Double](repeating: 0, count: shape.pixelCount)

@@ -54,8 +54,10 @@ enum Reference {
 
     /// Composite of crop posterior means: every pixel the plain average over the crops covering it;
     /// `uncovered` pixels (no crop) take `fallback`.
-    static func composite(z: [Double], t: Double, images: [[Double]], crops: [[Int]], shape: ImageShape,
-                          fallback: [Double]? = nil) -> [Double] {
+    static func composite(
+        z: [Double], t: Double, images: [[Double]], crops: [[Int]], shape: ImageShape,
+        fallback: [Double]? = nil
+    ) -> [Double] {
         var sum = [Double](repeating: 0, count: z.count)
         var count = [Double](repeating: 0, count: shape.pixelCount)
         for crop in crops {

@@ -18,7 +18,9 @@ final class SoftmaxPartialsTests: XCTestCase {
     func testMergeIsExactAssociativeAndHasAnIdentity() throws {
         var rng = SystemRandomNumberGenerator()
         for _ in 0..<50 {
-            let items = (0..<20).map { _ in (Double.random(in: -1e6...0, using: &rng), [Double.random(in: -1...1), Double.random(in: -1...1)]) }
+            let items = (0..<20).map { _ in
+                (Double.random(in: -1e6...0, using: &rng), [Double.random(in: -1...1), Double.random(in: -1...1)])
+            }
             let whole = partial(items, length: 2)
             let cut1 = Int.random(in: 0...20), cut2 = Int.random(in: cut1...20)
             let a = partial(Array(items[0..<cut1]), length: 2)
@@ -36,7 +38,9 @@ final class SoftmaxPartialsTests: XCTestCase {
             for merged in [left, right, withEmpty] {
                 let means = try merged.means(), expected = try whole.means()
                 XCTAssertLessThanOrEqual(maxAbsDifference(means, expected), 1e-12)
-                XCTAssertEqual(merged.logNormalizers[0], whole.logNormalizers[0], accuracy: 1e-9 * max(1, abs(whole.logNormalizers[0])))
+                XCTAssertEqual(
+                    merged.logNormalizers[0], whole.logNormalizers[0],
+                    accuracy: 1e-9 * max(1, abs(whole.logNormalizers[0])))
             }
         }
     }

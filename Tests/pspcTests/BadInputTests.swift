@@ -13,7 +13,9 @@ final class BadInputTests: XCTestCase {
     }
 
     static let prepared: Bool = {
-        _ = try! CommandRunner.run(["ingest", "--source", "fashion-mnist:train", "--limit", "300", "--shards", "3", "--out", "\(work)/good"])
+        _ = try! CommandRunner.run([
+            "ingest", "--source", "fashion-mnist:train", "--limit", "300", "--shards", "3", "--out", "\(work)/good",
+        ])
         let z = [Float](repeating: 0.1, count: 2 * 784)
         try! NPY.write(NPYArray(shape: [2, 1, 28, 28], data: .float32(z)), to: "\(work)/z.npy")
         return true
@@ -29,7 +31,9 @@ final class BadInputTests: XCTestCase {
     }
 
     /// Runs a denoise that must fail with a message containing `expected`, and must not write its output.
-    func expectFailure(_ arguments: [String], _ expected: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    func expectFailure(_ arguments: [String], _ expected: String, file: StaticString = #filePath, line: UInt = #line)
+        throws
+    {
         let output = "\(Self.work)/never-\(UUID().uuidString).npy"
         var args = arguments
         if args.first == "denoise" { args += ["--output", output] }
@@ -37,10 +41,13 @@ final class BadInputTests: XCTestCase {
         XCTAssertFalse(result.crashed, "crashed: \(result.stderr)", file: file, line: line)
         XCTAssertNotEqual(result.status, 0, "accepted: pspc \(args.joined(separator: " "))", file: file, line: line)
         XCTAssertTrue(result.stderr.contains(expected), "stderr was: \(result.stderr)", file: file, line: line)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: output), "wrote output despite the error", file: file, line: line)
+        XCTAssertFalse(
+            FileManager.default.fileExists(atPath: output), "wrote output despite the error", file: file, line: line)
     }
 
-    func denoise(_ data: String, input: String? = nil, t: String = "1", method: [String] = ["--method", "empirical"]) -> [String] {
+    func denoise(_ data: String, input: String? = nil, t: String = "1", method: [String] = ["--method", "empirical"])
+        -> [String]
+    {
         ["denoise", "--data", data, "--t=\(t)", "--input", input ?? "\(Self.work)/z.npy"] + method
     }
 
@@ -71,9 +78,12 @@ final class BadInputTests: XCTestCase {
     func testBadQueries() throws {
         XCTAssertTrue(Self.prepared)
         let good = "\(Self.work)/good", w = Self.work
-        try NPY.write(NPYArray(shape: [2, 1, 27, 28], data: .float32(.init(repeating: 0, count: 2 * 27 * 28))), to: "\(w)/shape.npy")
+        try NPY.write(
+            NPYArray(shape: [2, 1, 27, 28], data: .float32(.init(repeating: 0, count: 2 * 27 * 28))),
+            to: "\(w)/shape.npy")
         try expectFailure(denoise(good, input: "\(w)/shape.npy"), "queries are [2, 1, 27, 28], expected [B, 1, 28, 28]")
-        try NPY.write(NPYArray(shape: [2, 1, 28, 28], data: .uint8(.init(repeating: 0, count: 2 * 784))), to: "\(w)/dtype.npy")
+        try NPY.write(
+            NPYArray(shape: [2, 1, 28, 28], data: .uint8(.init(repeating: 0, count: 2 * 784))), to: "\(w)/dtype.npy")
         try expectFailure(denoise(good, input: "\(w)/dtype.npy"), "must be float32 or float64")
         for (name, value) in [("nan", Float.nan), ("inf", Float.infinity)] {
             var z = [Float](repeating: 0, count: 2 * 784)
@@ -89,10 +99,12 @@ final class BadInputTests: XCTestCase {
         let good = "\(Self.work)/good"
         try expectFailure(denoise(good, t: "0"), "--t must be positive")
         try expectFailure(denoise(good, t: "-1"), "--t must be positive")
-        try expectFailure(denoise(good, method: ["--method", "pspc-square", "--patch-size", "29"]),
-                          "patch size 29 is larger than the 28x28 image")
+        try expectFailure(
+            denoise(good, method: ["--method", "pspc-square", "--patch-size", "29"]),
+            "patch size 29 is larger than the 28x28 image")
         try expectFailure(denoise(good, method: ["--method", "magic"]), "unknown method 'magic'")
         try expectFailure(["ingest", "--source", "nonsense:x", "--out", "\(Self.work)/x"], "unknown source")
-        try expectFailure(["ingest", "--source", "idx:\(Self.work)/z.npy", "--out", "\(Self.work)/x"], "not an IDX file")
+        try expectFailure(
+            ["ingest", "--source", "idx:\(Self.work)/z.npy", "--out", "\(Self.work)/x"], "not an IDX file")
     }
 }

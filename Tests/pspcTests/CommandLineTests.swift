@@ -16,7 +16,10 @@ final class CommandLineTests: XCTestCase {
 
     static let prepared: Bool = {
         for k in [1, 3, 7] {
-            _ = try! CommandRunner.run(["ingest", "--source", "fashion-mnist:train", "--limit", "1000", "--shards", "\(k)", "--out", "\(work)/data\(k)"])
+            _ = try! CommandRunner.run([
+                "ingest", "--source", "fashion-mnist:train", "--limit", "1000", "--shards", "\(k)", "--out",
+                "\(work)/data\(k)",
+            ])
         }
         let test = try! IDXReader.read(path: "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", limit: 6)
         let eps = NormalNoise(seed: 1).normals(stream: 0, count: test.pixels.count)
@@ -42,16 +45,23 @@ final class CommandLineTests: XCTestCase {
         ("cfdm", ["--method", "cfdm", "--smoothing", "0.1", "--copies", "2", "--seed", "4"]),
     ]
 
-    func denoise(_ data: String, _ method: [String], output: String, environment: [String: String] = [:]) throws -> [Double] {
-        try CommandRunner.succeed(["denoise", "--data", data, "--t", "\(Self.t)", "--input", "\(Self.work)/z.npy",
-                                   "--output", output] + method, environment: environment)
+    func denoise(_ data: String, _ method: [String], output: String, environment: [String: String] = [:]) throws
+        -> [Double]
+    {
+        try CommandRunner.succeed(
+            [
+                "denoise", "--data", data, "--t", "\(Self.t)", "--input", "\(Self.work)/z.npy",
+                "--output", output,
+            ] + method, environment: environment)
         return try NPY.read(path: output).asDoubles()
     }
 
     func testShardCountDoesNotChangeAnswers() throws {
         XCTAssertTrue(Self.prepared)
         for (name, method) in Self.methods {
-            let outputs = try [1, 3, 7].map { try denoise("\(Self.work)/data\($0)", method, output: "\(Self.work)/out-\(name)-\($0).npy") }
+            let outputs = try [1, 3, 7].map {
+                try denoise("\(Self.work)/data\($0)", method, output: "\(Self.work)/out-\(name)-\($0).npy")
+            }
             XCTAssertEqual(outputs[0].count, 6 * 784)
             for other in outputs.dropFirst() {
                 XCTAssertLessThanOrEqual(maxDifference(outputs[0], other), 1e-5, name)
@@ -64,8 +74,9 @@ final class CommandLineTests: XCTestCase {
         for (name, method) in Self.methods where name.hasPrefix("pspc") {
             let best = try denoise("\(Self.work)/data3", method, output: "\(Self.work)/level-best.npy")
             for level in ["baseline", "avx2"] {
-                let out = try denoise("\(Self.work)/data3", method, output: "\(Self.work)/level-\(level).npy",
-                                      environment: ["PSPC_KERNELS": level])
+                let out = try denoise(
+                    "\(Self.work)/data3", method, output: "\(Self.work)/level-\(level).npy",
+                    environment: ["PSPC_KERNELS": level])
                 XCTAssertLessThanOrEqual(maxDifference(best, out), 1e-9, "\(name) with \(level) kernels")
             }
         }
@@ -78,16 +89,21 @@ final class CommandLineTests: XCTestCase {
         for out in 0..<784 { maps[out * 784 + 14 * 28 + 14] = 1 }
         try NPY.write(NPYArray(shape: [28, 28, 28, 28], data: .float32(maps)), to: "\(Self.work)/center.npy")
         let result = try CommandRunner.succeed(
-            ["denoise", "--data", "\(Self.work)/data1", "--t", "1", "--input", "\(Self.work)/z.npy", "--output",
-             "\(Self.work)/flex-center.npy", "--method", "pspc-flex", "--heatmaps", "\(Self.work)/center.npy", "--lambda", "0.5"])
+            [
+                "denoise", "--data", "\(Self.work)/data1", "--t", "1", "--input", "\(Self.work)/z.npy", "--output",
+                "\(Self.work)/flex-center.npy", "--method", "pspc-flex", "--heatmaps", "\(Self.work)/center.npy",
+                "--lambda", "0.5",
+            ])
         XCTAssertTrue(result.stderr.contains("(783 positions per query) had no mask"), result.stderr)
     }
 
     func testSampleWritesSamplesAndAGrid() throws {
         XCTAssertTrue(Self.prepared)
         let out = "\(Self.work)/samples"
-        try CommandRunner.succeed(["sample", "--data", "\(Self.work)/data3", "--method", "pspc-square", "--patch-size", "5",
-                                   "--steps", "6", "--solver", "heun", "--count", "4", "--seed", "2", "--out", out])
+        try CommandRunner.succeed([
+            "sample", "--data", "\(Self.work)/data3", "--method", "pspc-square", "--patch-size", "5",
+            "--steps", "6", "--solver", "heun", "--count", "4", "--seed", "2", "--out", out,
+        ])
         let samples = try NPY.read(path: out + "/samples.npy")
         XCTAssertEqual(samples.shape, [4, 1, 28, 28])
         XCTAssertTrue(samples.asDoubles().allSatisfy { $0.isFinite && abs($0) < 1.5 })
@@ -95,9 +111,12 @@ final class CommandLineTests: XCTestCase {
         XCTAssertGreaterThan(png.width, 56)
         XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/config.json"))
         // Same seed, same samples, whatever the sharding.
-        try CommandRunner.succeed(["sample", "--data", "\(Self.work)/data7", "--method", "pspc-square", "--patch-size", "5",
-                                   "--steps", "6", "--solver", "heun", "--count", "4", "--seed", "2", "--out", out + "7"])
-        XCTAssertLessThanOrEqual(maxDifference(samples.asDoubles(), try NPY.read(path: out + "7/samples.npy").asDoubles()), 1e-5)
+        try CommandRunner.succeed([
+            "sample", "--data", "\(Self.work)/data7", "--method", "pspc-square", "--patch-size", "5",
+            "--steps", "6", "--solver", "heun", "--count", "4", "--seed", "2", "--out", out + "7",
+        ])
+        XCTAssertLessThanOrEqual(
+            maxDifference(samples.asDoubles(), try NPY.read(path: out + "7/samples.npy").asDoubles()), 1e-5)
     }
 
     func maxDifference(_ a: [Double], _ b: [Double]) -> Double {

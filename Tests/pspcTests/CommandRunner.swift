@@ -16,7 +16,9 @@ struct CommandRunner {
         // The test bundle sits in the build products folder beside the binary.
         let bundle = Bundle.main.bundleURL
         var candidates = [bundle, bundle.deletingLastPathComponent()]
-        if let executable = Bundle.main.executableURL { candidates.insert(executable.deletingLastPathComponent(), at: 0) }
+        if let executable = Bundle.main.executableURL {
+            candidates.insert(executable.deletingLastPathComponent(), at: 0)
+        }
         for candidate in candidates {
             let url = candidate.appendingPathComponent("pspc")
             if FileManager.default.isExecutableFile(atPath: url.path) { return url }
@@ -46,10 +48,14 @@ struct CommandRunner {
 
     /// Runs and fails the test unless the command succeeds.
     @discardableResult
-    static func succeed(_ arguments: [String], environment: [String: String] = [:], file: StaticString = #filePath,
-                        line: UInt = #line) throws -> Result {
+    static func succeed(
+        _ arguments: [String], environment: [String: String] = [:], file: StaticString = #filePath,
+        line: UInt = #line
+    ) throws -> Result {
         let result = try run(arguments, environment: environment)
-        XCTAssertEqual(result.status, 0, "pspc \(arguments.joined(separator: " ")) failed: \(result.stderr)", file: file, line: line)
+        XCTAssertEqual(
+            result.status, 0, "pspc \(arguments.joined(separator: " ")) failed: \(result.stderr)", file: file,
+            line: line)
         return result
     }
 

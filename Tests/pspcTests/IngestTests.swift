@@ -14,7 +14,9 @@ final class IngestTests: XCTestCase {
     func ingest(_ source: String, extra: [String] = []) throws -> (Manifest, ImageArray) {
         let out = "\(work)/shards-\(UUID().uuidString)"
         let result = try CommandRunner.succeed(["ingest", "--source", source, "--shards", "2", "--out", out] + extra)
-        XCTAssertTrue(result.stderr.contains("write shards: 100%"), "plain progress lines expected off a terminal: \(result.stderr)")
+        XCTAssertTrue(
+            result.stderr.contains("write shards: 100%"),
+            "plain progress lines expected off a terminal: \(result.stderr)")
         let (manifest, parts) = try ShardStore.readAll(directory: out)
         let pixels = parts.flatMap { $0.pixels }
         return (manifest, ImageArray(pixels: pixels, count: manifest.count, shape: manifest.shape))
@@ -78,12 +80,14 @@ final class IngestTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: "\(work)/png/00000", withIntermediateDirectories: true)
         for i in 0..<4 {
             let hwc = (0..<(h * w * 3)).map { UInt8(($0 * 13 + i * 31) % 256) }
-            try FileIO.writeAtomically(try PNG.encode(pixels: hwc, width: w, height: h, channels: 3),
-                                       to: "\(work)/png/00000/img0000000\(i).png")
+            try FileIO.writeAtomically(
+                try PNG.encode(pixels: hwc, width: w, height: h, channels: 3),
+                to: "\(work)/png/00000/img0000000\(i).png")
             for k in 0..<3 { for p in 0..<(h * w) { expected.append(hwc[p * 3 + k]) } }
         }
         // The zip is made by Python's zipfile, an independent writer.
-        try CommandRunner.python("""
+        try CommandRunner.python(
+            """
             import zipfile, os
             with zipfile.ZipFile('\(work)/dataset.zip', 'w', zipfile.ZIP_DEFLATED) as z:
                 z.writestr('dataset.json', '{"labels": null}')

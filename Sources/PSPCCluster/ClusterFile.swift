@@ -1,0 +1,82 @@
+import Foundation
+
+/// The coordinator's description of a cluster (`--cluster FILE`, JSON):
+/// `{"workers": ["host:port", ...], "tokenFile": "...", "replication": 2, "deadlineSeconds": 120,
+///   "inFlightPerWorker": 2}`. Shard placement comes from what each worker reports at the handshake.
+public struct ClusterFile: Codable, Sendable, Equatable {
+    public var workers: [String]
+    public var tokenFile: String
+    public var replication: Int?
+    public var deadlineSeconds: Double?
+    public var inFlightPerWorker: Int?
+
+    public init(
+        workers: [String], tokenFile: String, replication: Int? = nil, deadlineSeconds: Double? = nil,
+        inFlightPerWorker: Int? = nil
+    ) {
+        self.workers = workers
+        self.tokenFile = tokenFile
+        self.replication = replication
+        self.deadlineSeconds = deadlineSeconds
+        self.inFlightPerWorker = inFlightPerWorker
+    }
+
+    public static func read(_ path: String) throws -> ClusterFile {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ClusterError.invalidConfiguration("\(path): cannot read the cluster file")
+        }
+        let file: ClusterFile
+        do {
+            file = try JSONDecoder().decode(ClusterFile.self, from: data)
+        } catch {
+            throw ClusterError.invalidConfiguration("\(path): not a valid cluster file (\(error))")
+        }
+        guard !file.workers.isEmpty else { throw ClusterError.invalidConfiguration("\(path): no workers listed") }
+        for address in file.workers { _ = try HostPort(address) }
+        // A relative token path is relative to the cluster file.
+        var resolved = file
+        if !file.tokenFile.hasPrefix("/") {
+            resolved.tokenFile =
+                URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(file.tokenFile).path
+        }
+        return resolved
+    }
+}
+
+/// `HOST:PORT` (IPv6 as `[::1]:PORT`).
+public struct HostPort: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public init(_ text: String) throws {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            port >= 0, port < 65536
+        else {
+            throw ClusterError.invalidConfiguration("'\(text)' is not HOST:PORT")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { throw ClusterError.invalidConfiguration("'\(text)' has no host") }
+        self.init(host: host, port: port)
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// Reads a shared cluster token: the file's bytes, trailing whitespace removed; at least 16 bytes.
+public func readClusterToken(_ path: String) throws -> [UInt8] {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw ClusterError.invalidConfiguration("\(path): cannot read the token file")
+    }
+    var bytes = [UInt8](data)
+    while let last = bytes.last, last == 10 || last == 13 || last == 32 || last == 9 { bytes.removeLast() }
+    guard bytes.count >= 16 else {
+        throw ClusterError.invalidConfiguration("\(path): the token must be at least 16 bytes")
+    }
+    return bytes
+}

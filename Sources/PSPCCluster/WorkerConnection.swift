@@ -1,0 +1,191 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import PSPCCore
+import PSPCWire
+
+/// The coordinator's connection to one worker: the handshake, then requests matched to answers by id, each
+/// with a deadline. A deadline that passes closes the connection (a hung worker's late answers are dropped);
+/// a closed connection fails every request still waiting on it.
+final class WorkerConnection: @unchecked Sendable {
+    let address: HostPort
+    let channel: Channel
+    let peer: HandshakePeer
+    private let state: ConnectionState
+
+    private init(address: HostPort, channel: Channel, peer: HandshakePeer, state: ConnectionState) {
+        self.address = address
+        self.channel = channel
+        self.peer = peer
+        self.state = state
+    }
+
+    static func connect(
+        to address: HostPort, token: [UInt8], group: EventLoopGroup, timeout: TimeAmount = .seconds(10),
+        maxFrameSize: Int = FrameCodec.defaultMaxFrameSize
+    ) async throws -> WorkerConnection {
+        let state = ConnectionState(worker: address.description)
+        let handshake = try HandshakeClient(token: token, role: .coordinator, nodeID: "coordinator-\(getpid())")
+        let established = group.next().makePromise(of: HandshakePeer.self)
+        state.established = established
+        let channel: Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .connectTimeout(timeout)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandlers([
+                            ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)),
+                            MessageToByteHandler(FrameEncoder(maxFrameSize: maxFrameSize)),
+                            CoordinatorConnectionHandler(state: state, handshake: handshake),
+                        ])
+                    }
+                }
+                .connect(host: address.host, port: address.port).get()
+        } catch {
+            established.fail(error)
+            throw ClusterError.workerFailed(worker: address.description, reason: "cannot connect (\(error))")
+        }
+        let timeoutTask = channel.eventLoop.scheduleTask(in: timeout) {
+            established.fail(
+                ClusterError.deadlineExceeded(worker: address.description, seconds: Double(timeout.nanoseconds) / 1e9))
+            channel.close(promise: nil)
+        }
+        do {
+            let peer = try await established.futureResult.get()
+            timeoutTask.cancel()
+            return WorkerConnection(address: address, channel: channel, peer: peer, state: state)
+        } catch {
+            timeoutTask.cancel()
+            channel.close(promise: nil)
+            if let error = error as? ClusterError { throw error }
+            throw ClusterError.workerFailed(worker: address.description, reason: "handshake failed: \(error)")
+        }
+    }
+
+    var isActive: Bool { channel.isActive && !state.isClosed }
+
+    /// Sends `body` and waits for the answer, at most `deadline` seconds.
+    func call(_ body: Pspc_V1_Frame.OneOf_Body, deadline: Double) async throws -> Pspc_V1_Frame.OneOf_Body {
+        let id = state.nextRequestID()
+        let promise = channel.eventLoop.makePromise(of: Pspc_V1_Frame.self)
+        guard state.register(id, promise) else {
+            throw ClusterError.workerFailed(worker: address.description, reason: "connection closed")
+        }
+        let channel = self.channel, worker = address.description, state = self.state
+        let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(deadline * 1e9))) {
+            state.fail(id, ClusterError.deadlineExceeded(worker: worker, seconds: deadline))
+            channel.close(promise: nil)
+        }
+        channel.writeAndFlush(Pspc_V1_Frame(requestID: id, body: body)).whenFailure { error in
+            state.fail(id, ClusterError.workerFailed(worker: worker, reason: "send failed: \(error)"))
+        }
+        defer { timer.cancel() }
+        let frame = try await promise.futureResult.get()
+        let answer = try frame.requireBody()
+        if case .error(let reply) = answer {
+            throw ClusterError.remote(worker: worker, message: WireError(reply: reply).description)
+        }
+        return answer
+    }
+
+    func close() {
+        channel.close(promise: nil)
+    }
+}
+
+/// What the connection handler and callers share: pending requests by id.
+final class ConnectionState: @unchecked Sendable {
+    let worker: String
+    private let lock = NSLock()
+    private var pending: [UInt64: EventLoopPromise<Pspc_V1_Frame>] = [:]
+    private var nextID: UInt64 = 1
+    private(set) var isClosed = false
+    var established: EventLoopPromise<HandshakePeer>?
+
+    init(worker: String) { self.worker = worker }
+
+    func nextRequestID() -> UInt64 {
+        lock.withLock {
+            defer { nextID += 1 }
+            return nextID
+        }
+    }
+
+    func register(_ id: UInt64, _ promise: EventLoopPromise<Pspc_V1_Frame>) -> Bool {
+        lock.withLock {
+            guard !isClosed else { return false }
+            pending[id] = promise
+            return true
+        }
+    }
+
+    func resolve(_ frame: Pspc_V1_Frame) {
+        let promise = lock.withLock { pending.removeValue(forKey: frame.requestID) }
+        promise?.succeed(frame)
+    }
+
+    func fail(_ id: UInt64, _ error: Error) {
+        let promise = lock.withLock { pending.removeValue(forKey: id) }
+        promise?.fail(error)
+    }
+
+    func closeAll(_ error: Error) {
+        let all = lock.withLock {
+            isClosed = true
+            defer { pending.removeAll() }
+            return Array(pending.values)
+        }
+        for promise in all { promise.fail(error) }
+        established?.fail(error)
+    }
+}
+
+/// The coordinator side of one connection: drives the handshake, then hands answers to waiting callers.
+final class CoordinatorConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = Pspc_V1_Frame
+    typealias OutboundOut = Pspc_V1_Frame
+
+    let state: ConnectionState
+    var handshake: HandshakeClient
+
+    init(state: ConnectionState, handshake: HandshakeClient) {
+        self.state = state
+        self.handshake = handshake
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(handshake.start()), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        guard handshake.isEstablished else {
+            switch handshake.receive(frame) {
+            case .send(let reply):
+                context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
+            case .established(let peer, let reply):
+                if let reply { context.writeAndFlush(wrapOutboundOut(reply), promise: nil) }
+                state.established?.succeed(peer)
+            case .fail(let error, let reply):
+                state.established?.fail(ClusterError.workerFailed(worker: state.worker, reason: error.description))
+                if let reply { context.writeAndFlush(wrapOutboundOut(reply), promise: nil) }
+                context.close(promise: nil)
+            }
+            return
+        }
+        state.resolve(frame)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        state.closeAll(ClusterError.workerFailed(worker: state.worker, reason: "connection closed"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        state.closeAll(ClusterError.workerFailed(worker: state.worker, reason: "\(error)"))
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,220 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import PSPCCore
+import PSPCWire
+
+/// A worker: answers partial-sum requests over the shards it holds, to peers that proved they know the
+/// cluster token. Requests are computed one at a time (each already uses every core), in arrival order;
+/// coordinators keep several in flight to hide the network.
+public final class WorkerService: Sendable {
+    /// A shard this worker holds: its id in the dataset's manifest and its images.
+    public struct HostedShard: Sendable {
+        public var id: Int
+        public var first: Int
+        public var source: InProcessShard
+
+        public init(id: Int, first: Int, source: InProcessShard) {
+            self.id = id
+            self.first = first
+            self.source = source
+        }
+    }
+
+    public let shards: [HostedShard]
+    public let info: Pspc_V1_WorkerInfo
+    public let nodeID: String
+    let token: [UInt8]
+    let maxFrameSize: Int
+    let compute = ComputeQueue()
+    let counters = Counters()
+
+    public init(
+        shards: [HostedShard], shape: ImageShape, token: [UInt8], nodeID: String, threads: Int,
+        maxFrameSize: Int = FrameCodec.defaultMaxFrameSize
+    ) {
+        self.shards = shards.sorted { $0.id < $1.id }
+        self.token = token
+        self.nodeID = nodeID
+        self.maxFrameSize = maxFrameSize
+        var info = Pspc_V1_WorkerInfo()
+        info.shape = Pspc_V1_ImageShape(shape)
+        info.imageCount = UInt64(shards.reduce(0) { $0 + $1.source.imageCount })
+        info.shards = self.shards.map { shard in
+            var s = Pspc_V1_ShardInfo()
+            s.id = UInt32(shard.id)
+            s.firstIndex = UInt64(shard.first)
+            s.count = UInt64(shard.source.imageCount)
+            return s
+        }
+        info.threads = UInt32(threads)
+        self.info = info
+    }
+
+    /// Binds `host:port` (port 0 picks a free one) and serves until the returned channel is closed.
+    public func bind(host: String, port: Int, group: EventLoopGroup) async throws -> Channel {
+        let service = self
+        return try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let handshake = try HandshakeServer(
+                        token: service.token, role: .worker, nodeID: service.nodeID,
+                        info: service.info, acceptedRoles: [.coordinator])
+                    try channel.pipeline.syncOperations.addHandlers([
+                        ByteToMessageHandler(FrameDecoder(maxFrameSize: service.maxFrameSize)),
+                        MessageToByteHandler(FrameEncoder(maxFrameSize: service.maxFrameSize)),
+                        WorkerConnectionHandler(service: service, handshake: handshake),
+                    ])
+                }
+            }
+            .bind(host: host, port: port).get()
+    }
+
+    /// The answer to one authenticated frame.
+    func answer(_ frame: Pspc_V1_Frame) async -> Pspc_V1_Frame {
+        let id = frame.requestID
+        do {
+            switch try frame.requireBody() {
+            case .partialRequest(let request):
+                counters.started()
+                defer { counters.finished() }
+                let response = try await compute.run { try await self.evaluate(request) }
+                return Pspc_V1_Frame(requestID: id, body: .partialResponse(response))
+            case .healthRequest:
+                var health = Pspc_V1_HealthResponse()
+                health.info = info
+                let (inFlight, served) = counters.snapshot()
+                health.inFlight = UInt32(inFlight)
+                health.served = UInt64(served)
+                health.load = Double(inFlight)
+                return Pspc_V1_Frame(requestID: id, body: .healthResponse(health))
+            default:
+                throw WireError.unexpectedMessage(expected: "partial_request or health_request", got: frame.bodyName)
+            }
+        } catch let error as WireError {
+            return .error(error, requestID: id)
+        } catch let error as PSPCError {
+            return .error(.invalidArgument(error.description), requestID: id)
+        } catch {
+            return .error(.invalidArgument(String(describing: error)), requestID: id)
+        }
+    }
+
+    /// Evaluates a request on the shards it names (all when it names none), merging their partials in shard
+    /// order, so that the same request gives the same bits on any worker holding those shards.
+    func evaluate(_ wire: Pspc_V1_PartialRequest) async throws -> Pspc_V1_PartialResponse {
+        let request = try PartialRequest(wire: wire, shape: ImageShape(wire: info.shape))
+        let wanted = wire.shards.map(Int.init)
+        let selected =
+            wanted.isEmpty
+            ? shards
+            : try wanted.sorted().map { id in
+                guard let shard = shards.first(where: { $0.id == id }) else {
+                    throw WireError.invalidArgument("this worker does not hold shard \(id)")
+                }
+                return shard
+            }
+        var merged: PartialResponse?
+        for shard in selected {
+            let answer = try await shard.source.evaluate(request)
+            merged = try merged.map { try $0.merging(answer) } ?? answer
+        }
+        guard let merged else { throw WireError.invalidArgument("the request names no shard") }
+        return Pspc_V1_PartialResponse(merged)
+    }
+}
+
+extension PartialResponse {
+    /// Combines two shards' answers to the same request.
+    func merging(_ other: PartialResponse) throws -> PartialResponse {
+        switch (self, other) {
+        case (.softmax(var a), .softmax(let b)):
+            a.merge(b)
+            return .softmax(a)
+        case (.sums(var a), .sums(let b)) where a.count == b.count:
+            for i in a.indices { a[i] += b[i] }
+            return .sums(a)
+        case (.moments(var a), .moments(let b)):
+            a.merge(b)
+            return .moments(a)
+        default:
+            throw PSPCError.shapeMismatch("shards answered one request with partials of different kinds")
+        }
+    }
+}
+
+/// Runs jobs one at a time, in submission order.
+actor ComputeQueue {
+    func run<T: Sendable>(_ job: @Sendable () async throws -> T) async throws -> T { try await job() }
+}
+
+/// Requests in flight and served, for health reports.
+final class Counters: @unchecked Sendable {
+    private let lock = NSLock()
+    private var inFlight = 0
+    private var served = 0
+
+    func started() { lock.withLock { inFlight += 1 } }
+    func finished() {
+        lock.withLock {
+            inFlight -= 1; served += 1
+        }
+    }
+    func snapshot() -> (Int, Int) { lock.withLock { (inFlight, served) } }
+}
+
+/// One connection on a worker: the handshake, then requests answered in the background.
+/// Runs on its channel's event loop only.
+final class WorkerConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = Pspc_V1_Frame
+    typealias OutboundOut = Pspc_V1_Frame
+
+    let service: WorkerService
+    var handshake: HandshakeServer
+
+    init(service: WorkerService, handshake: HandshakeServer) {
+        self.service = service
+        self.handshake = handshake
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        if !handshake.isEstablished {
+            switch handshake.receive(frame) {
+            case .send(let reply):
+                context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
+            case .established(_, let reply):
+                if let reply { context.writeAndFlush(wrapOutboundOut(reply), promise: nil) }
+            case .fail(_, let reply):
+                closeAfter(reply, context: context)
+            }
+            return
+        }
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let service = self.service
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        Task {
+            let reply = await service.answer(frame)
+            bound.eventLoop.execute {
+                bound.value.writeAndFlush(handler.value.wrapOutboundOut(reply), promise: nil)
+            }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        let wire = (error as? WireError) ?? .malformedFrame(String(describing: error))
+        closeAfter(.error(wire), context: context)
+    }
+
+    private func closeAfter(_ frame: Pspc_V1_Frame?, context: ChannelHandlerContext) {
+        guard let frame else {
+            context.close(promise: nil)
+            return
+        }
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in bound.value.close(promise: nil) }
+    }
+}

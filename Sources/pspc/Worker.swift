@@ -1,0 +1,90 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import NIOCore
+import NIOPosix
+import PSPCCluster
+import PSPCCore
+import PSPCData
+
+struct Worker: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve partial sums over shards of a dataset to coordinators that hold the cluster token.",
+        discussion: """
+            Prints `pspc worker listening on HOST:PORT` on standard output once it serves, and stops cleanly on
+            SIGTERM or SIGINT. Shards: --shards 0,3,5 or --placement INDEX/COUNT[/REPLICATION] (shard k goes to
+            workers (k + j) mod COUNT, j < REPLICATION); default: every shard.
+            """)
+
+    @Option(help: "Address to listen on, HOST:PORT (port 0 picks a free port).") var listen: String
+    @Option(help: "Dataset directory written by `pspc ingest`.") var data: String
+    @Option(help: "Comma-separated shard ids to serve.") var shards: String?
+    @Option(help: "INDEX/COUNT[/REPLICATION]: serve the shards placed on worker INDEX of COUNT.") var placement: String?
+    @Option(help: "File holding the shared cluster token (at least 16 bytes).") var tokenFile: String
+    @Option(help: "Kernel threads (default: all cores).") var threads: Int?
+    @Option(help: "Append x-flipped copies of the images, as the coordinator expects.") var xflip: Switch = .on
+
+    func validate() throws {
+        if shards != nil && placement != nil { throw ValidationError("give --shards or --placement, not both") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func run() async throws {
+        let address = try HostPort(listen)
+        let token = try readClusterToken(tokenFile)
+        let manifest = try Manifest.read(directory: data)
+        let ids: [Int]
+        if let shards {
+            ids = try shards.split(separator: ",").map { part in
+                guard let id = Int(part.trimmingCharacters(in: .whitespaces)), id >= 0, id < manifest.shards.count
+                else {
+                    throw ValidationError(
+                        "--shards: '\(part)' is not a shard id of this dataset (0..<\(manifest.shards.count))")
+                }
+                return id
+            }
+        } else if let placement {
+            let (index, count, replication) = try Placement.parse(placement)
+            ids = Placement.shards(
+                forWorker: index, of: count, shardCount: manifest.shards.count, replication: replication)
+        } else {
+            ids = Array(manifest.shards.indices)
+        }
+        let threadCount = threads ?? ProcessInfo.processInfo.activeProcessorCount
+        var hosted: [WorkerService.HostedShard] = []
+        for id in ids {
+            let entry = manifest.shards[id]
+            let images = try ShardStore.readShard(entry, manifest: manifest, directory: data)
+            let set = try ImageSet(pixels: images.pixels, count: images.count, shape: images.shape, xflip: xflip == .on)
+            hosted.append(.init(id: id, first: entry.first, source: InProcessShard(images: set, threads: threadCount)))
+        }
+        let service = WorkerService(
+            shards: hosted, shape: manifest.shape, token: token,
+            nodeID: "\(ProcessInfo.processInfo.hostName):\(getpid())",
+            threads: threadCount)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let channel = try await service.bind(host: address.host, port: address.port, group: group)
+        let bound = channel.localAddress?.port ?? address.port
+        note(
+            "pspc worker: shards \(ids.map(String.init).joined(separator: ",")) of \(manifest.source) (\(hosted.reduce(0) { $0 + $1.source.imageCount }) images), \(threadCount) threads"
+        )
+        // Launchers read this line; written unbuffered so they see it at once.
+        FileHandle.standardOutput.write(
+            Data("pspc worker listening on \(HostPort(host: address.host, port: bound))\n".utf8))
+
+        // SIGTERM / SIGINT: stop accepting, close, exit 0.
+        let stop = DispatchQueue(label: "pspc.worker.signals")
+        var sources: [DispatchSourceSignal] = []
+        for signalNumber in [SIGTERM, SIGINT] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: stop)
+            source.setEventHandler { channel.close(promise: nil) }
+            source.resume()
+            sources.append(source)
+        }
+        try await channel.closeFuture.get()
+        try await group.shutdownGracefully()
+        note("pspc worker: stopped")
+        _ = sources
+    }
+}

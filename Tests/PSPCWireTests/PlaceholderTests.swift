@@ -1,5 +1,0 @@
-import XCTest
-
-final class PSPCWirePlaceholderTests: XCTestCase {
-    func testModuleBuilds() {}
-}
