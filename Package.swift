@@ -66,7 +66,13 @@ let package = Package(
             ]
         ),
 
-        .executableTarget(name: "pspc-bench", dependencies: ["PSPCCore", "PSPCData"]),
+        .executableTarget(
+            name: "pspc-bench",
+            dependencies: [
+                "PSPCCore", "PSPCData", "PSPCCluster",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
 
         // MARK: - Tests
         .testTarget(name: "PSPCCoreTests", dependencies: ["PSPCCore", "PSPCData"]),

@@ -21,6 +21,11 @@ public actor Cluster {
     private var connecting: [Int: Task<WorkerConnection, Error>] = [:]
     private var downSince: [Int: Date] = [:]
     private let log: @Sendable (String) -> Void
+    /// Bytes on the wire to and from the workers since connecting (handshakes included).
+    public nonisolated let traffic: WireTraffic
+    /// Float64 queries and partials are mostly noise to zstd (it saves a few percent for a CPU cost that
+    /// competes with the kernels on the same cores), so requests travel uncompressed unless asked.
+    public var compression: TensorCompression = .none
 
     /// Connects to every worker and learns which shards each holds. Unreachable workers start marked down;
     /// it fails only when some shard has no reachable holder.
@@ -30,9 +35,10 @@ public actor Cluster {
     ) async throws -> Cluster {
         var peers: [Int: WorkerConnection] = [:]
         var failures: [String] = []
+        let traffic = WireTraffic()
         for (i, address) in addresses.enumerated() {
             do {
-                peers[i] = try await WorkerConnection.connect(to: address, token: token, group: group)
+                peers[i] = try await WorkerConnection.connect(to: address, token: token, group: group, traffic: traffic)
             } catch {
                 failures.append("\(address): \(error)")
                 log("worker \(address) is unreachable: \(error)")
@@ -67,15 +73,17 @@ public actor Cluster {
         for i in addresses.indices where peers[i] == nil { router.markDown(i) }
         let cluster = Cluster(
             addresses: addresses, shape: shape, shardImageCounts: (0..<shardCount).map { counts[$0]! }, router: router,
-            token: token, group: group, deadline: deadline, retryInterval: retryInterval, log: log)
+            token: token, group: group, deadline: deadline, retryInterval: retryInterval, traffic: traffic, log: log)
         await cluster.adopt(peers)
         return cluster
     }
 
     private init(
         addresses: [HostPort], shape: ImageShape, shardImageCounts: [Int], router: ShardRouter, token: [UInt8],
-        group: EventLoopGroup, deadline: Double, retryInterval: Double, log: @escaping @Sendable (String) -> Void
+        group: EventLoopGroup, deadline: Double, retryInterval: Double, traffic: WireTraffic,
+        log: @escaping @Sendable (String) -> Void
     ) {
+        self.traffic = traffic
         self.addresses = addresses
         self.shape = shape
         self.shardImageCounts = shardImageCounts
@@ -104,7 +112,7 @@ public actor Cluster {
     /// Evaluates `request` on `shard` at its first live replica, failing over until one answers.
     func evaluate(_ request: PartialRequest, shard: Int) async throws -> PartialResponse {
         await reviveDownWorkers()
-        let wire = Pspc_V1_PartialRequest(request, shards: [shard])
+        let wire = Pspc_V1_PartialRequest(request, shards: [shard], compression: compression)
         var lastFailure = "no replica was tried"
         while true {
             guard let worker = router.candidates(for: shard).first else {
@@ -131,7 +139,8 @@ public actor Cluster {
         if let existing = connections[worker], existing.isActive { return existing }
         if let pending = connecting[worker] { return try await pending.value }
         let address = addresses[worker], token = self.token, group = self.group
-        let task = Task { try await WorkerConnection.connect(to: address, token: token, group: group) }
+        let traffic = self.traffic
+        let task = Task { try await WorkerConnection.connect(to: address, token: token, group: group, traffic: traffic) }
         connecting[worker] = task
         defer { connecting[worker] = nil }
         let connection = try await task.value

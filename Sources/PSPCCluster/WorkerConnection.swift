@@ -22,7 +22,7 @@ final class WorkerConnection: @unchecked Sendable {
 
     static func connect(
         to address: HostPort, token: [UInt8], group: EventLoopGroup, timeout: TimeAmount = .seconds(10),
-        maxFrameSize: Int = FrameCodec.defaultMaxFrameSize
+        maxFrameSize: Int = FrameCodec.defaultMaxFrameSize, traffic: WireTraffic = WireTraffic()
     ) async throws -> WorkerConnection {
         let state = ConnectionState(worker: address.description)
         let handshake = try HandshakeClient(token: token, role: .coordinator, nodeID: "coordinator-\(getpid())")
@@ -36,6 +36,7 @@ final class WorkerConnection: @unchecked Sendable {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandlers([
+                            TrafficCounter(traffic),
                             ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)),
                             MessageToByteHandler(FrameEncoder(maxFrameSize: maxFrameSize)),
                             CoordinatorConnectionHandler(state: state, handshake: handshake),

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import NIOCore
 import NIOPosix
@@ -81,7 +82,7 @@ public final class WorkerService: Sendable {
             case .partialRequest(let request):
                 counters.started()
                 defer { counters.finished() }
-                let response = try await compute.run { try await self.evaluate(request) }
+                let response = try await compute.run { try self.evaluate(request) }
                 return Pspc_V1_Frame(requestID: id, body: .partialResponse(response))
             case .healthRequest:
                 var health = Pspc_V1_HealthResponse()
@@ -105,7 +106,7 @@ public final class WorkerService: Sendable {
 
     /// Evaluates a request on the shards it names (all when it names none), merging their partials in shard
     /// order, so that the same request gives the same bits on any worker holding those shards.
-    func evaluate(_ wire: Pspc_V1_PartialRequest) async throws -> Pspc_V1_PartialResponse {
+    func evaluate(_ wire: Pspc_V1_PartialRequest) throws -> Pspc_V1_PartialResponse {
         let request = try PartialRequest(wire: wire, shape: ImageShape(wire: info.shape))
         let wanted = wire.shards.map(Int.init)
         let selected =
@@ -119,11 +120,12 @@ public final class WorkerService: Sendable {
             }
         var merged: PartialResponse?
         for shard in selected {
-            let answer = try await shard.source.evaluate(request)
+            let answer = try shard.source.evaluateNow(request)
             merged = try merged.map { try $0.merging(answer) } ?? answer
         }
         guard let merged else { throw WireError.invalidArgument("the request names no shard") }
-        return Pspc_V1_PartialResponse(merged)
+        // Partial sums are float64 with little redundancy: zstd would cost more CPU than it saves on the wire.
+        return Pspc_V1_PartialResponse(merged, compression: .none)
     }
 }
 
@@ -146,9 +148,16 @@ extension PartialResponse {
     }
 }
 
-/// Runs jobs one at a time, in submission order.
-actor ComputeQueue {
-    func run<T: Sendable>(_ job: @Sendable () async throws -> T) async throws -> T { try await job() }
+/// Runs jobs one at a time, in submission order, on one dedicated thread (each job already uses the worker's
+/// threads; running two at once would only oversubscribe the cores).
+final class ComputeQueue: Sendable {
+    private let queue = DispatchQueue(label: "pspc.worker.compute")
+
+    func run<T: Sendable>(_ job: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async { continuation.resume(with: Result { try job() }) }
+        }
+    }
 }
 
 /// Requests in flight and served, for health reports.

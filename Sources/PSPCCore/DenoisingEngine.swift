@@ -10,9 +10,13 @@ public actor DenoisingEngine {
     /// Ask all sources at once (remote workers) or one after another (in-process shards that each use
     /// every core).
     public let concurrentSources: Bool
-    private var gaussianCache: GaussianModel?
+    public let batchesInFlight: Int
+    private var gaussianCache: Task<GaussianModel, Error>?
 
-    public init(sources: [any PartialSumSource], batchSize: Int = 256, concurrentSources: Bool = false) throws {
+    /// `batchesInFlight` > 1 overlaps batches (for remote sources); in-process shards already use every core.
+    public init(
+        sources: [any PartialSumSource], batchSize: Int = 256, concurrentSources: Bool = false, batchesInFlight: Int = 1
+    ) throws {
         guard let first = sources.first else { throw PSPCError.invalidArgument("the engine needs at least one shard") }
         for source in sources where source.shape != first.shape {
             throw PSPCError.shapeMismatch("shards hold images of different shapes (\(source.shape) and \(first.shape))")
@@ -24,6 +28,7 @@ public actor DenoisingEngine {
         self.shape = first.shape
         self.batchSize = max(1, batchSize)
         self.concurrentSources = concurrentSources
+        self.batchesInFlight = max(1, batchesInFlight)
     }
 
     /// Training images over all shards (x-flipped copies included).
@@ -53,17 +58,32 @@ public actor DenoisingEngine {
                 "query \(bad / dim) holds a non-finite value (\(z[bad])) at element \(bad % dim)")
         }
         let count = z.count / dim
+        let starts = Array(stride(from: 0, to: count, by: batchSize))
+        var parts = [Output?](repeating: nil, count: starts.count)
+        var done = 0
+        // Up to `batchesInFlight` batches at once (remote shards compute while others travel); results are
+        // placed by batch index, so the output never depends on the order answers arrive in.
+        try await withThrowingTaskGroup(of: (Int, Output).self) { group in
+            var next = 0
+            func launch() {
+                let i = next, start = starts[i], n = min(batchSize, count - start)
+                let batch = QueryBatch(values: Array(z[(start * dim)..<((start + n) * dim)]), shape: shape)
+                group.addTask { (i, try await self.denoiseBatch(batch, t: t, method: method, firstQueryIndex: firstQueryIndex + start)) }
+                next += 1
+            }
+            while next < starts.count && next < batchesInFlight { launch() }
+            while let (i, part) = try await group.next() {
+                parts[i] = part
+                done += part.values.count / dim
+                progress(done)
+                if next < starts.count { launch() }
+            }
+        }
         var out = Output(values: [], uncoveredPixels: 0)
         out.values.reserveCapacity(z.count)
-        var start = 0
-        while start < count {
-            let n = min(batchSize, count - start)
-            let batch = QueryBatch(values: Array(z[(start * dim)..<((start + n) * dim)]), shape: shape)
-            let part = try await denoiseBatch(batch, t: t, method: method, firstQueryIndex: firstQueryIndex + start)
-            out.values += part.values
-            out.uncoveredPixels += part.uncoveredPixels
-            start += n
-            progress(start)
+        for part in parts {
+            out.values += part!.values
+            out.uncoveredPixels += part!.uncoveredPixels
         }
         return out
     }
@@ -180,7 +200,18 @@ public actor DenoisingEngine {
 
     /// The Gaussian baseline's mean and eigendecomposition, from the shards' moments (computed once).
     public func gaussianModel() async throws -> GaussianModel {
-        if let gaussianCache { return gaussianCache }
+        if let gaussianCache { return try await gaussianCache.value }
+        let task = Task { try await self.computeGaussianModel() }
+        gaussianCache = task
+        do {
+            return try await task.value
+        } catch {
+            gaussianCache = nil
+            throw error
+        }
+    }
+
+    private func computeGaussianModel() async throws -> GaussianModel {
         var moments = Moments.zero(dimension: shape.dimension)
         for answer in try await gather(.moments) {
             guard case .moments(let part) = answer, part.sum.count == shape.dimension else {
@@ -188,9 +219,7 @@ public actor DenoisingEngine {
             }
             moments.merge(part)
         }
-        let model = try GaussianModel(moments: moments)
-        gaussianCache = model
-        return model
+        return try GaussianModel(moments: moments)
     }
 
     func cfdm(_ batch: QueryBatch, t: Double, smoothing: Double, copies: Int, seed: UInt64, firstQueryIndex: Int)

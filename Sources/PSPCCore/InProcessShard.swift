@@ -24,6 +24,11 @@ public final class InProcessShard: PartialSumSource {
     }
 
     public func evaluate(_ request: PartialRequest) async throws -> PartialResponse {
+        try evaluateNow(request)
+    }
+
+    /// `evaluate` on the calling thread (it blocks while the shard's threads work).
+    public func evaluateNow(_ request: PartialRequest) throws -> PartialResponse {
         switch request {
         case .empirical(let queries, let t):
             try check(queries, t: t)

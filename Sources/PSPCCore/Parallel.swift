@@ -1,3 +1,4 @@
+import CBLAS
 import Dispatch
 
 /// Runs `body(i)` for i in 0..<count on up to `threads` threads, statically interleaved (work items are
@@ -26,4 +27,11 @@ struct SharedBuffer<Element>: @unchecked Sendable {
         base.initialize(repeating: value, count: max(count, 1))
         return SharedBuffer(base: base)
     }
+}
+
+/// OpenBLAS's own thread pool, which the empirical denoiser and the moments use.
+public enum BLASThreads {
+    /// Sets how many threads OpenBLAS uses; a worker sharing a machine with others sets its share, since
+    /// OpenBLAS threads spin while waiting and oversubscribed cores make them crawl.
+    public static func set(_ count: Int) { openblas_set_num_threads(Int32(max(1, count))) }
 }

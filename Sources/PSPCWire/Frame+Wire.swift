@@ -16,7 +16,8 @@ extension Pspc_V1_Frame {
     public func requireBody() throws -> OneOf_Body {
         guard let body else {
             throw WireError.unknownOperation(
-                unknownFields.data.isEmpty ? "the frame carries no body" : "the frame's body is of a kind this build does not know")
+                unknownFields.data.isEmpty
+                    ? "the frame carries no body" : "the frame's body is of a kind this build does not know")
         }
         return body
     }

@@ -111,7 +111,9 @@ public struct FrameEncoder: MessageToByteEncoder, Sendable {
         } catch {
             throw WireError.malformedFrame("the frame does not serialize (\(error))")
         }
-        guard bytes.count <= maxFrameSize else { throw WireError.frameTooLarge(length: bytes.count, limit: maxFrameSize) }
+        guard bytes.count <= maxFrameSize else {
+            throw WireError.frameTooLarge(length: bytes.count, limit: maxFrameSize)
+        }
         out.reserveCapacity(minimumWritableBytes: FrameCodec.headerSize + bytes.count)
         out.writeInteger(UInt32(bytes.count), endianness: .big)
         out.writeBytes(bytes)

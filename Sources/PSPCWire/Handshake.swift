@@ -25,12 +25,16 @@ public enum Handshake {
 
     /// HMAC(token, "pspc-server" || client nonce || server nonce).
     static func serverProof(token: [UInt8], clientNonce: [UInt8], serverNonce: [UInt8]) -> [UInt8] {
-        Array(HMAC<SHA256>.authenticationCode(for: serverLabel + clientNonce + serverNonce, using: SymmetricKey(data: token)))
+        Array(
+            HMAC<SHA256>.authenticationCode(
+                for: serverLabel + clientNonce + serverNonce, using: SymmetricKey(data: token)))
     }
 
     /// HMAC(token, "pspc-client" || server nonce || client nonce).
     static func clientProof(token: [UInt8], clientNonce: [UInt8], serverNonce: [UInt8]) -> [UInt8] {
-        Array(HMAC<SHA256>.authenticationCode(for: clientLabel + serverNonce + clientNonce, using: SymmetricKey(data: token)))
+        Array(
+            HMAC<SHA256>.authenticationCode(
+                for: clientLabel + serverNonce + clientNonce, using: SymmetricKey(data: token)))
     }
 
     /// Constant-time check of a proof.
@@ -154,8 +158,9 @@ public struct HandshakeClient: Sendable {
             return fail(WireError(reply: reply), tellPeer: false, requestID: frame.requestID)
         case (.awaitingChallenge, .challenge(let challenge)):
             guard challenge.nonce.count == Handshake.nonceSize else {
-                return fail(.malformedFrame("the server nonce has \(challenge.nonce.count) bytes, not \(Handshake.nonceSize)"),
-                            requestID: frame.requestID)
+                return fail(
+                    .malformedFrame("the server nonce has \(challenge.nonce.count) bytes, not \(Handshake.nonceSize)"),
+                    requestID: frame.requestID)
             }
             let sn = [UInt8](challenge.nonce)
             let expected = Handshake.serverLabel + nonce + sn
@@ -171,19 +176,22 @@ public struct HandshakeClient: Sendable {
             if let error = Handshake.roleError(welcome.role, field: "welcome.role") {
                 return fail(error, requestID: frame.requestID)
             }
-            let peer = HandshakePeer(role: welcome.role, nodeID: welcome.nodeID, info: welcome.hasInfo ? welcome.info : nil)
+            let peer = HandshakePeer(
+                role: welcome.role, nodeID: welcome.nodeID, info: welcome.hasInfo ? welcome.info : nil)
             state = .established(peer)
             return .established(peer, send: nil)
         case (.initial, _):
-            return fail(.unexpectedMessage(expected: "nothing before the client's hello", got: frame.bodyName),
-                        requestID: frame.requestID)
+            return fail(
+                .unexpectedMessage(expected: "nothing before the client's hello", got: frame.bodyName),
+                requestID: frame.requestID)
         case (.awaitingChallenge, _):
             return fail(.unexpectedMessage(expected: "challenge", got: frame.bodyName), requestID: frame.requestID)
         case (.awaitingWelcome, _):
             return fail(.unexpectedMessage(expected: "welcome", got: frame.bodyName), requestID: frame.requestID)
         case (.established, _):
-            return .fail(.unexpectedMessage(expected: "no handshake frame after the welcome", got: frame.bodyName),
-                         send: nil)
+            return .fail(
+                .unexpectedMessage(expected: "no handshake frame after the welcome", got: frame.bodyName),
+                send: nil)
         }
     }
 
@@ -253,8 +261,9 @@ public struct HandshakeServer: Sendable {
         case (.failed(let error), _):
             return .fail(error, send: nil)
         case (.established, _):
-            return .fail(.unexpectedMessage(expected: "no handshake frame after the welcome", got: frame.bodyName),
-                         send: nil)
+            return .fail(
+                .unexpectedMessage(expected: "no handshake frame after the welcome", got: frame.bodyName),
+                send: nil)
         case (_, .error(let reply)):
             return fail(WireError(reply: reply), tellPeer: false, requestID: frame.requestID)
         case (.awaitingHello, .hello(let hello)):
@@ -263,8 +272,9 @@ public struct HandshakeServer: Sendable {
                 return fail(.badMagic(got: Array(hello.magic.prefix(16))), requestID: frame.requestID)
             }
             guard hello.protocolVersion == PSPCWire.protocolVersion else {
-                return fail(.unsupportedVersion(got: hello.protocolVersion, supported: PSPCWire.protocolVersion),
-                            requestID: frame.requestID)
+                return fail(
+                    .unsupportedVersion(got: hello.protocolVersion, supported: PSPCWire.protocolVersion),
+                    requestID: frame.requestID)
             }
             if let error = Handshake.roleError(hello.role, field: "hello.role") {
                 return fail(error, requestID: frame.requestID)
@@ -273,8 +283,9 @@ public struct HandshakeServer: Sendable {
                 return fail(.roleNotAccepted(hello.role), requestID: frame.requestID)
             }
             guard hello.nonce.count == Handshake.nonceSize else {
-                return fail(.malformedFrame("the client nonce has \(hello.nonce.count) bytes, not \(Handshake.nonceSize)"),
-                            requestID: frame.requestID)
+                return fail(
+                    .malformedFrame("the client nonce has \(hello.nonce.count) bytes, not \(Handshake.nonceSize)"),
+                    requestID: frame.requestID)
             }
             let cn = [UInt8](hello.nonce)
             var challenge = Pspc_V1_Challenge()

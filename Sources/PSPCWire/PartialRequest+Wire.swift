@@ -26,9 +26,11 @@ extension Pspc_V1_PartialRequest {
             op.queries = Pspc_V1_Tensor(queries, compression: compression)
             op.t = t
             op.crops = Pspc_V1_CropSpec(crops)
-            op.logZ = Pspc_V1_Tensor(
-                float64: logZ, shape: WireValues.matrixShape(count: logZ.count, rows: queries.count),
-                compression: compression)
+            // [B, crops]; counts that disagree travel flat, for the receiver to refuse with a clear message.
+            let cropCount = crops.cropCount(for: queries.shape)
+            let shape =
+                cropCount >= 0 && logZ.count == queries.count * cropCount ? [queries.count, cropCount] : [logZ.count]
+            op.logZ = Pspc_V1_Tensor(float64: logZ, shape: shape, compression: compression)
             self.op = .cropComposite(op)
         case .moments:
             self.op = .moments(Pspc_V1_MomentsOp())
@@ -79,7 +81,8 @@ extension PartialRequest {
         switch self {
         case .empirical(let queries, _), .cropNormalizers(let queries, _, _), .cropComposite(let queries, _, _, _):
             guard queries.shape == shape else {
-                throw WireError.invalidArgument("the queries are \(queries.shape) images, the training set's are \(shape)")
+                throw WireError.invalidArgument(
+                    "the queries are \(queries.shape) images, the training set's are \(shape)")
             }
         case .moments:
             break
@@ -93,7 +96,9 @@ extension PartialRequest {
         return try QueryBatch(wire: tensor, field: field, limits: limits)
     }
 
-    private static func crops(_ present: Bool, _ spec: Pspc_V1_CropSpec, field: String, shape: ImageShape) throws -> CropSet {
+    private static func crops(_ present: Bool, _ spec: Pspc_V1_CropSpec, field: String, shape: ImageShape) throws
+        -> CropSet
+    {
         guard present else { throw WireValues.missing(field) }
         let crops = try CropSet(wire: spec, field: field)
         do {

@@ -45,7 +45,8 @@ extension PartialResponse {
         switch self {
         case .softmax(let partials):
             guard partials.valueLength == 0 || partials.valueLength == d else {
-                throw WireError.invalidArgument("softmax values have length \(partials.valueLength), not 0 or \(d) (\(shape))")
+                throw WireError.invalidArgument(
+                    "softmax values have length \(partials.valueLength), not 0 or \(d) (\(shape))")
             }
         case .sums(let sums):
             guard d > 0 && sums.count % d == 0 else {

@@ -4,8 +4,9 @@ extension Pspc_V1_Tensor {
     /// A batch of images as a float64 tensor `[count, C, H, W]`.
     public init(_ batch: QueryBatch, compression: TensorCompression = .automatic) {
         let shape = batch.shape
-        self.init(float64: batch.values, shape: [batch.count, shape.channels, shape.height, shape.width],
-                  compression: compression)
+        self.init(
+            float64: batch.values, shape: [batch.count, shape.channels, shape.height, shape.width],
+            compression: compression)
     }
 }
 
@@ -53,13 +54,5 @@ enum WireValues {
 
     static func missing(_ field: String) -> WireError {
         WireError.invalidArgument("\(field) is missing")
-    }
-
-    /// `[rows, count / rows]` when that describes `count` values exactly, else `[count]` (which the
-    /// receiver rejects with a clear message rather than the sender trapping).
-    static func matrixShape(count: Int, rows: Int) -> [Int] {
-        if rows > 0 && count % rows == 0 { return [rows, count / rows] }
-        if rows == 0 && count == 0 { return [0, 0] }
-        return [count]
     }
 }

@@ -6,7 +6,8 @@ extension Pspc_V1_SoftmaxPartialsMsg {
         self.init()
         m = Pspc_V1_Tensor(float64: partials.m, shape: [partials.slots], compression: compression)
         s = Pspc_V1_Tensor(float64: partials.s, shape: [partials.slots], compression: compression)
-        v = Pspc_V1_Tensor(float64: partials.v, shape: [partials.slots, partials.valueLength], compression: compression)
+        v = Pspc_V1_Tensor(
+            float64: partials.v, shape: [partials.slots, partials.valueLength], compression: compression)
         valueLength = UInt32(clamping: partials.valueLength)
     }
 }

@@ -35,14 +35,16 @@ extension Pspc_V1_Tensor {
 
     /// A float64 tensor of `shape` (row-major); `values.count` must be the product of `shape`.
     public init(float64 values: [Double], shape: [Int], compression: TensorCompression = .automatic) {
-        self.init(dtype: .float64, shape: shape, count: values.count, raw: Self.littleEndianBytes(values),
-                  compression: compression)
+        self.init(
+            dtype: .float64, shape: shape, count: values.count, raw: Self.littleEndianBytes(values),
+            compression: compression)
     }
 
     /// A float32 tensor of `shape` (row-major); `values.count` must be the product of `shape`.
     public init(float32 values: [Float], shape: [Int], compression: TensorCompression = .automatic) {
-        self.init(dtype: .float32, shape: shape, count: values.count, raw: Self.littleEndianBytes(values),
-                  compression: compression)
+        self.init(
+            dtype: .float32, shape: shape, count: values.count, raw: Self.littleEndianBytes(values),
+            compression: compression)
     }
 
     /// A uint8 tensor of `shape` (row-major); `values.count` must be the product of `shape`.
@@ -51,8 +53,9 @@ extension Pspc_V1_Tensor {
     }
 
     private init(dtype: Pspc_V1_DType, shape: [Int], count: Int, raw: [UInt8], compression: TensorCompression) {
-        precondition(shape.allSatisfy { $0 >= 0 } && shape.reduce(1, *) == count,
-                     "tensor shape \(shape) does not hold \(count) values")
+        precondition(
+            shape.allSatisfy { $0 >= 0 } && shape.reduce(1, *) == count,
+            "tensor shape \(shape) does not hold \(count) values")
         self.init()
         self.dtype = dtype
         self.shape = shape.map { Int64($0) }
@@ -136,7 +139,8 @@ extension Pspc_V1_Tensor {
         var isEmpty = false
         for (axis, dimension) in shape.enumerated() {
             guard dimension >= 0 else {
-                throw WireError.invalidTensor("\(field) has a negative dimension \(dimension) (axis \(axis) of \(shape))")
+                throw WireError.invalidTensor(
+                    "\(field) has a negative dimension \(dimension) (axis \(axis) of \(shape))")
             }
             if dimension == 0 {
                 isEmpty = true
@@ -175,7 +179,8 @@ extension Pspc_V1_Tensor {
             return raw.withUnsafeBytes(body)
         default:
             guard data.count == layout.byteCount else {
-                throw WireError.invalidTensor("\(field) carries \(data.count) bytes, its shape needs \(layout.byteCount)")
+                throw WireError.invalidTensor(
+                    "\(field) carries \(data.count) bytes, its shape needs \(layout.byteCount)")
             }
             return data.withUnsafeBytes(body)
         }
@@ -184,7 +189,9 @@ extension Pspc_V1_Tensor {
     /// The Frame_Content_Size of a zstd frame header (RFC 8878 section 3.1.1.1), nil when the bytes do not
     /// start a zstd frame or its header leaves the size out.
     static func zstdContentSize(_ bytes: UnsafeRawBufferPointer) -> UInt64? {
-        guard bytes.count >= 6, bytes[0] == 0x28, bytes[1] == 0xB5, bytes[2] == 0x2F, bytes[3] == 0xFD else { return nil }
+        guard bytes.count >= 6, bytes[0] == 0x28, bytes[1] == 0xB5, bytes[2] == 0x2F, bytes[3] == 0xFD else {
+            return nil
+        }
         let descriptor = bytes[4]
         guard descriptor & 0x08 == 0 else { return nil }  // reserved bit
         let singleSegment = descriptor & 0x20 != 0
@@ -218,7 +225,10 @@ extension Pspc_V1_Tensor {
         let count = bytes.count / MemoryLayout<T>.size
         #if _endian(little)
             return [T](unsafeUninitializedCapacity: count) { buffer, initialized in
-                if count > 0 { UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[0..<(count * MemoryLayout<T>.size)])) }
+                if count > 0 {
+                    UnsafeMutableRawBufferPointer(buffer).copyMemory(
+                        from: UnsafeRawBufferPointer(rebasing: bytes[0..<(count * MemoryLayout<T>.size)]))
+                }
                 initialized = count
             }
         #else

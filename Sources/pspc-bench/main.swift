@@ -3,6 +3,8 @@
 // x-flip, test-set queries at one t. Run through scripts/bench.sh.
 import Dispatch
 import Foundation
+import NIOPosix
+import PSPCCluster
 import PSPCCore
 import PSPCData
 import PSPCKernels
@@ -14,6 +16,8 @@ struct Settings {
     var t = 1.09
     var patchSize = 7
     var threads = ProcessInfo.processInfo.activeProcessorCount
+    /// With N > 0: also run through N local worker processes and compare.
+    var clusterWorkers = 0
 
     init() {
         var args = CommandLine.arguments.dropFirst().makeIterator()
@@ -26,6 +30,7 @@ struct Settings {
             case "--t": t = Double(value)!
             case "--patch-size": patchSize = Int(value)!
             case "--threads": threads = Int(value)!
+            case "--cluster-workers": clusterWorkers = Int(value)!
             default: fatalError("unknown option \(flag)")
             }
         }
@@ -200,3 +205,49 @@ for (name, e, b, diff) in rows {
     print(String(format: "%-18@ %15.3f   %24.2f   %7.1fx   %.1e", name as NSString, e * 1000, b * 1000, b / e, diff))
 }
 print("(straightforward: \(nb) queries, one crop at a time streamed over the training set, on \(threads) threads)")
+
+// MARK: - Through local worker processes
+
+if settings.clusterWorkers > 0 {
+    let workers = settings.clusterWorkers
+    let directory = NSTemporaryDirectory() + "pspc-bench-\(getpid())"
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    try ShardStore.write(trainImages, shards: workers, to: directory, source: "fashion-mnist:train (bench)")
+    let binary = URL(fileURLWithPath: LocalClusterBinary.path).deletingLastPathComponent().appendingPathComponent("pspc").path
+    let local = try LocalCluster.start(
+        workers: workers, data: directory, replication: 1, threadsPerWorker: max(1, threads / workers), xflip: false,
+        binary: binary)
+    defer { local.stop() }
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let cluster = try await Cluster.connect(to: local.addresses, token: try readClusterToken(local.tokenFile), group: group)
+    let remote = try DenoisingEngine(sources: cluster.sources(), concurrentSources: true, batchesInFlight: 3)
+    _ = try await remote.denoise(Array(z[0..<dim]), t: settings.t, method: .empirical)  // warm up
+
+    func measure(_ method: DenoiseMethod, _ reference: [Double]) async throws -> (seconds: Double, bytes: Double, diff: Double) {
+        let before = cluster.traffic.totals
+        let start = DispatchTime.now().uptimeNanoseconds
+        let out = try await remote.denoise(z, t: settings.t, method: method).values
+        let time = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let after = cluster.traffic.totals
+        let bytes = Double(after.sent - before.sent + after.received - before.received) / Double(settings.queries)
+        return (time, bytes, zip(out, reference).reduce(0) { max($0, abs($1.0 - $1.1)) })
+    }
+    let clusterEmpirical = try await measure(.empirical, engineEmpirical)
+    let clusterSquare = try await measure(.pspcSquare(.constant(settings.patchSize)), engineSquare)
+    print("")
+    print("through \(workers) local worker processes (\(max(1, threads / workers)) threads each), same queries:")
+    print("method             cluster ms/query   throughput vs in-process   wire bytes/query   max |diff|")
+    for (name, inProcess, run) in [("empirical", engineEmpiricalSeconds, clusterEmpirical),
+                                   ("pspc-square s=\(settings.patchSize)", engineSquareSeconds, clusterSquare)] {
+        print(String(format: "%-18@ %16.3f   %24.2f   %16.0f   %.1e", name as NSString,
+                     run.seconds / Double(settings.queries) * 1000, inProcess / run.seconds, run.bytes, run.diff))
+    }
+    await cluster.close()
+    try await group.shutdownGracefully()
+}
+
+enum LocalClusterBinary {
+    static var path: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+}

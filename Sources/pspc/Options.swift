@@ -22,6 +22,8 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Copies of each shard across local workers (with --local-workers).") var replication: Int = 1
     @Option(help: "Seconds a worker may take to answer one request before its replica is asked.")
     var deadline: Double?
+    @Option(help: "Queries per request.") var batchSize: Int = 256
+    @Option(help: "Batches in flight at once with workers (default 3; in-process: 1).") var batchesInFlight: Int = 3
 
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
@@ -30,6 +32,7 @@ struct EngineOptions: ParsableArguments {
         }
         if let localWorkers, localWorkers < 1 { throw ValidationError("--local-workers must be at least 1") }
         if replication < 1 { throw ValidationError("--replication must be at least 1") }
+        if batchSize < 1 || batchesInFlight < 1 { throw ValidationError("--batch-size and --batches-in-flight must be at least 1") }
         if cluster == nil && data == nil { throw ValidationError("--data is required (or --cluster)") }
     }
 
@@ -57,7 +60,9 @@ struct EngineOptions: ParsableArguments {
             ) { done, total in
                 loading.update(done, total: total)
             }
-            return Context(shape: manifest.shape, source: manifest.source, engine: try DenoisingEngine(sources: shards))
+            return Context(
+                shape: manifest.shape, source: manifest.source,
+                engine: try DenoisingEngine(sources: shards, batchSize: batchSize))
         }
         var local: LocalCluster?
         var addresses: [HostPort]
@@ -84,7 +89,9 @@ struct EngineOptions: ParsableArguments {
         do {
             let connected = try await Cluster.connect(
                 to: addresses, token: try readClusterToken(tokenFile), group: group, deadline: deadline, log: note)
-            let engine = try DenoisingEngine(sources: connected.sources(), concurrentSources: true)
+            let engine = try DenoisingEngine(
+                sources: connected.sources(), batchSize: batchSize, concurrentSources: true,
+                batchesInFlight: batchesInFlight)
             return Context(
                 shape: connected.shape, source: source, engine: engine, cluster: connected, local: local, group: group)
         } catch {

@@ -51,6 +51,7 @@ struct Worker: AsyncParsableCommand {
             ids = Array(manifest.shards.indices)
         }
         let threadCount = threads ?? ProcessInfo.processInfo.activeProcessorCount
+        BLASThreads.set(threadCount)
         var hosted: [WorkerService.HostedShard] = []
         for id in ids {
             let entry = manifest.shards[id]

@@ -18,7 +18,7 @@ final class FrameCodecTests: XCTestCase {
         -> [Pspc_V1_Frame]
     {
         var rng = SplitMix64(seed: seed)
-        var processor = NIOSingleStepByteToMessageProcessor(FrameDecoder())
+        let processor = NIOSingleStepByteToMessageProcessor(FrameDecoder())
         var frames: [Pspc_V1_Frame] = []
         var start = 0
         while start < bytes.count {
@@ -117,7 +117,9 @@ final class FrameCodecTests: XCTestCase {
 
     func testGarbageProtobufRejected() throws {
         // A field header with wire type 7 (invalid), and a length-delimited field running past the end.
-        for payload: [UInt8] in [[0x0F, 0x01, 0x02], [0x52, 0x7F, 0x01], [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]] {
+        for payload: [UInt8] in [
+            [0x0F, 0x01, 0x02], [0x52, 0x7F, 0x01], [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+        ] {
             let bytes = [0, 0, 0, UInt8(payload.count)] + payload
             assertWireError(try FrameCodec.decodeFrames(bytes), "payload \(payload)") {
                 if case .malformedFrame = $0 { return true } else { return false }

@@ -84,7 +84,8 @@ final class HandshakeTests: XCTestCase {
                 }()))
         XCTAssertEqual(
             outcome.client,
-            .established(HandshakePeer(role: .worker, nodeID: "worker-7", info: WireTestSupport.workerInfo()), send: nil))
+            .established(
+                HandshakePeer(role: .worker, nodeID: "worker-7", info: WireTestSupport.workerInfo()), send: nil))
         XCTAssertTrue(c.isEstablished)
         XCTAssertTrue(s.isEstablished)
         XCTAssertEqual(outcome.wire.count, 4, "hello, challenge, proof, welcome")
@@ -98,7 +99,9 @@ final class HandshakeTests: XCTestCase {
             var c2 = try client(role: role), s2 = try server()
             let first = try run(&c1, &s1), second = try run(&c2, &s2)
             XCTAssertEqual(first.wire, second.wire)
-            guard case .established(let peer, _) = first.server else { return XCTFail("\(role): \(String(describing: first.server))") }
+            guard case .established(let peer, _) = first.server else {
+                return XCTFail("\(role): \(String(describing: first.server))")
+            }
             XCTAssertEqual(peer.role, role)
         }
         var c3 = try client(seed: 99), s3 = try server()
@@ -177,8 +180,10 @@ final class HandshakeTests: XCTestCase {
         return Pspc_V1_Frame(requestID: 4, body: .hello(hello))
     }
 
-    private func expectFailure(_ frame: Pspc_V1_Frame, _ expected: WireError, code: Pspc_V1_ErrorCode,
-                               server: HandshakeServer? = nil, file: StaticString = #filePath, line: UInt = #line) throws {
+    private func expectFailure(
+        _ frame: Pspc_V1_Frame, _ expected: WireError, code: Pspc_V1_ErrorCode,
+        server: HandshakeServer? = nil, file: StaticString = #filePath, line: UInt = #line
+    ) throws {
         var s = try server ?? self.server()
         let action = s.receive(frame)
         guard case .fail(let error, let reply?) = action, case .error(let e)? = reply.body else {
@@ -204,33 +209,43 @@ final class HandshakeTests: XCTestCase {
     }
 
     func testUnknownOrRefusedRole() throws {
-        try expectFailure(hello(role: .unspecified), .unknownEnumValue(field: "hello.role", value: 0), code: .invalidArgument)
-        try expectFailure(hello(role: .UNRECOGNIZED(17)), .unknownEnumValue(field: "hello.role", value: 17),
-                          code: .invalidArgument)
-        try expectFailure(hello(role: .network), .roleNotAccepted(.network), code: .authenticationFailed,
-                          server: try server(acceptedRoles: [.coordinator]))
+        try expectFailure(
+            hello(role: .unspecified), .unknownEnumValue(field: "hello.role", value: 0), code: .invalidArgument)
+        try expectFailure(
+            hello(role: .UNRECOGNIZED(17)), .unknownEnumValue(field: "hello.role", value: 17),
+            code: .invalidArgument)
+        try expectFailure(
+            hello(role: .network), .roleNotAccepted(.network), code: .authenticationFailed,
+            server: try server(acceptedRoles: [.coordinator]))
     }
 
     func testShortNonce() throws {
-        try expectFailure(hello(nonceSize: 8), .malformedFrame("the client nonce has 8 bytes, not 32"), code: .malformedFrame)
+        try expectFailure(
+            hello(nonceSize: 8), .malformedFrame("the client nonce has 8 bytes, not 32"), code: .malformedFrame)
     }
 
     func testOperationsBeforeTheHandshakeAreRejected() throws {
         var rng = SplitMix64(seed: 3)
         for frame in WireTestSupport.frames(rng: &rng) where frame.bodyName != "hello" && frame.bodyName != "error" {
-            try expectFailure(frame, .unexpectedMessage(expected: "hello", got: frame.bodyName), code: .unexpectedMessage)
+            try expectFailure(
+                frame, .unexpectedMessage(expected: "hello", got: frame.bodyName), code: .unexpectedMessage)
         }
         // Between the hello and the proof, too.
         var s = try server()
         var c = try client()
         guard case .send = s.receive(c.start()) else { return XCTFail() }
         let op = Pspc_V1_Frame(requestID: 9, body: .partialRequest(Pspc_V1_PartialRequest(.moments)))
-        guard case .fail(.unexpectedMessage(expected: "proof", got: "partial_request"), let reply?) = s.receive(op) else {
+        guard case .fail(.unexpectedMessage(expected: "proof", got: "partial_request"), let reply?) = s.receive(op)
+        else {
             return XCTFail()
         }
         XCTAssertEqual(reply.requestID, 9)
         // And a second hello is no proof.
-        guard case .fail = try { var s2 = try server(); _ = s2.receive(hello()); return s2.receive(hello()) }() else {
+        guard
+            case .fail = try {
+                var s2 = try server(); _ = s2.receive(hello()); return s2.receive(hello())
+            }()
+        else {
             return XCTFail()
         }
     }
@@ -248,14 +263,17 @@ final class HandshakeTests: XCTestCase {
         _ = c.start()
         var welcome = Pspc_V1_Welcome()
         welcome.role = .worker
-        guard case .fail(.unexpectedMessage(expected: "challenge", got: "welcome"), _?) =
-            c.receive(Pspc_V1_Frame(requestID: 0, body: .welcome(welcome)))
+        guard
+            case .fail(.unexpectedMessage(expected: "challenge", got: "welcome"), _?) =
+                c.receive(Pspc_V1_Frame(requestID: 0, body: .welcome(welcome)))
         else { return XCTFail() }
 
         var c2 = try client()
         _ = c2.start()
         let refusal = Pspc_V1_Frame.error(.unsupportedVersion(got: 1, supported: 2))
-        guard case .fail(.peerError(.unsupportedVersion, let message), nil) = c2.receive(refusal) else { return XCTFail() }
+        guard case .fail(.peerError(.unsupportedVersion, let message), nil) = c2.receive(refusal) else {
+            return XCTFail()
+        }
         XCTAssertTrue(message.contains("version 1"))
 
         var c3 = try client()
@@ -265,11 +283,14 @@ final class HandshakeTests: XCTestCase {
     func testWelcomeWithUnknownRoleIsRejected() throws {
         var c = try client()
         var s = try server()
-        guard case .send(let challenge) = s.receive(c.start()), case .send = c.receive(challenge) else { return XCTFail() }
+        guard case .send(let challenge) = s.receive(c.start()), case .send = c.receive(challenge) else {
+            return XCTFail()
+        }
         var welcome = Pspc_V1_Welcome()
         welcome.role = .UNRECOGNIZED(5)
-        guard case .fail(.unknownEnumValue(field: "welcome.role", value: 5), _?) =
-            c.receive(Pspc_V1_Frame(requestID: 0, body: .welcome(welcome)))
+        guard
+            case .fail(.unknownEnumValue(field: "welcome.role", value: 5), _?) =
+                c.receive(Pspc_V1_Frame(requestID: 0, body: .welcome(welcome)))
         else { return XCTFail() }
     }
 
