@@ -75,10 +75,13 @@ let package = Package(
         ),
 
         // MARK: - Tests
+        .target(name: "PSPCTestSupport", path: "Tests/PSPCTestSupport"),
         .testTarget(name: "PSPCCoreTests", dependencies: ["PSPCCore", "PSPCData"]),
         .testTarget(name: "PSPCDataTests", dependencies: ["PSPCData"]),
         .testTarget(name: "PSPCWireTests", dependencies: ["PSPCWire", "PSPCCore"]),
         .testTarget(name: "PSPCClusterTests", dependencies: ["PSPCCluster", "PSPCCore", "PSPCData", "PSPCWire"]),
-        .testTarget(name: "pspcTests", dependencies: ["PSPCCore", "PSPCData"]),
+        .testTarget(name: "pspcTests", dependencies: ["PSPCCore", "PSPCData", "PSPCTestSupport"]),
+        // Slow: real worker processes killed, stopped and restarted.
+        .testTarget(name: "ClusterProcessTests", dependencies: ["PSPCCore", "PSPCData", "PSPCTestSupport"]),
     ]
 )

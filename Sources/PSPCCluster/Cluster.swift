@@ -140,7 +140,9 @@ public actor Cluster {
         if let pending = connecting[worker] { return try await pending.value }
         let address = addresses[worker], token = self.token, group = self.group
         let traffic = self.traffic
-        let task = Task { try await WorkerConnection.connect(to: address, token: token, group: group, traffic: traffic) }
+        let task = Task {
+            try await WorkerConnection.connect(to: address, token: token, group: group, traffic: traffic)
+        }
         connecting[worker] = task
         defer { connecting[worker] = nil }
         let connection = try await task.value

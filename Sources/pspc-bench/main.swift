@@ -213,17 +213,22 @@ if settings.clusterWorkers > 0 {
     let directory = NSTemporaryDirectory() + "pspc-bench-\(getpid())"
     defer { try? FileManager.default.removeItem(atPath: directory) }
     try ShardStore.write(trainImages, shards: workers, to: directory, source: "fashion-mnist:train (bench)")
-    let binary = URL(fileURLWithPath: LocalClusterBinary.path).deletingLastPathComponent().appendingPathComponent("pspc").path
+    let binary = URL(fileURLWithPath: LocalClusterBinary.path).deletingLastPathComponent().appendingPathComponent(
+        "pspc"
+    ).path
     let local = try LocalCluster.start(
         workers: workers, data: directory, replication: 1, threadsPerWorker: max(1, threads / workers), xflip: false,
         binary: binary)
     defer { local.stop() }
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    let cluster = try await Cluster.connect(to: local.addresses, token: try readClusterToken(local.tokenFile), group: group)
+    let cluster = try await Cluster.connect(
+        to: local.addresses, token: try readClusterToken(local.tokenFile), group: group)
     let remote = try DenoisingEngine(sources: cluster.sources(), concurrentSources: true, batchesInFlight: 3)
     _ = try await remote.denoise(Array(z[0..<dim]), t: settings.t, method: .empirical)  // warm up
 
-    func measure(_ method: DenoiseMethod, _ reference: [Double]) async throws -> (seconds: Double, bytes: Double, diff: Double) {
+    func measure(_ method: DenoiseMethod, _ reference: [Double]) async throws -> (
+        seconds: Double, bytes: Double, diff: Double
+    ) {
         let before = cluster.traffic.totals
         let start = DispatchTime.now().uptimeNanoseconds
         let out = try await remote.denoise(z, t: settings.t, method: method).values
@@ -237,10 +242,14 @@ if settings.clusterWorkers > 0 {
     print("")
     print("through \(workers) local worker processes (\(max(1, threads / workers)) threads each), same queries:")
     print("method             cluster ms/query   throughput vs in-process   wire bytes/query   max |diff|")
-    for (name, inProcess, run) in [("empirical", engineEmpiricalSeconds, clusterEmpirical),
-                                   ("pspc-square s=\(settings.patchSize)", engineSquareSeconds, clusterSquare)] {
-        print(String(format: "%-18@ %16.3f   %24.2f   %16.0f   %.1e", name as NSString,
-                     run.seconds / Double(settings.queries) * 1000, inProcess / run.seconds, run.bytes, run.diff))
+    for (name, inProcess, run) in [
+        ("empirical", engineEmpiricalSeconds, clusterEmpirical),
+        ("pspc-square s=\(settings.patchSize)", engineSquareSeconds, clusterSquare),
+    ] {
+        print(
+            String(
+                format: "%-18@ %16.3f   %24.2f   %16.0f   %.1e", name as NSString,
+                run.seconds / Double(settings.queries) * 1000, inProcess / run.seconds, run.bytes, run.diff))
     }
     await cluster.close()
     try await group.shutdownGracefully()

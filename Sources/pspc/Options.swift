@@ -32,7 +32,9 @@ struct EngineOptions: ParsableArguments {
         }
         if let localWorkers, localWorkers < 1 { throw ValidationError("--local-workers must be at least 1") }
         if replication < 1 { throw ValidationError("--replication must be at least 1") }
-        if batchSize < 1 || batchesInFlight < 1 { throw ValidationError("--batch-size and --batches-in-flight must be at least 1") }
+        if batchSize < 1 || batchesInFlight < 1 {
+            throw ValidationError("--batch-size and --batches-in-flight must be at least 1")
+        }
         if cluster == nil && data == nil { throw ValidationError("--data is required (or --cluster)") }
     }
 

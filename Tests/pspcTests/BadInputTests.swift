@@ -1,6 +1,7 @@
 import Foundation
 import PSPCCore
 import PSPCData
+import PSPCTestSupport
 import XCTest
 
 /// Bad input gets one clear line on stderr and a non-zero exit, never a crash, and writes nothing.

@@ -1,6 +1,7 @@
 import Foundation
 import PSPCCore
 import PSPCData
+import PSPCTestSupport
 import XCTest
 
 /// End-to-end: the built binary on real Fashion-MNIST, read back through its files.

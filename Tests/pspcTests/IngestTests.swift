@@ -1,6 +1,7 @@
 import Foundation
 import PSPCCore
 import PSPCData
+import PSPCTestSupport
 import XCTest
 
 /// `pspc ingest` from every kind of source, read back through the shard store.

@@ -2,16 +2,16 @@ import Foundation
 import XCTest
 
 /// Runs the built `pspc` binary (next to the test bundle) and captures its exit status and output.
-struct CommandRunner {
-    struct Result {
-        var status: Int32
-        var stdout: String
-        var stderr: String
+public struct CommandRunner {
+    public struct Result {
+        public var status: Int32
+        public var stdout: String
+        public var stderr: String
         /// True when the process ended by a signal (a crash), not an exit.
-        var crashed: Bool
+        public var crashed: Bool
     }
 
-    static var binary: URL {
+    public static var binary: URL {
         if let path = ProcessInfo.processInfo.environment["PSPC_BINARY"] { return URL(fileURLWithPath: path) }
         // The test bundle sits in the build products folder beside the binary.
         let bundle = Bundle.main.bundleURL
@@ -27,7 +27,7 @@ struct CommandRunner {
     }
 
     @discardableResult
-    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+    public static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments
@@ -48,7 +48,7 @@ struct CommandRunner {
 
     /// Runs and fails the test unless the command succeeds.
     @discardableResult
-    static func succeed(
+    public static func succeed(
         _ arguments: [String], environment: [String: String] = [:], file: StaticString = #filePath,
         line: UInt = #line
     ) throws -> Result {
@@ -59,14 +59,14 @@ struct CommandRunner {
         return result
     }
 
-    static func temporaryDirectory(_ name: String) throws -> String {
+    public static func temporaryDirectory(_ name: String) throws -> String {
         let path = NSTemporaryDirectory() + "pspc-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
     }
 
     /// Runs a Python snippet (standard library and numpy) for fixtures made by an independent tool.
-    static func python(_ code: String) throws {
+    public static func python(_ code: String) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", "-c", code]

@@ -1,0 +1,150 @@
+import Foundation
+import PSPCCore
+import PSPCData
+import PSPCTestSupport
+import XCTest
+
+/// Real `pspc worker` processes behind `pspc denoise --cluster`: one killed with SIGKILL or frozen with
+/// SIGSTOP in the middle of a 1000-query run (replication 2) changes nothing in the output, bit for bit;
+/// with replication 1 a killed worker stops the run with the lost shards named and no output written.
+final class FaultToleranceTests: XCTestCase {
+    var work = ""
+    var workers: [Process] = []
+
+    override func setUpWithError() throws {
+        work = try CommandRunner.temporaryDirectory("faults")
+        try CommandRunner.succeed([
+            "ingest", "--source", "fashion-mnist:train", "--limit", "1000", "--shards", "7", "--out", "\(work)/data",
+        ])
+        try CommandRunner.succeed([
+            "queries", "--source", "fashion-mnist:test", "--t", "1.09", "--count", "1000", "--out", "\(work)/q",
+        ])
+        try Data("fault-test-token-0123456789abcdef".utf8).write(to: URL(fileURLWithPath: "\(work)/token"))
+    }
+
+    override func tearDownWithError() throws {
+        for worker in workers where worker.isRunning {
+            kill(worker.processIdentifier, SIGCONT)
+            kill(worker.processIdentifier, SIGKILL)
+            worker.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(atPath: work)
+    }
+
+    /// Starts `n` workers with placement i/n/r and writes a cluster file naming them.
+    func startWorkers(_ n: Int, replication: Int, deadline: Double) throws -> String {
+        var addresses: [String] = []
+        for i in 0..<n {
+            let process = Process()
+            process.executableURL = CommandRunner.binary
+            process.arguments = [
+                "worker", "--listen", "127.0.0.1:0", "--data", "\(work)/data", "--placement",
+                "\(i)/\(n)/\(replication)",
+                "--token-file", "\(work)/token", "--threads", "1",
+            ]
+            let out = Pipe()
+            process.standardOutput = out
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            workers.append(process)
+            var line = Data()
+            while let byte = try out.fileHandleForReading.read(upToCount: 1), !byte.isEmpty, byte != Data([10]) {
+                line += byte
+            }
+            let text = String(decoding: line, as: UTF8.self)
+            XCTAssertTrue(text.hasPrefix("pspc worker listening on "), text)
+            addresses.append(String(text.dropFirst("pspc worker listening on ".count)))
+        }
+        let file = "\(work)/cluster-\(n)-\(replication).json"
+        let json = try JSONSerialization.data(withJSONObject: [
+            "workers": addresses, "tokenFile": "token", "deadlineSeconds": deadline,
+        ])
+        try json.write(to: URL(fileURLWithPath: file))
+        return file
+    }
+
+    func denoiseArguments(cluster: String, output: String) -> [String] {
+        [
+            "denoise", "--cluster", cluster, "--method", "pspc-square", "--patch-size", "5", "--t", "1.09", "--input",
+            "\(work)/q/z.npy",
+            "--output", output, "--batch-size", "25",
+        ]
+    }
+
+    /// Runs a denoise in the background, applies `fault` to worker `victim` once a fraction of the fault-free
+    /// duration has passed, and returns the finished process's result.
+    func runWithFault(cluster: String, output: String, faultAfter seconds: Double, fault: () -> Void) throws -> (
+        Int32, String
+    ) {
+        let process = Process()
+        process.executableURL = CommandRunner.binary
+        process.arguments = denoiseArguments(cluster: cluster, output: output)
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        Thread.sleep(forTimeInterval: seconds)
+        XCTAssertTrue(process.isRunning, "the run ended before the fault: make it longer")
+        fault()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: stderr, as: UTF8.self))
+    }
+
+    func timed(_ body: () throws -> Void) rethrows -> Double {
+        let start = Date()
+        try body()
+        return Date().timeIntervalSince(start)
+    }
+
+    func testKilledWorkerWithReplicationTwoChangesNothing() throws {
+        let cluster = try startWorkers(3, replication: 2, deadline: 60)
+        let duration = try timed {
+            try CommandRunner.succeed(denoiseArguments(cluster: cluster, output: "\(work)/clean.npy"))
+        }
+        let (status, stderr) = try runWithFault(
+            cluster: cluster, output: "\(work)/faulted.npy", faultAfter: duration * 0.4
+        ) {
+            kill(workers[1].processIdentifier, SIGKILL)
+        }
+        XCTAssertEqual(status, 0, stderr)
+        XCTAssertTrue(stderr.contains("is down"), "the coordinator should report the failover: \(stderr)")
+        XCTAssertEqual(
+            try Data(contentsOf: URL(fileURLWithPath: "\(work)/faulted.npy")),
+            try Data(contentsOf: URL(fileURLWithPath: "\(work)/clean.npy")), "output differs after a worker died")
+    }
+
+    func testStoppedWorkerHitsTheDeadlineAndTheReplicaAnswers() throws {
+        let cluster = try startWorkers(3, replication: 2, deadline: 2)
+        let duration = try timed {
+            try CommandRunner.succeed(denoiseArguments(cluster: cluster, output: "\(work)/clean.npy"))
+        }
+        let (status, stderr) = try runWithFault(
+            cluster: cluster, output: "\(work)/stopped.npy", faultAfter: duration * 0.4
+        ) {
+            kill(workers[0].processIdentifier, SIGSTOP)
+        }
+        XCTAssertEqual(status, 0, stderr)
+        XCTAssertTrue(stderr.contains("did not answer within 2"), "the deadline should fire: \(stderr)")
+        XCTAssertEqual(
+            try Data(contentsOf: URL(fileURLWithPath: "\(work)/stopped.npy")),
+            try Data(contentsOf: URL(fileURLWithPath: "\(work)/clean.npy")), "output differs after a worker hung")
+    }
+
+    func testKilledWorkerWithoutReplicaNamesLostShardsAndWritesNothing() throws {
+        let cluster = try startWorkers(3, replication: 1, deadline: 60)
+        let duration = try timed {
+            try CommandRunner.succeed(denoiseArguments(cluster: cluster, output: "\(work)/clean.npy"))
+        }
+        let (status, stderr) = try runWithFault(
+            cluster: cluster, output: "\(work)/lost.npy", faultAfter: duration * 0.4
+        ) {
+            kill(workers[2].processIdentifier, SIGKILL)
+        }
+        XCTAssertNotEqual(status, 0)
+        // Worker 2 of 3 with replication 1 holds shards 2 and 5.
+        XCTAssertTrue(stderr.contains("pspc: error: shards lost: 2, 5"), stderr)
+        XCTAssertFalse(
+            FileManager.default.fileExists(atPath: "\(work)/lost.npy"), "an output was written despite lost shards")
+    }
+}

@@ -1,0 +1,465 @@
+#!/usr/bin/env bash
+# Tests of the launchers under deploy/: the local and ssh launchers and the Slurm batch script each run a
+# real cluster on this host and must reproduce the in-process result; the Kubernetes manifests are validated
+# against the API schemas (strict) and the systemd unit with systemd-analyze. Installs what is missing
+# (apt-get, pip), prints one PASS/FAIL line per check and `N passed, M failed`, exits non-zero on a failure,
+# and stops every process it started, whatever happens.
+#   PSPC_BIN=path   use this pspc binary instead of building one (`swift build -c release --product pspc`)
+#   KEEP=1          keep the work directory (logs, outputs)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+cd "$root"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/pspc-test-deploy.XXXXXX")"
+mkdir -p "$work/logs" "$work/pids" "$work/tmp"
+: >"$work/results"
+: >"$work/timings"
+# PASS/FAIL lines go to the terminal (fd 3) while each part's own output goes to its log.
+exec 3>&1
+
+pass() {
+    echo "PASS $*" | tee -a "$work/results" >&3
+}
+fail() {
+    echo "FAIL $*" | tee -a "$work/results" >&3
+}
+
+# Every daemon or launcher a part starts in the background records its pid in $work/pids/NAME, and
+# stop_pid stops it (TERM, KILL after 10 s); cleanup stops whatever is left.
+stop_pid() {
+    local file="$work/pids/$1" pid n=0
+    [ -f "$file" ] || return 0
+    pid="$(cat "$file")"
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        while kill -0 "$pid" 2>/dev/null && [ "$n" -lt 100 ]; do
+            sleep 0.1
+            n=$((n + 1))
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$file"
+}
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    local file
+    # Slurm daemons first (their jobs' workers go with them), munged last.
+    for file in slurmctld slurmd sshd local-term; do stop_pid "$file"; done
+    for file in "$work"/pids/*; do
+        [ -e "$file" ] || continue
+        [ "$(basename "$file")" = munged ] && continue
+        stop_pid "$(basename "$file")"
+    done
+    stop_pid munged
+    # Any worker still serving this run's dataset was started by this run.
+    pkill -KILL -f -- "--data $work/data" 2>/dev/null || true
+    if [ "${KEEP:-0}" = 1 ]; then
+        echo "work directory kept: $work" >&3
+    else
+        rm -rf "$work"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# Runs part NAME (function part_NAME) in a subshell with errexit, its output in logs/NAME.log; an unexpected
+# error fails the part and shows the end of its log.
+run_part() {
+    local name=$1 start status
+    start="$(now)"
+    echo "== $name" >&3
+    set +e
+    (
+        set -e
+        "part_$name"
+    ) >"$work/logs/$name.log" 2>&1
+    status=$?
+    set -e
+    if [ "$status" -ne 0 ]; then
+        fail "$name: stopped by an error (exit $status); end of its log:"
+        tail -n 25 "$work/logs/$name.log" | tr '\r' '\n' | grep -v '^ *$' | tail -n 15 | sed 's/^/    /' >&3
+    fi
+    local took
+    took="$(elapsed "$start")"
+    echo "   ($name: $took s)" >&3
+    printf '%-12s %8s s\n' "$name" "$took" >>"$work/timings"
+    return 0
+}
+
+apt_updated=0
+# Installs the Debian packages that are not installed yet.
+apt_ensure() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -gt 0 ] || return 0
+    if [ "$apt_updated" -eq 0 ]; then
+        apt-get update -q
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# compare LABEL OUT: OUT must equal the in-process reference (same shape, max abs diff <= 1e-5).
+compare() {
+    local label=$1 out=$2 verdict
+    if [ ! -f "$out" ]; then
+        fail "$label: no output $out"
+        return 0
+    fi
+    if verdict="$(python3 - "$work/ref.npy" "$out" <<'PY'
+import sys
+import numpy as np
+ref, out = np.load(sys.argv[1]), np.load(sys.argv[2])
+if ref.shape != out.shape:
+    print(f"shape {out.shape}, reference {ref.shape}")
+    sys.exit(1)
+diff = float(np.max(np.abs(ref.astype(np.float64) - out.astype(np.float64))))
+print(f"max abs diff {diff:.3g} over {out.shape}")
+sys.exit(0 if diff <= 1e-5 else 1)
+PY
+    )"; then
+        pass "$label: output equals the in-process reference ($verdict)"
+    else
+        fail "$label: output differs from the in-process reference ($verdict)"
+    fi
+}
+
+# no_workers_left LABEL: no process serving this run's dataset is left, 15 s after the launcher ended.
+no_workers_left() {
+    local label=$1 n=0
+    while pgrep -f -- "--data $work/data" >/dev/null && [ "$n" -lt 150 ]; do
+        sleep 0.1
+        n=$((n + 1))
+    done
+    if pgrep -af -- "--data $work/data"; then
+        fail "$label: workers still running after the launcher ended"
+    else
+        pass "$label: every worker stopped"
+    fi
+}
+
+denoise_args=(denoise --method pspc-square --patch-size 7 --t 1.09 --input "$work/q/z.npy")
+
+part_setup() {
+    apt_ensure dataset-fashion-mnist
+    python3 -c 'import numpy' 2>/dev/null || python3 -m pip install -q numpy
+    if [ -n "${PSPC_BIN:-}" ]; then
+        cp "$PSPC_BIN" "$work/pspc"
+    else
+        swift build -c release --product pspc
+        # A copy, so that a rebuild in this tree during the test does not swap the binary under it.
+        cp "$(swift build -c release --show-bin-path)/pspc" "$work/pspc"
+    fi
+    "$work/pspc" ingest --source fashion-mnist:train --limit 1000 --shards 7 --out "$work/data"
+    "$work/pspc" queries --source fashion-mnist:test --t 1.09 --count 16 --out "$work/q"
+    "$work/pspc" "${denoise_args[@]}" --data "$work/data" --output "$work/ref.npy"
+    pass "setup: built pspc, ingested 1000 images as 7 shards, 16 queries at t = 1.09, in-process reference"
+}
+
+part_lint() {
+    local scripts=(deploy/local/run.sh deploy/ssh/run.sh deploy/slurm/pspc.sbatch scripts/test-deploy.sh)
+    local s ok=1
+    for s in "${scripts[@]}"; do bash -n "$s" || ok=0; done
+    if apt_ensure shellcheck && command -v shellcheck >/dev/null; then
+        if shellcheck -S warning "${scripts[@]}"; then
+            pass "lint: bash -n and shellcheck (warnings and errors) clean on the launchers and this script"
+        else
+            fail "lint: shellcheck reports warnings (see logs/lint.log)"
+        fi
+    elif [ "$ok" -eq 1 ]; then
+        pass "lint: bash -n clean (shellcheck not available)"
+    fi
+    [ "$ok" -eq 1 ] || fail "lint: bash -n finds syntax errors"
+}
+
+part_local() {
+    TMPDIR="$work/tmp" deploy/local/run.sh --workers 3 --replication 2 --data "$work/data" --pspc "$work/pspc" \
+        -- "${denoise_args[@]}" --output "$work/local.npy"
+    compare "local (3 workers, replication 2)" "$work/local.npy"
+    no_workers_left "local"
+
+    # A long job stopped by SIGTERM once its workers serve: the launcher must end and take its workers along.
+    TMPDIR="$work/tmp" deploy/local/run.sh --workers 2 --data "$work/data" --pspc "$work/pspc" \
+        --keep "$work/local-term" -- sample --method empirical --steps 400 --count 64 --out "$work/local-samples" \
+        >"$work/logs/local-term.log" 2>&1 &
+    echo $! >"$work/pids/local-term"
+    local n=0
+    until [ -s "$work/local-term/cluster.json" ] || [ "$n" -ge 300 ]; do
+        sleep 0.1
+        n=$((n + 1))
+    done
+    sleep 1
+    local start
+    start="$(now)"
+    kill -TERM "$(cat "$work/pids/local-term")"
+    local status=0
+    wait "$(cat "$work/pids/local-term")" || status=$?
+    rm -f "$work/pids/local-term"
+    if [ "$status" -eq 143 ]; then
+        pass "local: SIGTERM ends the launcher (exit 143) in $(elapsed "$start") s"
+    else
+        fail "local: SIGTERM to the launcher gave exit $status, not 143"
+    fi
+    no_workers_left "local after SIGTERM"
+}
+
+part_slurm() {
+    apt_ensure slurm-wlm munge
+    local d="$work/slurm"
+    mkdir -p "$d/state" "$d/spool"
+    # munged: reuse a running one, else start one (stopped by cleanup).
+    if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
+        install -d -o munge -g munge /run/munge
+        runuser -u munge -- munged
+        local n=0
+        until [ -s /run/munge/munged.pid ] || [ "$n" -ge 50 ]; do
+            sleep 0.1
+            n=$((n + 1))
+        done
+        cp /run/munge/munged.pid "$work/pids/munged"
+    fi
+    local node
+    node="$(slurmd -C | head -n 1)"
+    cat >"$d/slurm.conf" <<EOF
+ClusterName=pspctest
+SlurmctldHost=$(hostname -s)
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort=$(free_port)
+SlurmdPort=$(free_port)
+AuthType=auth/munge
+CredType=cred/munge
+StateSaveLocation=$d/state
+SlurmdSpoolDir=$d/spool
+SlurmctldPidFile=$d/slurmctld.pid
+SlurmdPidFile=$d/slurmd.pid
+SlurmctldLogFile=$d/slurmctld.log
+SlurmdLogFile=$d/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+JobCompType=jobcomp/none
+AccountingStorageType=accounting_storage/none
+MpiDefault=none
+ReturnToService=2
+$node State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+EOF
+    export SLURM_CONF="$d/slurm.conf"
+    slurmctld
+    slurmd
+    n=0
+    until [ -s "$d/slurmctld.pid" ] && [ -s "$d/slurmd.pid" ] || [ "$n" -ge 100 ]; do
+        sleep 0.1
+        n=$((n + 1))
+    done
+    cp "$d/slurmctld.pid" "$work/pids/slurmctld"
+    cp "$d/slurmd.pid" "$work/pids/slurmd"
+    n=0
+    until [ "$(sinfo -h -o %T 2>/dev/null)" = idle ]; do
+        [ "$n" -lt 60 ] || { cat "$d/slurmctld.log" "$d/slurmd.log"; false; }
+        sleep 1
+        n=$((n + 1))
+    done
+    pass "slurm: slurmctld and slurmd up, node idle ($(sinfo -h -o '%N %c CPUs'))"
+
+    # 3 tasks on a 2-core node: --overcommit.
+    local status=0
+    (cd "$work" && PSPC="$work/pspc" PSPC_DATA="$work/data" PSPC_REPLICATION=2 \
+        timeout 300 sbatch --wait --ntasks=3 --overcommit --output="$d/job-%j.out" \
+        "$root/deploy/slurm/pspc.sbatch" "${denoise_args[@]}" --output "$work/slurm.npy") || status=$?
+    cat "$d"/job-*.out
+    if [ "$status" -eq 0 ]; then
+        pass "slurm: sbatch --wait --ntasks=3 deploy/slurm/pspc.sbatch ended with status 0"
+    else
+        fail "slurm: the batch job ended with status $status"
+    fi
+    compare "slurm (3 tasks, replication 2)" "$work/slurm.npy"
+    no_workers_left "slurm"
+    if ls -d "$work"/.pspc-* >/dev/null 2>&1; then
+        fail "slurm: the shared directory was left behind"
+    else
+        pass "slurm: the shared directory was removed"
+    fi
+    stop_pid slurmctld
+    stop_pid slurmd
+    stop_pid munged
+}
+
+part_kubernetes() {
+    python3 -m kubernetes_validate --version >/dev/null 2>&1 || python3 -m pip install -q kubernetes-validate
+    local dir=deploy/kubernetes f ok=1
+    for f in "$dir"/*.yaml; do
+        [ "$(basename "$f")" = kustomization.yaml ] && continue
+        if python3 -m kubernetes_validate --strict "$f"; then
+            pass "kubernetes: $f is valid (kubernetes-validate --strict)"
+        else
+            fail "kubernetes: $f does not validate"
+            ok=0
+        fi
+    done
+    if command -v kubectl >/dev/null; then
+        if kubectl kustomize "$dir" >"$work/kustomized.yaml" &&
+            python3 -m kubernetes_validate --strict "$work/kustomized.yaml"; then
+            pass "kubernetes: kubectl kustomize $dir builds, and its output is valid (strict)"
+        else
+            fail "kubernetes: kubectl kustomize $dir fails or its output does not validate"
+        fi
+    fi
+    # The settings that must agree, and the shell snippets the pods run.
+    if python3 - "$dir" <<'PY'; then
+import json, shlex, subprocess, sys, yaml
+d = sys.argv[1]
+docs = {}
+for name in ["configmap", "statefulset", "job", "service", "kustomization"]:
+    for doc in yaml.safe_load_all(open(f"{d}/{name}.yaml")):
+        docs[(doc["kind"], doc["metadata"]["name"] if "metadata" in doc else name)] = doc
+settings = docs[("ConfigMap", "pspc-settings")]["data"]
+cluster = json.loads(docs[("ConfigMap", "pspc-cluster")]["data"]["cluster.json"])
+sts = docs[("StatefulSet", "pspc-worker")]
+n = sts["spec"]["replicas"]
+expected = [f"pspc-worker-{i}.pspc-workers:7070" for i in range(n)]
+problems = []
+if int(settings["PSPC_WORKERS"]) != n:
+    problems.append(f"PSPC_WORKERS {settings['PSPC_WORKERS']} != replicas {n}")
+if cluster["workers"] != expected:
+    problems.append(f"cluster.json workers {cluster['workers']} != {expected}")
+if cluster.get("replication") != int(settings["PSPC_REPLICATION"]):
+    problems.append("cluster.json replication != PSPC_REPLICATION")
+if sts["spec"]["serviceName"] != "pspc-workers" or sts["metadata"]["name"] != "pspc-worker":
+    problems.append("StatefulSet names do not give pspc-worker-I.pspc-workers")
+worker = sts["spec"]["template"]["spec"]["containers"][0]
+script = worker["args"][0]
+if "--listen 0.0.0.0:7070" not in script or "${HOSTNAME##*-}" not in script:
+    problems.append("worker command lacks --listen 0.0.0.0:7070 or the ordinal from the hostname")
+for shell, code in [("sh", script), ("bash", docs[("Job", "pspc-denoise")]["spec"]["template"]["spec"]["initContainers"][0]["args"][0])]:
+    r = subprocess.run([shell, "-n", "-c", code], capture_output=True, text=True)
+    if r.returncode != 0:
+        problems.append(f"{shell} -n: {r.stderr.strip()}")
+# The placement the worker command gives pod 2 of 3.
+out = subprocess.run(["sh", "-c", script.replace("exec pspc", "echo pspc")],
+                     env={"HOSTNAME": "pspc-worker-2", "PSPC_DATA": "/data", "PSPC_WORKERS": str(n),
+                          "PSPC_REPLICATION": settings["PSPC_REPLICATION"], "PSPC_THREADS": "4"},
+                     capture_output=True, text=True).stdout
+if f"--placement 2/{n}/{settings['PSPC_REPLICATION']}" not in out:
+    problems.append(f"pod pspc-worker-2 would run: {out.strip()}")
+print("\n".join(problems) or f"consistent: {n} workers, replication {settings['PSPC_REPLICATION']}; {out.strip()}")
+sys.exit(1 if problems else 0)
+PY
+        pass "kubernetes: replicas, PSPC_WORKERS and cluster.json agree; pod scripts parse; pod 2 gets placement 2/N/R"
+    else
+        fail "kubernetes: manifests disagree (see logs/kubernetes.log)"
+    fi
+    [ "$ok" -eq 1 ]
+}
+
+part_ssh() {
+    apt_ensure openssh-server openssh-client
+    local d="$work/ssh"
+    mkdir -p "$d"
+    chmod 700 "$d"
+    install -d /run/sshd
+    ssh-keygen -q -t ed25519 -N '' -f "$d/host_key"
+    ssh-keygen -q -t ed25519 -N '' -f "$d/client_key"
+    cp "$d/client_key.pub" "$d/authorized_keys"
+    local port
+    port="$(free_port)"
+    cat >"$d/sshd_config" <<EOF
+Port $port
+ListenAddress 127.0.0.1
+HostKey $d/host_key
+AuthorizedKeysFile $d/authorized_keys
+PidFile $d/sshd.pid
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin prohibit-password
+EOF
+    /usr/sbin/sshd -D -f "$d/sshd_config" -E "$d/sshd.log" &
+    echo $! >"$work/pids/sshd"
+    export PSPC_SSH_OPTS="-p $port -i $d/client_key -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no \
+-o BatchMode=yes -o LogLevel=ERROR"
+    local n=0
+    # shellcheck disable=SC2086 # PSPC_SSH_OPTS is a list of options.
+    until ssh $PSPC_SSH_OPTS localhost true 2>/dev/null; do
+        [ "$n" -lt 50 ] || { cat "$d/sshd.log"; false; }
+        sleep 0.2
+        n=$((n + 1))
+    done
+    pass "ssh: sshd on 127.0.0.1:$port accepts the test key"
+
+    printf 'localhost:%s\nlocalhost:%s\n' "$(free_port)" "$(free_port)" >"$d/hosts"
+    cat "$d/hosts"
+    deploy/ssh/run.sh --hosts "$d/hosts" --replication 2 --data "$work/data" --pspc "$work/pspc" \
+        --local-pspc "$work/pspc" -- "${denoise_args[@]}" --output "$work/ssh.npy"
+    compare "ssh (2 workers on localhost, replication 2)" "$work/ssh.npy"
+    no_workers_left "ssh"
+    stop_pid sshd
+}
+
+part_systemd() {
+    local unit=deploy/systemd/pspc-worker@.service
+    if command -v systemd-analyze >/dev/null; then
+        # As instance 0, with ExecStart on the pspc just built (verify checks that the command exists).
+        mkdir -p "$work/systemd"
+        sed "s|/usr/local/bin/pspc|$work/pspc|" "$unit" >"$work/systemd/pspc-worker@.service"
+        local out status=0
+        out="$(cd "$work/systemd" && systemd-analyze verify --man=no ./pspc-worker@0.service 2>&1)" || status=$?
+        echo "$out"
+        if [ "$status" -eq 0 ] && [ -z "$out" ]; then
+            pass "systemd: systemd-analyze verify pspc-worker@0.service: no errors or warnings"
+        else
+            fail "systemd: systemd-analyze verify (exit $status): $out"
+        fi
+    else
+        # No systemd-analyze: sections and Key=Value lines only.
+        if awk '/^[[:space:]]*(#|;|$)/ { next } /^\[(Unit|Service|Install)\]$/ { next } /^[A-Za-z]+=/ { next }
+                { print "line " NR ": " $0; bad = 1 } END { exit bad }' "$unit"; then
+            pass "systemd: syntax check (sections, Key=Value lines; systemd-analyze not available)"
+        else
+            fail "systemd: syntax errors in $unit"
+        fi
+    fi
+    local key
+    for key in DATA COUNT REPLICATION TOKEN_FILE LISTEN; do
+        grep -q "^$key=" deploy/systemd/worker.env.example || fail "systemd: worker.env.example lacks $key"
+        grep -q "\${$key}" "$unit" || fail "systemd: the unit does not use \${$key}"
+    done
+}
+
+total_start="$(now)"
+run_part setup
+if ! grep -q '^PASS setup' "$work/results"; then
+    echo "setup failed: no reference to compare with, stopping here" >&3
+else
+    run_part lint
+    run_part local
+    run_part slurm
+    run_part kubernetes
+    run_part ssh
+    run_part systemd
+fi
+
+echo "== timings" >&3
+cat "$work/timings" >&3
+printf '%-12s %8s s\n' total "$(elapsed "$total_start")" >&3
+passed="$(grep -c '^PASS' "$work/results" || true)"
+failed="$(grep -c '^FAIL' "$work/results" || true)"
+echo "$passed passed, $failed failed" >&3
+[ "$failed" -eq 0 ]
