@@ -445,15 +445,15 @@ part_systemd() {
 
 total_start="$(now)"
 run_part setup
-if ! grep -q '^PASS setup' "$work/results"; then
-    echo "setup failed: no reference to compare with, stopping here" >&3
-else
-    run_part lint
+run_part lint
+run_part kubernetes
+if grep -q '^PASS setup' "$work/results"; then
     run_part local
     run_part slurm
-    run_part kubernetes
     run_part ssh
     run_part systemd
+else
+    for name in local slurm ssh systemd; do fail "$name: not run (setup failed: no pspc binary or no reference)"; done
 fi
 
 echo "== timings" >&3

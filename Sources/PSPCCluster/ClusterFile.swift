@@ -1,14 +1,21 @@
 import Foundation
+import Yams
 
-/// The coordinator's description of a cluster (`--cluster FILE`, JSON):
-/// `{"workers": ["host:port", ...], "tokenFile": "...", "replication": 2, "deadlineSeconds": 120,
-///   "inFlightPerWorker": 2}`. Shard placement comes from what each worker reports at the handshake.
+/// The coordinator's description of a cluster (`--cluster FILE`, YAML or JSON):
+/// ```
+/// workers: [node1:7070, node2:7070, node3:7070]
+/// tokenFile: token          # relative to this file, or absolute
+/// deadlineSeconds: 120      # a worker slower than this on one request is skipped for its replica
+/// retrySeconds: 5           # how often a worker that failed is tried again
+/// ```
+/// Shard placement comes from what each worker reports at the handshake.
 public struct ClusterFile: Codable, Sendable, Equatable {
     public var workers: [String]
     public var tokenFile: String
     public var replication: Int?
     public var deadlineSeconds: Double?
     public var inFlightPerWorker: Int?
+    public var retrySeconds: Double?
 
     public init(
         workers: [String], tokenFile: String, replication: Int? = nil, deadlineSeconds: Double? = nil,
@@ -27,7 +34,8 @@ public struct ClusterFile: Codable, Sendable, Equatable {
         }
         let file: ClusterFile
         do {
-            file = try JSONDecoder().decode(ClusterFile.self, from: data)
+            // YAML 1.2 reads JSON too.
+            file = try YAMLDecoder().decode(ClusterFile.self, from: data)
         } catch {
             throw ClusterError.invalidConfiguration("\(path): not a valid cluster file (\(error))")
         }

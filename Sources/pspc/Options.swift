@@ -70,6 +70,7 @@ struct EngineOptions: ParsableArguments {
         var addresses: [HostPort]
         var tokenFile: String
         var deadline = self.deadline ?? 300
+        var retry = 5.0
         var source = "cluster"
         if let localWorkers {
             let manifest = try Manifest.read(directory: data!)
@@ -85,12 +86,14 @@ struct EngineOptions: ParsableArguments {
             addresses = try file.workers.map { try HostPort($0) }
             tokenFile = file.tokenFile
             deadline = self.deadline ?? file.deadlineSeconds ?? 300
+            retry = file.retrySeconds ?? retry
             if let data, let manifest = try? Manifest.read(directory: data) { source = manifest.source }
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         do {
             let connected = try await Cluster.connect(
-                to: addresses, token: try readClusterToken(tokenFile), group: group, deadline: deadline, log: note)
+                to: addresses, token: try readClusterToken(tokenFile), group: group, deadline: deadline,
+                retryInterval: retry, log: note)
             let engine = try DenoisingEngine(
                 sources: connected.sources(), batchSize: batchSize, concurrentSources: true,
                 batchesInFlight: batchesInFlight)

@@ -31,33 +31,51 @@ final class FaultToleranceTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: work)
     }
 
-    /// Starts `n` workers with placement i/n/r and writes a cluster file naming them.
-    func startWorkers(_ n: Int, replication: Int, deadline: Double) throws -> String {
-        var addresses: [String] = []
-        for i in 0..<n {
-            let process = Process()
-            process.executableURL = CommandRunner.binary
-            process.arguments = [
-                "worker", "--listen", "127.0.0.1:0", "--data", "\(work)/data", "--placement",
-                "\(i)/\(n)/\(replication)",
-                "--token-file", "\(work)/token", "--threads", "1",
-            ]
-            let out = Pipe()
-            process.standardOutput = out
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            workers.append(process)
-            var line = Data()
-            while let byte = try out.fileHandleForReading.read(upToCount: 1), !byte.isEmpty, byte != Data([10]) {
-                line += byte
-            }
-            let text = String(decoding: line, as: UTF8.self)
-            XCTAssertTrue(text.hasPrefix("pspc worker listening on "), text)
-            addresses.append(String(text.dropFirst("pspc worker listening on ".count)))
+    var addresses: [String] = []
+
+    /// Starts worker `i` of `n` (placement i/n/r) listening on `address` and returns the address it announced.
+    func startWorker(_ i: Int, of n: Int, replication: Int, address: String = "127.0.0.1:0") throws -> String {
+        let process = Process()
+        process.executableURL = CommandRunner.binary
+        process.arguments = [
+            "worker", "--listen", address, "--data", "\(work)/data", "--placement", "\(i)/\(n)/\(replication)",
+            "--token-file", "\(work)/token", "--threads", "1",
+        ]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        workers.append(process)
+        var line = Data()
+        while let byte = try out.fileHandleForReading.read(upToCount: 1), !byte.isEmpty, byte != Data([10]) {
+            line += byte
         }
-        let file = "\(work)/cluster-\(n)-\(replication).json"
+        let text = String(decoding: line, as: UTF8.self)
+        XCTAssertTrue(text.hasPrefix("pspc worker listening on "), text)
+        return String(text.dropFirst("pspc worker listening on ".count))
+    }
+
+    /// Starts `n` workers with placement i/n/r and writes a cluster file naming them (YAML when asked).
+    func startWorkers(_ n: Int, replication: Int, deadline: Double, retry: Double = 5, yaml: Bool = false) throws
+        -> String
+    {
+        addresses = try (0..<n).map { try startWorker($0, of: n, replication: replication) }
+        let file = "\(work)/cluster-\(n)-\(replication).\(yaml ? "yaml" : "json")"
+        if yaml {
+            let text = """
+                # written by FaultToleranceTests
+                workers:
+                \(addresses.map { "  - \($0)" }.joined(separator: "\n"))
+                tokenFile: token
+                deadlineSeconds: \(deadline)
+                retrySeconds: \(retry)
+
+                """
+            try Data(text.utf8).write(to: URL(fileURLWithPath: file))
+            return file
+        }
         let json = try JSONSerialization.data(withJSONObject: [
-            "workers": addresses, "tokenFile": "token", "deadlineSeconds": deadline,
+            "workers": addresses, "tokenFile": "token", "deadlineSeconds": deadline, "retrySeconds": retry,
         ])
         try json.write(to: URL(fileURLWithPath: file))
         return file
@@ -129,6 +147,28 @@ final class FaultToleranceTests: XCTestCase {
         XCTAssertEqual(
             try Data(contentsOf: URL(fileURLWithPath: "\(work)/stopped.npy")),
             try Data(contentsOf: URL(fileURLWithPath: "\(work)/clean.npy")), "output differs after a worker hung")
+    }
+
+    func testRestartedWorkerIsTakenBack() throws {
+        let cluster = try startWorkers(3, replication: 2, deadline: 60, retry: 0.3, yaml: true)
+        let duration = try timed {
+            try CommandRunner.succeed(denoiseArguments(cluster: cluster, output: "\(work)/clean.npy"))
+        }
+        let (status, stderr) = try runWithFault(
+            cluster: cluster, output: "\(work)/restarted.npy", faultAfter: duration * 0.25
+        ) {
+            kill(workers[1].processIdentifier, SIGKILL)
+            workers[1].waitUntilExit()
+            // The same worker comes back on the same address.
+            XCTAssertEqual(try? startWorker(1, of: 3, replication: 2, address: addresses[1]), addresses[1])
+        }
+        XCTAssertEqual(status, 0, stderr)
+        XCTAssertTrue(stderr.contains("is down"), stderr)
+        XCTAssertTrue(
+            stderr.contains("worker \(addresses[1]) is back"), "the restarted worker should be used again: \(stderr)")
+        XCTAssertEqual(
+            try Data(contentsOf: URL(fileURLWithPath: "\(work)/restarted.npy")),
+            try Data(contentsOf: URL(fileURLWithPath: "\(work)/clean.npy")))
     }
 
     func testKilledWorkerWithoutReplicaNamesLostShardsAndWritesNothing() throws {
