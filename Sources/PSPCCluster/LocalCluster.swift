@@ -83,7 +83,9 @@ public final class LocalCluster: @unchecked Sendable {
     }
 
     /// A worker prints `pspc worker listening on HOST:PORT` once it serves; anything else is a failed start.
-    static func readAnnouncement(_ handle: FileHandle, worker: Int) throws -> HostPort {
+    static func readAnnouncement(_ handle: FileHandle, worker: Int, prefix: String = "pspc worker listening on ") throws
+        -> HostPort
+    {
         var line = [UInt8]()
         while true {
             let byte = handle.readData(ofLength: 1)
@@ -95,7 +97,6 @@ public final class LocalCluster: @unchecked Sendable {
             line.append(b)
         }
         let text = String(decoding: line, as: UTF8.self)
-        let prefix = "pspc worker listening on "
         guard text.hasPrefix(prefix) else {
             throw ClusterError.workerFailed(worker: "local \(worker)", reason: "unexpected start line '\(text)'")
         }

@@ -12,6 +12,7 @@ struct Denoise: AsyncParsableCommand {
 
     @OptionGroup var engineOptions: EngineOptions
     @OptionGroup var methodOptions: MethodOptions
+    @OptionGroup var networkOptions: NetworkOptions
     @Option(help: "Noise level t > 0 (EDM sigma).") var t: Double
     @Option(help: "Noisy queries z, .npy.") var input: String
     @Option(help: "Where to write D(z, t), .npy.") var output: String
@@ -21,6 +22,7 @@ struct Denoise: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if methodOptions.isNetwork { return try await runNetwork() }
         let context = try await engineOptions.context()
         let shape = context.shape
         let result: DenoisingEngine.Output
@@ -45,6 +47,31 @@ struct Denoise: AsyncParsableCommand {
             note("pspc-flex: every pixel was covered by a mask")
         }
         try QueryFile.write(result.values, shape: shape, to: output)
+        note("wrote \(count) denoised images to \(output)")
+    }
+}
+
+extension Denoise {
+    /// D_theta(z, t) from the network endpoint; the image shape comes from z.npy.
+    func runNetwork() async throws {
+        let array = try NPY.read(path: input)
+        guard array.shape.count == 4 else {
+            throw DataError.invalid("\(input): queries are \(array.shape), expected [B, C, H, W]")
+        }
+        let shape = ImageShape(channels: array.shape[1], height: array.shape[2], width: array.shape[3])
+        let z = try QueryFile.read(input, shape: shape)
+        let count = z.count / shape.dimension
+        let network = try await networkOptions.connect()
+        let values: [Double]
+        do {
+            let bar = ProgressBar("network t=\(t)", total: count, unit: " queries")
+            values = try await network.denoiser.denoise(z, shape: shape, t: t) { bar.update($0) }
+            await network.close()
+        } catch {
+            await network.close()
+            throw error
+        }
+        try QueryFile.write(values, shape: shape, to: output)
         note("wrote \(count) denoised images to \(output)")
     }
 }

@@ -127,7 +127,9 @@ struct MethodOptions: ParsableArguments {
     @Option(help: "cfdm: number of perturbed copies per query.") var copies: Int = 8
     @Option(help: "cfdm: seed of the perturbations.") var seed: UInt64 = 0
 
-    static let names = ["empirical", "pspc-square", "pspc-flex", "gaussian", "cfdm"]
+    static let names = ["empirical", "pspc-square", "pspc-flex", "gaussian", "cfdm", "network"]
+
+    var isNetwork: Bool { method == "network" }
 
     func validate() throws {
         guard Self.names.contains(method) else {
@@ -178,6 +180,8 @@ struct MethodOptions: ParsableArguments {
                 throw PSPCError.invalidArgument("lambda schedule values must be in (0, 1]")
             }
             return .pspcFlex(try loadHeatmaps(shape: shape, lambda: lambdas))
+        case "network":
+            throw PSPCError.invalidArgument("the network is not an engine method")
         default:
             throw PSPCError.invalidArgument("unknown method '\(method)'")
         }
@@ -223,6 +227,61 @@ struct MethodOptions: ParsableArguments {
                 maps: array.asDoubles(), levels: levels, height: h, width: w, levelTimes: times, lambda: lambda)
         } catch let error as PSPCError {
             throw DataError.invalid("\(heatmaps!): \(error.description)")
+        }
+    }
+}
+
+/// The trained network, for `--method network`: a running endpoint, or one pspc starts from a checkpoint.
+struct NetworkOptions: ParsableArguments {
+    @Option(help: "A running network endpoint, HOST:PORT (python -m pspc_net.serve).") var network: String?
+    @Option(help: "Token file of that endpoint.") var networkTokenFile: String?
+    @Option(help: "Start the Python endpoint on this checkpoint (the embedded default).") var localNetwork: String?
+    @Option(help: "Device for --local-network: cpu or cuda.") var networkDevice: String = "cpu"
+
+    func validate() throws {
+        if network != nil && localNetwork != nil {
+            throw ValidationError("give --network or --local-network, not both")
+        }
+        if network != nil && networkTokenFile == nil { throw ValidationError("--network needs --network-token-file") }
+    }
+
+    /// A connected network denoiser and what to stop afterwards.
+    struct Connected {
+        var denoiser: NetworkDenoiser
+        var local: LocalNetwork?
+        var group: EventLoopGroup
+
+        func close() async {
+            denoiser.close()
+            local?.stop()
+            try? await group.shutdownGracefully()
+        }
+    }
+
+    func connect() async throws -> Connected {
+        guard network != nil || localNetwork != nil else {
+            throw ValidationError("--method network needs --network HOST:PORT or --local-network CHECKPOINT")
+        }
+        var local: LocalNetwork?
+        let address: HostPort
+        let token: [UInt8]
+        if let localNetwork {
+            let started = try LocalNetwork.start(checkpoint: localNetwork, device: networkDevice, log: note)
+            local = started
+            address = started.address
+            token = started.token
+        } else {
+            address = try HostPort(network!)
+            token = try readClusterToken(networkTokenFile!)
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        do {
+            let denoiser = try await NetworkDenoiser.connect(to: address, token: token, group: group)
+            return Connected(denoiser: denoiser, local: local, group: group)
+        } catch {
+            local?.stop()
+            try? await group.shutdownGracefully()
+            throw error
         }
     }
 }

@@ -10,6 +10,7 @@ struct Sample: AsyncParsableCommand {
 
     @OptionGroup var engineOptions: EngineOptions
     @OptionGroup var methodOptions: MethodOptions
+    @OptionGroup var networkOptions: NetworkOptions
     @Option(help: "Steps of the EDM grid (t = 80 down to 0.002, then 0).") var steps: Int = 18
     @Option(help: "euler | heun") var solver: EDM.Solver = .euler
     @Option(help: "Seed of the initial noise.") var seed: UInt64 = 0
@@ -22,6 +23,23 @@ struct Sample: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if methodOptions.isNetwork {
+            guard let data = engineOptions.data else {
+                throw ValidationError("--method network needs --data for the image shape")
+            }
+            let manifest = try Manifest.read(directory: data)
+            let network = try await networkOptions.connect()
+            do {
+                try await draw(shape: manifest.shape, source: manifest.source, name: "network") { z, t, progress in
+                    try await network.denoiser.denoise(z, shape: manifest.shape, t: t, progress: progress)
+                }
+                await network.close()
+            } catch {
+                await network.close()
+                throw error
+            }
+            return
+        }
         let context = try await engineOptions.context()
         do {
             try await sample(context)
@@ -33,9 +51,20 @@ struct Sample: AsyncParsableCommand {
     }
 
     func sample(_ context: EngineOptions.Context) async throws {
-        let engine = context.engine
-        let shape = context.shape, dim = shape.dimension
-        let method = try methodOptions.resolve(for: shape)
+        let method = try methodOptions.resolve(for: context.shape)
+        try await draw(shape: context.shape, source: context.source, name: method.name) { z, t, progress in
+            try await context.engine.denoise(z, t: t, method: method, progress: progress).values
+        }
+    }
+
+    /// Integrates the PF-ODE from seeded noise with `denoise`, then writes samples.npy, samples.png, config.json.
+    func draw(
+        shape: ImageShape, source: String, name: String,
+        denoise:
+            @escaping (_ z: [Double], _ t: Double, _ progress: @escaping @Sendable (Int) -> Void) async throws ->
+            [Double]
+    ) async throws {
+        let dim = shape.dimension
         let grid = EDM.grid(steps: steps)
         let noise = NormalNoise(seed: seed)
         var z = [Double](repeating: 0, count: count * dim)
@@ -44,15 +73,15 @@ struct Sample: AsyncParsableCommand {
             for d in 0..<dim { z[i * dim + d] = grid[0] * eps[d] }
         }
         let evaluations = solver == .heun ? 2 * steps - 1 : steps
-        let bar = ProgressBar("sample \(method.name)", total: evaluations * count, unit: " evals")
+        let bar = ProgressBar("sample \(name)", total: evaluations * count, unit: " evals")
         var done = 0
         let samples = try await EDM.sample(
             from: z, grid: grid, solver: solver,
             denoise: { z, t in
                 let base = done
-                let result = try await engine.denoise(z, t: t, method: method) { bar.update(base + $0) }
+                let result = try await denoise(z, t) { bar.update(base + $0) }
                 done += count
-                return result.values
+                return result
             })
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         try QueryFile.write(samples, shape: shape, to: (out as NSString).appendingPathComponent("samples.npy"))
@@ -63,7 +92,7 @@ struct Sample: AsyncParsableCommand {
         try FileIO.writeAtomically(png, to: (out as NSString).appendingPathComponent("samples.png"))
         let config: [String: String] = [
             "command": CommandLine.arguments.joined(separator: " "), "data": engineOptions.data ?? "",
-            "dataset": context.source, "method": method.name, "steps": "\(steps)", "solver": solver.rawValue,
+            "dataset": source, "method": name, "steps": "\(steps)", "solver": solver.rawValue,
             "seed": "\(seed)", "count": "\(count)", "xflip": engineOptions.xflip.rawValue,
         ]
         let encoder = JSONEncoder()
