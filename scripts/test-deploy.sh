@@ -18,6 +18,9 @@ mkdir -p "$work/logs" "$work/pids" "$work/tmp"
 # PASS/FAIL lines go to the terminal (fd 3) while each part's own output goes to its log.
 exec 3>&1
 
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
 pass() {
     echo "PASS $*" | tee -a "$work/results" >&3
 }
@@ -42,12 +45,52 @@ stop_pid() {
     rm -f "$file"
 }
 
+# Cancels the jobs of the test's Slurm cluster (KillWait=5), stops its daemons, then kills any step daemon
+# left in its spool directory.
+slurm_stop() {
+    local conf="$work/slurm/slurm.conf" jobs n=0 pid
+    if [ -f "$work/pids/slurmctld" ] && [ -f "$conf" ]; then
+        jobs="$(SLURM_CONF="$conf" squeue -h -o %i 2>/dev/null || true)"
+        if [ -n "$jobs" ]; then
+            # shellcheck disable=SC2086 # one job id per word
+            SLURM_CONF="$conf" scancel $jobs 2>/dev/null || true
+            while [ -n "$(SLURM_CONF="$conf" squeue -h -o %i 2>/dev/null || true)" ] && [ "$n" -lt 100 ]; do
+                sleep 0.2
+                n=$((n + 1))
+            done
+        fi
+    fi
+    stop_pid slurmctld
+    stop_pid slurmd
+    for pid in $(pgrep -x slurmstepd || true); do
+        case "$(readlink "/proc/$pid/cwd" 2>/dev/null || true)" in
+        "$work"/*) kill -KILL "$pid" 2>/dev/null || true ;;
+        esac
+    done
+}
+
+summary_done=0
+total_start="$(now)"
+# Timings and the closing `N passed, M failed` line (also when interrupted).
+summary() {
+    summary_done=1
+    echo "== timings" >&3
+    cat "$work/timings" >&3
+    printf '%-12s %8s s\n' total "$(elapsed "$total_start")" >&3
+    echo "$(grep -c '^PASS' "$work/results" || true) passed, $(grep -c '^FAIL' "$work/results" || true) failed" >&3
+}
+
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
+    if [ "$summary_done" -eq 0 ]; then
+        if [ "$status" -eq 130 ] || [ "$status" -eq 143 ]; then fail "interrupted (exit $status)"; fi
+        summary
+    fi
     local file
-    # Slurm daemons first (their jobs' workers go with them), munged last.
-    for file in slurmctld slurmd sshd local-term; do stop_pid "$file"; done
+    # Slurm first (its jobs' workers go with it), munged last.
+    slurm_stop
+    for file in sshd local-term; do stop_pid "$file"; done
     for file in "$work"/pids/*; do
         [ -e "$file" ] || continue
         [ "$(basename "$file")" = munged ] && continue
@@ -67,9 +110,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-
 # Runs part NAME (function part_NAME) in a subshell with errexit, its output in logs/NAME.log; an unexpected
 # error fails the part and shows the end of its log.
 run_part() {
@@ -79,10 +119,16 @@ run_part() {
     set +e
     (
         set -e
+        trap 'exit 130' INT
+        trap 'exit 143' TERM
         "part_$name"
     ) >"$work/logs/$name.log" 2>&1
     status=$?
     set -e
+    if [ "$status" -eq 130 ] || [ "$status" -eq 143 ]; then
+        fail "$name: interrupted"
+        exit "$status"
+    fi
     if [ "$status" -ne 0 ]; then
         fail "$name: stopped by an error (exit $status); end of its log:"
         tail -n 25 "$work/logs/$name.log" | tr '\r' '\n' | grep -v '^ *$' | tail -n 15 | sed 's/^/    /' >&3
@@ -138,14 +184,15 @@ PY
     fi
 }
 
-# no_workers_left LABEL: no process serving this run's dataset is left, 15 s after the launcher ended.
+# no_workers_left LABEL [PATTERN]: no process serving this run's dataset (or matching PATTERN) is left, 15 s
+# after the launcher ended.
 no_workers_left() {
-    local label=$1 n=0
-    while pgrep -f -- "--data $work/data" >/dev/null && [ "$n" -lt 150 ]; do
+    local label=$1 pattern=${2:---data $work/data} n=0
+    while pgrep -f -- "$pattern" >/dev/null && [ "$n" -lt 150 ]; do
         sleep 0.1
         n=$((n + 1))
     done
-    if pgrep -af -- "--data $work/data"; then
+    if pgrep -af -- "$pattern"; then
         fail "$label: workers still running after the launcher ended"
     else
         pass "$label: every worker stopped"
@@ -209,6 +256,10 @@ part_local() {
     local status=0
     wait "$(cat "$work/pids/local-term")" || status=$?
     rm -f "$work/pids/local-term"
+    if grep -q 'did not stop within' "$work/logs/local-term.log"; then
+        grep 'did not stop within' "$work/logs/local-term.log"
+        echo "   note: a worker did not exit within 10 s of SIGTERM and was killed (a pspc worker exit hang)" >&3
+    fi
     if [ "$status" -eq 143 ]; then
         pass "local: SIGTERM ends the launcher (exit 143) in $(elapsed "$start") s"
     else
@@ -257,6 +308,7 @@ JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/none
 MpiDefault=none
 ReturnToService=2
+KillWait=5
 $node State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
@@ -278,11 +330,15 @@ EOF
     done
     pass "slurm: slurmctld and slurmd up, node idle ($(sinfo -h -o '%N %c CPUs'))"
 
-    # 3 tasks on a 2-core node: --overcommit.
+    # 3 tasks on a 2-core node: --overcommit. In the background, so that Ctrl-C (which does not reach
+    # timeout's process group) interrupts the wait.
     local status=0
-    (cd "$work" && PSPC="$work/pspc" PSPC_DATA="$work/data" PSPC_REPLICATION=2 \
-        timeout 300 sbatch --wait --ntasks=3 --overcommit --output="$d/job-%j.out" \
-        "$root/deploy/slurm/pspc.sbatch" "${denoise_args[@]}" --output "$work/slurm.npy") || status=$?
+    (cd "$work" && PSPC="$work/pspc" PSPC_DATA="$work/data" PSPC_REPLICATION=2 PSPC_START_TIMEOUT=120 \
+        exec timeout 300 sbatch --wait --ntasks=3 --overcommit --output="$d/job-%j.out" \
+        "$root/deploy/slurm/pspc.sbatch" "${denoise_args[@]}" --output "$work/slurm.npy") &
+    echo $! >"$work/pids/sbatch"
+    wait "$(cat "$work/pids/sbatch")" || status=$?
+    rm -f "$work/pids/sbatch"
     cat "$d"/job-*.out
     if [ "$status" -eq 0 ]; then
         pass "slurm: sbatch --wait --ntasks=3 deploy/slurm/pspc.sbatch ended with status 0"
@@ -296,8 +352,7 @@ EOF
     else
         pass "slurm: the shared directory was removed"
     fi
-    stop_pid slurmctld
-    stop_pid slurmd
+    slurm_stop
     stop_pid munged
 }
 
@@ -409,7 +464,8 @@ EOF
     deploy/ssh/run.sh --hosts "$d/hosts" --replication 2 --data "$work/data" --pspc "$work/pspc" \
         --local-pspc "$work/pspc" -- "${denoise_args[@]}" --output "$work/ssh.npy"
     compare "ssh (2 workers on localhost, replication 2)" "$work/ssh.npy"
-    no_workers_left "ssh"
+    # The remote shells and their stdin watchers name the binary too.
+    no_workers_left "ssh" "$work/pspc"
     stop_pid sshd
 }
 
@@ -443,7 +499,6 @@ part_systemd() {
     done
 }
 
-total_start="$(now)"
 run_part setup
 run_part lint
 run_part kubernetes
@@ -456,10 +511,5 @@ else
     for name in local slurm ssh systemd; do fail "$name: not run (setup failed: no pspc binary or no reference)"; done
 fi
 
-echo "== timings" >&3
-cat "$work/timings" >&3
-printf '%-12s %8s s\n' total "$(elapsed "$total_start")" >&3
-passed="$(grep -c '^PASS' "$work/results" || true)"
-failed="$(grep -c '^FAIL' "$work/results" || true)"
-echo "$passed passed, $failed failed" >&3
-[ "$failed" -eq 0 ]
+summary
+[ "$(grep -c '^FAIL' "$work/results" || true)" -eq 0 ]

@@ -31,7 +31,7 @@ public actor Cluster {
     /// it fails only when some shard has no reachable holder.
     public static func connect(
         to addresses: [HostPort], token: [UInt8], group: EventLoopGroup, deadline: Double = 120,
-        retryInterval: Double = 5, log: @escaping @Sendable (String) -> Void = { _ in }
+        retryInterval: Double = 5, xflip: Bool? = nil, log: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws -> Cluster {
         var peers: [Int: WorkerConnection] = [:]
         var failures: [String] = []
@@ -48,6 +48,23 @@ public actor Cluster {
             throw ClusterError.invalidConfiguration("no worker could be reached: \(failures.joined(separator: "; "))")
         }
         let shape = try ImageShape(wire: first.shape)
+        for (i, connection) in peers {
+            guard let info = connection.peer.info else { continue }
+            guard info.datasetShards == first.datasetShards, info.datasetID == first.datasetID else {
+                throw ClusterError.invalidConfiguration(
+                    "worker \(addresses[i]) serves another dataset (\(info.datasetShards) shards, id \(info.datasetID.prefix(12))) than the others (\(first.datasetShards) shards, id \(first.datasetID.prefix(12)))"
+                )
+            }
+            guard info.xflip == first.xflip else {
+                throw ClusterError.invalidConfiguration(
+                    "workers disagree on x-flip (worker \(addresses[i]): \(info.xflip ? "on" : "off"))")
+            }
+        }
+        if let xflip, xflip != first.xflip {
+            throw ClusterError.invalidConfiguration(
+                "the workers serve the training set with x-flip \(first.xflip ? "on" : "off"), this command asked for \(xflip ? "on" : "off"): start them with the same --xflip"
+            )
+        }
         var counts: [Int: Int] = [:]
         var workerShards = [[Int]](repeating: [], count: addresses.count)
         for (i, connection) in peers {
@@ -64,9 +81,11 @@ public actor Cluster {
                 counts[Int(shard.id)] = Int(shard.count)
             }
         }
-        let shardCount = (counts.keys.max() ?? -1) + 1
+        // The dataset's own shard count, not the highest id seen: shards whose every holder is unreachable
+        // must be noticed, not silently left out.
+        let shardCount = Int(first.datasetShards)
         let missing = (0..<shardCount).filter { counts[$0] == nil }
-        guard missing.isEmpty, shardCount > 0 else {
+        guard missing.isEmpty, shardCount > 0, counts.keys.allSatisfy({ $0 < shardCount }) else {
             throw ClusterError.shardsLost(missing, reason: "no reachable worker holds them")
         }
         var router = ShardRouter(shardCount: shardCount, workerShards: workerShards)

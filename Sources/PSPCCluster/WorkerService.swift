@@ -26,13 +26,17 @@ public final class WorkerService: Sendable {
     public let info: Pspc_V1_WorkerInfo
     public let nodeID: String
     let token: [UInt8]
+    /// Requests being computed or waiting (a worker lets them finish before it exits).
+    public var inFlight: Int { counters.snapshot().0 }
     let maxFrameSize: Int
     let compute = ComputeQueue()
     let counters = Counters()
 
+    /// `datasetShards`, `datasetID` and `xflip` describe the whole dataset the shards come from, so that a
+    /// coordinator can check that its workers agree and notice shards nobody holds.
     public init(
         shards: [HostedShard], shape: ImageShape, token: [UInt8], nodeID: String, threads: Int,
-        maxFrameSize: Int = FrameCodec.defaultMaxFrameSize
+        datasetShards: Int, datasetID: String, xflip: Bool, maxFrameSize: Int = FrameCodec.defaultMaxFrameSize
     ) {
         self.shards = shards.sorted { $0.id < $1.id }
         self.token = token
@@ -49,6 +53,9 @@ public final class WorkerService: Sendable {
             return s
         }
         info.threads = UInt32(threads)
+        info.datasetShards = UInt32(datasetShards)
+        info.datasetID = datasetID
+        info.xflip = xflip
         self.info = info
     }
 

@@ -58,6 +58,10 @@ public struct Manifest: Codable, Sendable, Equatable {
             [UInt8](data) + [10], to: (directory as NSString).appendingPathComponent(Self.fileName))
     }
 
+    /// SHA-256 over the shards' SHA-256s in order: one id for the whole dataset, so workers can tell they
+    /// serve the same one.
+    public var fingerprint: String { Self.sha256Hex(Array(shards.map(\.sha256).joined(separator: "\n").utf8)) }
+
     public static func sha256Hex(_ bytes: [UInt8]) -> String {
         SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
     }

@@ -93,7 +93,7 @@ struct EngineOptions: ParsableArguments {
         do {
             let connected = try await Cluster.connect(
                 to: addresses, token: try readClusterToken(tokenFile), group: group, deadline: deadline,
-                retryInterval: retry, log: note)
+                retryInterval: retry, xflip: xflip == .on, log: note)
             let engine = try DenoisingEngine(
                 sources: connected.sources(), batchSize: batchSize, concurrentSources: true,
                 batchesInFlight: batchesInFlight)

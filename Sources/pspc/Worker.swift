@@ -62,7 +62,8 @@ struct Worker: AsyncParsableCommand {
         let service = WorkerService(
             shards: hosted, shape: manifest.shape, token: token,
             nodeID: "\(ProcessInfo.processInfo.hostName):\(getpid())",
-            threads: threadCount)
+            threads: threadCount, datasetShards: manifest.shards.count, datasetID: manifest.fingerprint,
+            xflip: xflip == .on)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let channel = try await service.bind(host: address.host, port: address.port, group: group)
         let bound = channel.localAddress?.port ?? address.port
@@ -84,8 +85,12 @@ struct Worker: AsyncParsableCommand {
             sources.append(source)
         }
         try await channel.closeFuture.get()
-        try await group.shutdownGracefully()
+        // Let requests already taken finish (their coordinators wait for them), then leave at once: exit()
+        // can hang in OpenBLAS's exit handler waiting for its idle threads, so the process ends with _exit.
+        let drainDeadline = Date().addingTimeInterval(30)
+        while service.inFlight > 0 && Date() < drainDeadline { try await Task.sleep(nanoseconds: 10_000_000) }
         note("pspc worker: stopped")
         _ = sources
+        _exit(0)
     }
 }

@@ -41,7 +41,8 @@ final class ClusterTests: XCTestCase {
             let ids = Placement.shards(forWorker: i, of: n, shardCount: shards.count, replication: replication)
             let service = WorkerService(
                 shards: ids.map { shards[$0] }, shape: ImageShape(channels: 1, height: 28, width: 28),
-                token: token, nodeID: "test-\(i)", threads: 2)
+                token: token, nodeID: "test-\(i)", threads: 2, datasetShards: shards.count,
+                datasetID: "test", xflip: true)
             channels.append(try await service.bind(host: "127.0.0.1", port: 0, group: group))
         }
         return channels
@@ -82,6 +83,30 @@ final class ClusterTests: XCTestCase {
             await cluster.close()
             for channel in channels { try await channel.close() }
         }
+    }
+
+    func testUnheldShardsAndMismatchedSettingsAreRefused() async throws {
+        // Nobody holds shard 6 (the highest): the dataset's shard count says it exists.
+        let service = WorkerService(
+            shards: Array(Self.shards[0..<6]), shape: ImageShape(channels: 1, height: 28, width: 28), token: Self.token,
+            nodeID: "partial", threads: 2, datasetShards: 7, datasetID: "test", xflip: true)
+        let channel = try await service.bind(host: "127.0.0.1", port: 0, group: Self.group)
+        do {
+            _ = try await Cluster.connect(to: Self.addresses([channel]), token: Self.token, group: Self.group)
+            XCTFail("a cluster missing shard 6 was accepted")
+        } catch let error as ClusterError {
+            XCTAssertEqual(error, .shardsLost([6], reason: "no reachable worker holds them"))
+        }
+        // The workers x-flip; a coordinator asking for no x-flip is refused rather than silently served.
+        let full = try await Self.startWorkers(1, replication: 1)
+        do {
+            _ = try await Cluster.connect(to: Self.addresses(full), token: Self.token, group: Self.group, xflip: false)
+            XCTFail("an x-flip mismatch was accepted")
+        } catch let error as ClusterError {
+            XCTAssertTrue(error.description.contains("x-flip on, this command asked for off"), error.description)
+        }
+        try await channel.close()
+        for channel in full { try await channel.close() }
     }
 
     func testWrongTokenIsRefused() async throws {

@@ -102,7 +102,9 @@ cleanup() {
             sleep 0.1
             waited=$((waited + 1))
         done
-        kill -KILL "$pid" 2>/dev/null || true
+        if kill -KILL "$pid" 2>/dev/null; then
+            echo "pspc local: process $pid did not stop within 10 s of SIGTERM; killed" >&2
+        fi
         wait "$pid" 2>/dev/null || true
     done
     if [ -z "$keep" ]; then rm -rf "$dir"; fi

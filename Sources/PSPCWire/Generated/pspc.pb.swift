@@ -561,6 +561,17 @@ public nonisolated struct Pspc_V1_WorkerInfo: Sendable {
 
   public var threads: UInt32 = 0
 
+  /// How many shards the whole dataset has (from its manifest), so a coordinator can tell when some shard
+  /// has no reachable holder at all.
+  public var datasetShards: UInt32 = 0
+
+  /// Fingerprint of the dataset: SHA-256 over its shards' SHA-256s, in order (hex). Workers of one cluster
+  /// must agree.
+  public var datasetID: String = String()
+
+  /// Whether the worker appended x-flipped copies; the coordinator refuses a mismatch with its own setting.
+  public var xflip: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1744,7 +1755,7 @@ nonisolated extension Pspc_V1_ShardInfo: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Pspc_V1_WorkerInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WorkerInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}shape\0\u{3}image_count\0\u{1}shards\0\u{1}threads\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}shape\0\u{3}image_count\0\u{1}shards\0\u{1}threads\0\u{3}dataset_shards\0\u{3}dataset_id\0\u{1}xflip\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1756,6 +1767,9 @@ nonisolated extension Pspc_V1_WorkerInfo: SwiftProtobuf.Message, SwiftProtobuf._
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.imageCount) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.shards) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.threads) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.datasetShards) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.datasetID) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.xflip) }()
       default: break
       }
     }
@@ -1778,6 +1792,15 @@ nonisolated extension Pspc_V1_WorkerInfo: SwiftProtobuf.Message, SwiftProtobuf._
     if self.threads != 0 {
       try visitor.visitSingularUInt32Field(value: self.threads, fieldNumber: 4)
     }
+    if self.datasetShards != 0 {
+      try visitor.visitSingularUInt32Field(value: self.datasetShards, fieldNumber: 5)
+    }
+    if !self.datasetID.isEmpty {
+      try visitor.visitSingularStringField(value: self.datasetID, fieldNumber: 6)
+    }
+    if self.xflip != false {
+      try visitor.visitSingularBoolField(value: self.xflip, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1786,6 +1809,9 @@ nonisolated extension Pspc_V1_WorkerInfo: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.imageCount != rhs.imageCount {return false}
     if lhs.shards != rhs.shards {return false}
     if lhs.threads != rhs.threads {return false}
+    if lhs.datasetShards != rhs.datasetShards {return false}
+    if lhs.datasetID != rhs.datasetID {return false}
+    if lhs.xflip != rhs.xflip {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
