@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates the Python environment for the reference network (scripts/pspc_net) and installs what
-# is missing: torch (CPU build), numpy, protobuf, pytest. Idempotent; a fast no-op when complete.
+# is missing: torch (CPU build), numpy, protobuf, zstandard, pytest. Idempotent; a fast no-op when
+# complete.
 # The venv lives at <repo>/.venv unless PSPC_VENV names another path.
 set -euo pipefail
 
@@ -18,7 +19,8 @@ fi
 missing_packages() {
     "$PY" - <<'PYEOF'
 import importlib
-for pkg, mod in [("torch", "torch"), ("numpy", "numpy"), ("protobuf", "google.protobuf"), ("pytest", "pytest")]:
+for pkg, mod in [("torch", "torch"), ("numpy", "numpy"), ("protobuf", "google.protobuf"), ("zstandard", "zstandard"),
+                 ("pytest", "pytest")]:
     try:
         importlib.import_module(mod)
     except Exception:
@@ -34,7 +36,7 @@ if [[ "$missing" == *torch* ]]; then
     "$PY" -m pip install --quiet torch==2.13.0+cpu || "$PY" -m pip install --quiet torch
 fi
 others=()
-for pkg in numpy protobuf pytest; do
+for pkg in numpy protobuf zstandard pytest; do
     if [[ "$missing" == *"$pkg"* ]]; then
         others+=("$pkg")
     fi
@@ -45,6 +47,6 @@ if ((${#others[@]} > 0)); then
 fi
 
 if [[ -n "$missing" ]]; then
-    "$PY" -c "import torch, numpy, google.protobuf, pytest" \
+    "$PY" -c "import torch, numpy, google.protobuf, zstandard, pytest" \
         || { echo "setup-python: environment at $VENV is incomplete" >&2; exit 1; }
 fi

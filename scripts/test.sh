@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test of the project: installs what is missing, builds in release mode (the exactness tests run a
-# literal float64 reference that is too slow in a debug build), runs the Swift tests, then the Python tests.
+# literal float64 reference that is too slow in a debug build), runs the Swift tests (the multi-process
+# cluster tests included), the Python tests, then the deploy launchers against real Slurm and sshd.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
@@ -29,5 +30,9 @@ echo "== python tests"
 "${PSPC_VENV:-.venv}/bin/python" -m pytest -q scripts/pspc_net/tests 2>&1 | tee .build/pytest.log
 python_count=$(grep -oE "[0-9]+ passed" .build/pytest.log | tail -1 | grep -oE "[0-9]+")
 
+echo "== deploy launchers (local, Slurm, ssh, Kubernetes schemas, systemd)"
+PSPC_BIN="$PWD/.build/release/pspc" scripts/test-deploy.sh 2>&1 | tee .build/test-deploy.log
+deploy_count=$(grep -oE "^[0-9]+ passed, 0 failed" .build/test-deploy.log | tail -1 | grep -oE "^[0-9]+")
+
 echo "swift: $swift_summary"
-echo "total: $((swift_count + python_count)) passed, 0 failed"
+echo "total: $((swift_count + python_count + deploy_count)) passed, 0 failed"

@@ -6,6 +6,11 @@ against (PAPER.md sections 1 and 6). Modules:
 - `model`: a small U-Net and its EDM preconditioning wrapper `EDMPrecond`, `load_checkpoint`.
 - `edm`: EDM time grid, Heun / Euler samplers, training loss.
 - `train`: resumable training loop used by `scripts/train_reference_network.py`.
+- `wire`: the pspc wire protocol (frames, tensors, handshake), byte for byte as Sources/PSPCWire.
+- `adapters`: networks as EDM denoisers D(z, t): EDM checkpoints and pickles, eps-prediction VP nets.
+- `heatmap`: gradient-sensitivity heatmaps and their locality figure (PAPER.md section 4).
+- `serve`: the network endpoint, `python -m pspc_net.serve`; `client`: a Python client of it;
+  `bench`: its throughput next to the network called directly (scripts/bench-network.sh).
 """
 
 from .data import load_fashion_mnist, read_idx_images, to_unit

@@ -8,10 +8,12 @@ Adapters:
 - `edm`: a module called as `net(x, sigma)` that already is an EDM denoiser: our checkpoints
   (`load_checkpoint`, no pickled code) or an NVlabs/edm `network-snapshot-*.pkl`, whose `ema` entry
   unpickles only where NVlabs/edm's `dnnlib` and `torch_utils` are importable (put a clone of that
-  repository on PYTHONPATH). Unpickling runs code from the file: load only pickles you trust.
+  repository on PYTHONPATH). Unpickling runs code from the file: load only pickles you trust. A
+  torch.export archive (`.pt2`) of such a module works too.
 - `vp-eps`: an epsilon-prediction network of a variance-preserving process, `eps(x_vp, timestep)`, as
-  a TorchScript file. The VP state is x_vp = alpha x + sigma_vp eps with alpha^2 + sigma_vp^2 = 1, so
-  x_vp = alpha z with t = sigma_vp / alpha, i.e. alpha = 1 / sqrt(1 + t^2). The network's x-prediction
+  a TorchScript file or a torch.export archive (`.pt2`, batch dimension dynamic). The VP state is
+  x_vp = alpha x + sigma_vp eps with alpha^2 + sigma_vp^2 = 1, so x_vp = alpha z with
+  t = sigma_vp / alpha, i.e. alpha = 1 / sqrt(1 + t^2). The network's x-prediction
   x = (x_vp - sigma_vp eps_hat) / alpha (PAPER.md section 6) is then D(z, t) = z - t eps_hat, with
   eps_hat = eps(z / sqrt(1 + t^2), n(t)). The timestep n(t) inverts the model's discrete schedule
   t_n = sqrt((1 - alphabar_n) / alphabar_n), n = 0..T-1, by linear interpolation in log t (rounded to
@@ -123,6 +125,14 @@ def _shape_of(net: torch.nn.Module, shape: tuple[int, int, int] | None) -> tuple
     raise ValueError("cannot tell the network's image shape: pass --shape C,H,W")
 
 
+def _frozen(net: torch.nn.Module) -> torch.nn.Module:
+    """No parameter gradients: the heatmaps differentiate with respect to z only (and torch.func cannot
+    transform a TorchScript module whose parameters require grad)."""
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
 def load_edm_pickle(path: str) -> torch.nn.Module:
     """The `ema` network of an NVlabs/edm snapshot pickle; needs that repository's code importable."""
     try:
@@ -154,16 +164,22 @@ def load_denoiser(
 ) -> Denoiser:
     """The network at `path` behind `adapter` on `device` (see the module doc for the formats)."""
     device = torch.device(device)
+    if adapter not in ADAPTERS:
+        raise ValueError(f"unknown adapter {adapter!r}, expected one of {ADAPTERS}")
+    if path.endswith(".pt2"):
+        # An exported program is in inference form already (its module refuses eval()).
+        from torch.export.passes import move_to_device_pass
+
+        program = move_to_device_pass(torch.export.load(path), device)
+        net, what = _frozen(program.module()), "torch.export archive"
+    elif adapter == "edm" and path.endswith(".pkl"):
+        net, what = _frozen(load_edm_pickle(path).to(device).eval()), "NVlabs/edm pickle"
+    elif adapter == "edm":
+        net, what = _frozen(load_checkpoint(path).to(device).eval()), "pspc EDM checkpoint"
+    else:
+        net, what = _frozen(torch.jit.load(path, map_location=device).eval()), "TorchScript"
     if adapter == "edm":
-        if path.endswith(".pkl"):
-            net, what = load_edm_pickle(path), "NVlabs/edm pickle"
-        else:
-            net, what = load_checkpoint(path), "pspc EDM checkpoint"
-        net = net.to(device).eval().requires_grad_(False)
         return EDMAdapter(net, _shape_of(net, shape), device, f"edm ({what} {path})")
-    if adapter == "vp-eps":
-        net = torch.jit.load(path, map_location=device).eval()
-        ab = vp_alphas_cumprod(vp_schedule, vp_steps)
-        describe = f"vp-eps (TorchScript {path}, {vp_schedule} schedule, {vp_steps} steps)"
-        return VPEpsAdapter(net, _shape_of(net, shape), device, ab, vp_discrete, describe)
-    raise ValueError(f"unknown adapter {adapter!r}, expected one of {ADAPTERS}")
+    ab = vp_alphas_cumprod(vp_schedule, vp_steps)
+    describe = f"vp-eps ({what} {path}, {vp_schedule} schedule, {vp_steps} steps)"
+    return VPEpsAdapter(net, _shape_of(net, shape), device, ab, vp_discrete, describe)

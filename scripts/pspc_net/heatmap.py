@@ -9,7 +9,8 @@ FlexMasks in Swift reads them; they are not normalised.
 The Jacobian is exact: reverse mode, one vector-Jacobian product per output element, batched over
 output elements with `torch.func.vmap` (the network's batch items are independent, so one product
 gives every sample's row at once). `method="replicate"` computes the same numbers with plain autograd
-on a batch replicated once per output element, for networks `torch.func` cannot transform.
+on a batch replicated once per output element, for networks `torch.func` cannot transform ("auto"
+falls back to it).
 
 Locality: for each output pixel, the side s = 2r + 1 of the smallest square centred on it whose part
 inside the image holds at least a fraction q of the map's mass (q = 0.5, 0.75, 0.95), so s is odd, 1
@@ -102,14 +103,15 @@ def gradient_heatmaps(
     xflip: bool = False,
     batch: int = 256,
     device: str | torch.device = "cpu",
-    method: str = "vmap",
+    method: str = "auto",
     cancelled: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """G(., ., t) as `[H, W, H, W]` float64 over `samples` draws of z (see `draw_samples`).
 
     `images`: uint8 `[N, C, H, W]` on the CPU. `denoise(z, t)` takes float32 z `[B, C, H, W]` and t
     `[B]` on `device`. About `batch` Jacobian rows are computed per pass (samples x output elements),
-    which bounds memory. `cancelled()` is polled between passes; True raises `Cancelled`.
+    which bounds memory. `method`: "vmap", "replicate" or "auto" (vmap, or replicate where vmap fails).
+    `cancelled()` is polled between passes; True raises `Cancelled`.
     """
     if samples < 1:
         raise ValueError("samples must be >= 1")
@@ -129,6 +131,14 @@ def gradient_heatmaps(
             z = block[start : start + chunk].to(device)
             tt = torch.full((z.shape[0],), float(t), dtype=torch.float32, device=device)
             rows = max(1, batch // z.shape[0])
+            if method == "auto":
+                try:
+                    acc += _abs_jacobian_rows(denoise, z, tt, rows, "vmap", check)
+                    method = "vmap"
+                    continue
+                except (RuntimeError, NotImplementedError):
+                    # torch.func cannot transform this network; plain autograd gives the same numbers.
+                    method = "replicate"
             acc += _abs_jacobian_rows(denoise, z, tt, rows, method, check)
     maps = acc.reshape(c, h, w, h, w).sum(dim=0) / samples
     return maps.cpu().numpy()

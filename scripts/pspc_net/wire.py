@@ -52,7 +52,7 @@ CLIENT_LABEL = b"pspc-client"
 MIN_TOKEN_BYTES = 16
 
 _ELEMENT = {pb.DTYPE_FLOAT64: np.dtype("<f8"), pb.DTYPE_FLOAT32: np.dtype("<f4"), pb.DTYPE_UINT8: np.dtype("u1")}
-_DTYPE_OF = {np.dtype("float64"): pb.DTYPE_FLOAT64, np.dtype("float32"): pb.DTYPE_FLOAT32, np.dtype("uint8"): pb.DTYPE_UINT8}
+_DTYPE_OF = {np.dtype(element.str[1:]): dtype for dtype, element in _ELEMENT.items()}
 
 
 # MARK: - Errors

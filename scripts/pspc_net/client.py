@@ -1,0 +1,136 @@
+"""A blocking Python client of the network endpoint (the coordinator's side of the protocol), for tests,
+benchmarks and notebooks. The Swift coordinator is the production client."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+
+from . import wire
+from .proto import pspc_pb2 as pb
+from .wire import WireError
+
+
+class NetworkClient:
+    """One authenticated connection: `denoise`, `heatmap`, `health`; `send` / `receive` for raw frames.
+
+    Raises `WireError` with the peer's code when the endpoint answers with an ErrorReply, and
+    `ConnectionError` when it closes the connection.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        token: bytes,
+        node_id: str = "pspc-python-client",
+        timeout: float | None = 300.0,
+        max_frame_size: int = wire.DEFAULT_MAX_FRAME_SIZE,
+        handshake: bool = True,
+    ):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.max_frame_size = max_frame_size
+        self.decoder = wire.FrameDecoder(max_frame_size)
+        self._next_id = 1
+        self.welcome: pb.Welcome | None = None
+        if handshake:
+            try:
+                self.welcome = self._handshake(token, node_id)
+            except BaseException:
+                self.close()
+                raise
+
+    def __enter__(self) -> "NetworkClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    # MARK: frames
+
+    def send(self, frame: pb.Frame) -> None:
+        self.sock.sendall(wire.encode_frame(frame, self.max_frame_size))
+
+    def send_bytes(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def receive(self) -> pb.Frame | None:
+        """The next frame, or None when the endpoint closed the connection between frames."""
+        while True:
+            frame = self.decoder.next_frame()
+            if frame is not None:
+                return frame
+            data = self.sock.recv(1 << 20)
+            if not data:
+                if self.decoder.pending_bytes:
+                    raise ConnectionError("the endpoint closed the connection inside a frame")
+                return None
+            self.decoder.feed(data)
+
+    def _handshake(self, token: bytes, node_id: str) -> pb.Welcome:
+        client = wire.HandshakeClient(token, node_id=node_id)
+        self.send(client.start())
+        while True:
+            frame = self.receive()
+            if frame is None:
+                raise ConnectionError("the endpoint closed the connection during the handshake")
+            action = client.receive(frame)
+            if action.kind == "fail":
+                if action.frame is not None:
+                    self.send(action.frame)
+                raise action.error or WireError.authentication_failed()
+            if action.frame is not None:
+                self.send(action.frame)
+            if action.kind == "established":
+                return client.welcome
+
+    def call(self, **body) -> pb.Frame:
+        """Sends one request (`call(denoise_request=...)`) and returns its response frame."""
+        rid = self._next_id
+        self._next_id += 1
+        self.send(pb.Frame(request_id=rid, **body))
+        while True:
+            frame = self.receive()
+            if frame is None:
+                raise ConnectionError("the endpoint closed the connection")
+            is_error = frame.WhichOneof("body") == "error"
+            if is_error and frame.request_id in (rid, 0):
+                raise WireError.from_reply(frame.error)
+            if frame.request_id == rid:
+                return frame
+            # Otherwise an answer to an earlier request this caller gave up on.
+
+    # MARK: operations
+
+    def denoise(self, z: np.ndarray, t: np.ndarray | float, compression: str = "auto") -> np.ndarray:
+        """D(z, t): z `[B, C, H, W]` float64 (or float32), t `[B]` or one level for all; the answer as sent
+        (float32 from pspc_net.serve unless it runs with --response-dtype float64)."""
+        z = np.asarray(z)
+        if z.dtype not in (np.float32, np.float64):
+            z = z.astype(np.float64)
+        t = np.broadcast_to(np.asarray(t, dtype=np.float64), (z.shape[0],))
+        request = pb.DenoiseRequest(z=wire.tensor_from_array(z, compression), t=wire.tensor_from_array(t, compression))
+        frame = self.call(denoise_request=request)
+        return wire.array_from_tensor(frame.denoise_response.denoised, "denoise_response.denoised")
+
+    def heatmap(
+        self, t: float, samples: int, seed: int = 0, images: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(maps `[H, W, H, W]`, locality `[3]`); x0 from `images` (uint8 `[N, C, H, W]`) or the endpoint's set."""
+        request = pb.HeatmapRequest(t=t, samples=samples, seed=seed)
+        if images is not None:
+            request.images.CopyFrom(wire.tensor_from_array(np.asarray(images, dtype=np.uint8)))
+        frame = self.call(heatmap_request=request)
+        response = frame.heatmap_response
+        return (
+            wire.array_from_tensor(response.maps, "heatmap_response.maps"),
+            wire.array_from_tensor(response.locality, "heatmap_response.locality"),
+        )
+
+    def health(self) -> pb.HealthResponse:
+        return self.call(health_request=pb.HealthRequest()).health_response
