@@ -35,7 +35,6 @@ struct EngineOptions: ParsableArguments {
         if batchSize < 1 || batchesInFlight < 1 {
             throw ValidationError("--batch-size and --batches-in-flight must be at least 1")
         }
-        if cluster == nil && data == nil { throw ValidationError("--data is required (or --cluster)") }
     }
 
     /// What a command computes with; `close()` stops local workers and connections.
@@ -55,6 +54,7 @@ struct EngineOptions: ParsableArguments {
     }
 
     func context() async throws -> Context {
+        guard cluster != nil || data != nil else { throw ValidationError("--data is required (or --cluster)") }
         if cluster == nil && localWorkers == nil {
             let loading = ProgressBar("load shards", total: 1)
             let (manifest, shards) = try ShardStore.loadShards(
