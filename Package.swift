@@ -84,6 +84,12 @@ let package = Package(
         .testTarget(name: "PSPCClusterTests", dependencies: ["PSPCCluster", "PSPCCore", "PSPCData", "PSPCWire"]),
         .testTarget(name: "pspcTests", dependencies: ["PSPCCore", "PSPCData", "PSPCTestSupport"]),
         // Slow: real worker processes killed, stopped and restarted.
-        .testTarget(name: "ClusterProcessTests", dependencies: ["PSPCCore", "PSPCData", "PSPCTestSupport"]),
+        .testTarget(
+            name: "ClusterProcessTests",
+            dependencies: [
+                "PSPCCore", "PSPCData", "PSPCCluster", "PSPCTestSupport",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
     ]
 )

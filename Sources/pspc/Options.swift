@@ -71,6 +71,7 @@ struct EngineOptions: ParsableArguments {
         var tokenFile: String
         var deadline = self.deadline ?? 300
         var retry = 5.0
+        var expectedReplication: Int?
         var source = "cluster"
         if let localWorkers {
             let manifest = try Manifest.read(directory: data!)
@@ -87,6 +88,7 @@ struct EngineOptions: ParsableArguments {
             tokenFile = file.tokenFile
             deadline = self.deadline ?? file.deadlineSeconds ?? 300
             retry = file.retrySeconds ?? retry
+            expectedReplication = file.replication
             if let data, let manifest = try? Manifest.read(directory: data) { source = manifest.source }
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -94,6 +96,17 @@ struct EngineOptions: ParsableArguments {
             let connected = try await Cluster.connect(
                 to: addresses, token: try readClusterToken(tokenFile), group: group, deadline: deadline,
                 retryInterval: retry, xflip: xflip == .on, log: note)
+            if let wanted = expectedReplication {
+                let holders = await connected.router.holders
+                // A warning, not an error: a worker unreachable at start leaves its shards with fewer holders,
+                // and the run can still be exact while one holder of each shard answers.
+                let short = holders.indices.filter { holders[$0].count < wanted }
+                if !short.isEmpty {
+                    note(
+                        "warning: shards \(short.map(String.init).joined(separator: ", ")) have fewer reachable holders than the replication \(wanted) the cluster file asks for"
+                    )
+                }
+            }
             let engine = try DenoisingEngine(
                 sources: connected.sources(), batchSize: batchSize, concurrentSources: true,
                 batchesInFlight: batchesInFlight)
