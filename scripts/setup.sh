@@ -18,6 +18,12 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The data tests build reference fixtures with python3 and numpy (an independent writer of .npy files).
+if ! python3 -c "import numpy" 2>/dev/null; then
+    echo "setup: installing numpy for python3"
+    python3 -m pip install --quiet numpy
+fi
+
 if ! command -v swift >/dev/null; then
     echo "setup: swift (6.0 or later) is not on PATH; install the toolchain from swift.org" >&2
     exit 1

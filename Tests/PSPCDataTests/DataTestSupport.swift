@@ -30,22 +30,21 @@ enum DataTestSupport {
         do {
             try process.run()
         } catch {
-            throw XCTSkip("cannot start python3: \(error)")
+            throw PythonFailed(status: -1, stderr: "cannot start python3 (scripts/setup.sh installs it): \(error)")
         }
         let stderr = errors.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        if process.terminationStatus == 127 { throw XCTSkip("python3 is not installed") }
+        if process.terminationStatus == 127 {
+            throw PythonFailed(status: 127, stderr: "python3 is not installed (scripts/setup.sh installs it)")
+        }
         guard process.terminationStatus == 0 else {
             throw PythonFailed(status: process.terminationStatus, stderr: String(decoding: stderr, as: UTF8.self))
         }
     }
 
+    /// The fixtures need numpy for python3 (scripts/setup.sh installs it); its absence fails the test.
     static func requireNumpy() throws {
-        do {
-            try runPython("import numpy")
-        } catch is PythonFailed {
-            throw XCTSkip("numpy is not installed for python3")
-        }
+        try runPython("import numpy")
     }
 
     /// Asserts that `expression` throws the DataError case `kind` whose message contains every fragment.
