@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import PSPCCore
+import PSPCData
 import PSPCWire
 
 /// A trained network D_theta served by the Python endpoint (`python -m pspc_net.serve`), reached over the same
@@ -57,6 +58,41 @@ public final class NetworkDenoiser: Sendable {
             progress(start)
         }
         return out
+    }
+
+    /// Gradient-sensitivity maps G(y, x, t) of PAPER.md section 4, averaged over `samples` forward-process
+    /// draws (seeded) from `images` (the endpoint's own training set when nil): `maps` is
+    /// `[H, W, H, W]` (output pixel first), `locality` the mean side of the centred square holding 50 / 75 /
+    /// 95 % of a map's mass.
+    public func heatmap(t: Double, samples: Int, seed: UInt64, images: ImageArray? = nil) async throws
+        -> (maps: [Double], shape: [Int], locality: [Double])
+    {
+        var request = Pspc_V1_HeatmapRequest()
+        request.t = t
+        request.samples = UInt32(samples)
+        request.seed = seed
+        if let images {
+            request.images = Pspc_V1_Tensor(
+                uint8: images.pixels,
+                shape: [images.count, images.shape.channels, images.shape.height, images.shape.width])
+        }
+        let answer = try await connection.call(.heatmapRequest(request), deadline: deadline)
+        guard case .heatmapResponse(let response) = answer else {
+            throw ClusterError.workerFailed(
+                worker: address.description, reason: "answered a heatmap request with \(answer)")
+        }
+        let shape = try response.maps.checkedShape(field: "heatmap_response.maps")
+        guard shape.count == 4, shape[0] == shape[2], shape[1] == shape[3] else {
+            throw ClusterError.workerFailed(
+                worker: address.description, reason: "heatmaps of shape \(shape), expected [H, W, H, W]")
+        }
+        let maps = try response.maps.doubleValues(field: "heatmap_response.maps")
+        let locality = try response.locality.doubleValues(field: "heatmap_response.locality")
+        guard maps.allSatisfy({ $0.isFinite && $0 >= 0 }), locality.count == 3 else {
+            throw ClusterError.workerFailed(
+                worker: address.description, reason: "heatmaps or locality figures out of range")
+        }
+        return (maps, shape, locality)
     }
 
     public func close() { connection.close() }

@@ -49,6 +49,31 @@ final class NetworkEndpointTests: XCTestCase {
             ],
             environment: ["PSPC_PYTHON": python, "PSPC_SCRIPTS": root + "/scripts"])
         XCTAssertTrue(result.stderr.contains("network endpoint"), result.stderr)
+        // Heatmaps from the same endpoint feed pspc-flex.
+        try CommandRunner.succeed(
+            [
+                "heatmap", "--local-network", "\(work)/net.pt", "--grid", "1.09", "--samples", "1", "--out",
+                "\(work)/h.npy",
+            ],
+            environment: ["PSPC_PYTHON": python, "PSPC_SCRIPTS": root + "/scripts"])
+        XCTAssertEqual(try NPY.read(path: "\(work)/h.npy").shape, [1, 28, 28, 28, 28])
+        let locality = try String(contentsOfFile: "\(work)/h.locality.csv", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(locality.count, 2)
+        XCTAssertTrue(locality[1].hasPrefix("1.09,"))
+        try CommandRunner.python(
+            "import numpy as np; np.save('\(work)/z8.npy', (np.random.default_rng(0).standard_normal((2, 1, 28, 28)) * 1.09).astype(np.float32))"
+        )
+        try CommandRunner.succeed([
+            "ingest", "--source", "fashion-mnist:train", "--limit", "200", "--out", "\(work)/data",
+        ])
+        try CommandRunner.succeed(
+            [
+                "denoise", "--data", "\(work)/data", "--method", "pspc-flex", "--heatmaps", "\(work)/h.npy",
+                "--heatmap-times",
+                "\(work)/h.times.json", "--lambda", "0.5", "--t", "1.09", "--input", "\(work)/z8.npy", "--output",
+                "\(work)/flex.npy",
+            ])
+
         let out = try NPY.read(path: "\(work)/out.npy").asDoubles()
         let expected = try NPY.read(path: "\(work)/expected.npy").asDoubles()
         XCTAssertEqual(out.count, expected.count)
