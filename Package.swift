@@ -4,7 +4,7 @@ import PackageDescription
 /// pspc: exact patch-posterior denoisers (PSPC, the optimal empirical denoiser and baselines),
 /// distributed over shards of a training set. Modules are layered by dependency (see DESIGN.md):
 /// system shims -> PSPCKernels (vector C kernels) -> PSPCCore (math, no I/O) -> PSPCData (files),
-/// PSPCWire (protocol, no sockets) -> pspc (command line).
+/// PSPCWire (protocol, no sockets) -> PSPCCluster (SwiftNIO) -> PSPCExperiments (sweeps, reports) -> pspc (command line).
 let package = Package(
     name: "pspc",
     platforms: [.macOS(.v13)],
@@ -58,10 +58,12 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        // Sweeps, calibration, sample comparison and reports: run directories on disk, denoisers passed in.
+        .target(name: "PSPCExperiments", dependencies: ["PSPCCore", "PSPCData"]),
         .executableTarget(
             name: "pspc",
             dependencies: [
-                "PSPCCore", "PSPCData", "PSPCCluster",
+                "PSPCCore", "PSPCData", "PSPCCluster", "PSPCExperiments",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -82,6 +84,7 @@ let package = Package(
         .testTarget(name: "PSPCDataTests", dependencies: ["PSPCData"]),
         .testTarget(name: "PSPCWireTests", dependencies: ["PSPCWire", "PSPCCore"]),
         .testTarget(name: "PSPCClusterTests", dependencies: ["PSPCCluster", "PSPCCore", "PSPCData", "PSPCWire"]),
+        .testTarget(name: "PSPCExperimentsTests", dependencies: ["PSPCExperiments", "PSPCCore", "PSPCData"]),
         .testTarget(name: "pspcTests", dependencies: ["PSPCCore", "PSPCData", "PSPCTestSupport"]),
         // Slow: real worker processes killed, stopped and restarted.
         .testTarget(
