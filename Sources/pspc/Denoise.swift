@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import PSPCCore
 import PSPCData
+import PSPCExperiments
 
 struct Denoise: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -19,6 +20,7 @@ struct Denoise: AsyncParsableCommand {
 
     func validate() throws {
         guard t > 0 && t.isFinite else { throw ValidationError("--t must be positive and finite, got \(t)") }
+        guard methodOptions.method != nil else { throw ValidationError("--method is required") }
     }
 
     func run() async throws {

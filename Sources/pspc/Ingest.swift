@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PSPCData
+import PSPCExperiments
 
 struct Ingest: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

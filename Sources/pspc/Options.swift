@@ -5,6 +5,7 @@ import NIOPosix
 import PSPCCluster
 import PSPCCore
 import PSPCData
+import PSPCExperiments
 
 enum Switch: String, ExpressibleByArgument, CaseIterable {
     case on, off
@@ -122,7 +123,7 @@ struct EngineOptions: ParsableArguments {
 
 /// Which denoiser, and its settings.
 struct MethodOptions: ParsableArguments {
-    @Option(help: "empirical | pspc-square | pspc-flex | gaussian | cfdm") var method: String
+    @Option(help: "empirical | pspc-square | pspc-flex | gaussian | cfdm | network") var method: String?
     @Option(help: "pspc-square: patch side s.") var patchSize: Int?
     @Option(
         help:
@@ -138,13 +139,19 @@ struct MethodOptions: ParsableArguments {
     @Option(help: "pspc-flex: 'cifar10' or a JSON file {\"t\": [...], \"values\": [...]}.") var lambdaSchedule: String?
     @Option(help: "cfdm: smoothing scale of the query perturbations.") var smoothing: Double?
     @Option(help: "cfdm: number of perturbed copies per query.") var copies: Int = 8
-    @Option(help: "cfdm: seed of the perturbations.") var seed: UInt64 = 0
+    @Option(help: "cfdm: seed of the perturbations.") var cfdmSeed: UInt64 = 0
 
     static let names = ["empirical", "pspc-square", "pspc-flex", "gaussian", "cfdm", "network"]
 
     var isNetwork: Bool { method == "network" }
 
     func validate() throws {
+        guard let method else { return }
+        try validate(method)
+    }
+
+    /// Checks that `method` (one of `names`) has the settings it needs.
+    func validate(_ method: String) throws {
         guard Self.names.contains(method) else {
             throw ValidationError("unknown method '\(method)': use one of \(Self.names.joined(separator: ", "))")
         }
@@ -168,16 +175,49 @@ struct MethodOptions: ParsableArguments {
 
     /// The method for images of `shape`.
     func resolve(for shape: ImageShape) throws -> DenoiseMethod {
+        guard let method else { throw ValidationError("--method is required") }
+        return try resolve(method, for: shape)
+    }
+
+    /// One variant per name of `methods` (`network` included), each with this command's settings (for
+    /// `pspc sample --compare`).
+    func variants(_ methods: [String], for shape: ImageShape) throws -> [Variant] {
+        try methods.map { name in
+            try validate(name)
+            if name == "network" { return .network }
+            let method = try resolve(name, for: shape)
+            let param: Variant.Param
+            switch name {
+            case "pspc-square": param = patchSize.map { .patchSize($0) } ?? .schedule
+            case "pspc-flex": param = lambda.map { .lambda($0) } ?? .schedule
+            default: param = .none
+            }
+            return Variant(method: name, param: param, engineMethod: method)
+        }
+    }
+
+    /// This command's method settings, for config.json.
+    var config: [(String, JSONValue)] {
+        [
+            ("patchSize", patchSize.map { .int($0) } ?? .null), ("schedule", schedule.map { .string($0) } ?? .null),
+            ("heatmaps", heatmaps.map { .string($0) } ?? .null),
+            ("heatmapTimes", heatmapTimes.map { .string($0) } ?? .null), ("lambda", lambda.map { .number($0) } ?? .null),
+            ("lambdaSchedule", lambdaSchedule.map { .string($0) } ?? .null),
+            ("cfdm", .object([("smoothing", smoothing.map { .number($0) } ?? .null), ("copies", .int(copies)), ("seed", .int(Int(cfdmSeed)))])),
+        ]
+    }
+
+    private func resolve(_ method: String, for shape: ImageShape) throws -> DenoiseMethod {
         switch method {
         case "empirical": return .empirical
         case "gaussian": return .gaussian
-        case "cfdm": return .cfdm(smoothing: smoothing ?? 0, copies: copies, seed: seed)
+        case "cfdm": return .cfdm(smoothing: smoothing ?? 0, copies: copies, seed: cfdmSeed)
         case "pspc-square":
             if let patchSize {
                 try CropSet.square(patchSize: patchSize).validate(for: shape)
                 return .pspcSquare(.constant(patchSize))
             }
-            let loaded: PatchSchedule = try loadSchedule(schedule!, builtin: .cifar10)
+            let loaded: PatchSchedule = try Self.loadSchedule(schedule!, builtin: .cifar10)
             let side = min(shape.height, shape.width)
             if schedule == "cifar10", loaded.values.contains(where: { $0 > side }) {
                 note(
@@ -188,7 +228,7 @@ struct MethodOptions: ParsableArguments {
             return .pspcSquare(loaded)
         case "pspc-flex":
             let lambdas: LambdaSchedule =
-                try lambda.map { .constant($0) } ?? loadSchedule(lambdaSchedule!, builtin: .cifar10)
+                try lambda.map { .constant($0) } ?? Self.loadSchedule(lambdaSchedule!, builtin: .cifar10)
             guard lambdas.values.allSatisfy({ $0 > 0 && $0 <= 1 }) else {
                 throw PSPCError.invalidArgument("lambda schedule values must be in (0, 1]")
             }
@@ -200,7 +240,7 @@ struct MethodOptions: ParsableArguments {
         }
     }
 
-    private func loadSchedule<V>(_ spec: String, builtin: Schedule<V>) throws -> Schedule<V> {
+    static func loadSchedule<V>(_ spec: String, builtin: Schedule<V>) throws -> Schedule<V> {
         if spec == "cifar10" { return builtin }
         let bytes = try FileIO.read(spec)
         do {
@@ -215,7 +255,15 @@ struct MethodOptions: ParsableArguments {
     }
 
     private func loadHeatmaps(shape: ImageShape, lambda: LambdaSchedule) throws -> FlexMasks {
-        let array = try NPY.read(path: heatmaps!)
+        try Self.loadHeatmaps(heatmaps!, times: heatmapTimes, shape: shape, lambda: lambda)
+    }
+
+    /// PSPC-Flex masks from a heatmap file (`[L, H, W, H, W]` or `[H, W, H, W]`) and its level times (a JSON
+    /// list; default: the EDM grid with L steps, or beside the file as `.times.json` when `pspc heatmap` wrote it).
+    static func loadHeatmaps(_ heatmaps: String, times heatmapTimes: String?, shape: ImageShape, lambda: LambdaSchedule)
+        throws -> FlexMasks
+    {
+        let array = try NPY.read(path: heatmaps)
         let s = array.shape, h = shape.height, w = shape.width
         let levels: Int
         if s == [h, w, h, w] {
@@ -224,11 +272,13 @@ struct MethodOptions: ParsableArguments {
             levels = s[0]
         } else {
             throw DataError.invalid(
-                "\(heatmaps!): heatmaps are \(s), expected [L, \(h), \(w), \(h), \(w)] or [\(h), \(w), \(h), \(w)]")
+                "\(heatmaps): heatmaps are \(s), expected [L, \(h), \(w), \(h), \(w)] or [\(h), \(w), \(h), \(w)]")
         }
         var times = EDM.grid(steps: max(levels, 2))
         if levels == 1 { times = [1] }
-        if let heatmapTimes {
+        let besideFile = (heatmaps.hasSuffix(".npy") ? String(heatmaps.dropLast(4)) : heatmaps) + ".times.json"
+        let timesFile = heatmapTimes ?? (FileManager.default.fileExists(atPath: besideFile) ? besideFile : nil)
+        if let heatmapTimes = timesFile {
             let bytes = try FileIO.read(heatmapTimes)
             guard let decoded = try? JSONDecoder().decode([Double].self, from: Data(bytes)) else {
                 throw DataError.corrupt(path: heatmapTimes, reason: "not a JSON list of numbers")
@@ -239,7 +289,7 @@ struct MethodOptions: ParsableArguments {
             return try FlexMasks(
                 maps: array.asDoubles(), levels: levels, height: h, width: w, levelTimes: times, lambda: lambda)
         } catch let error as PSPCError {
-            throw DataError.invalid("\(heatmaps!): \(error.description)")
+            throw DataError.invalid("\(heatmaps): \(error.description)")
         }
     }
 }

@@ -2,11 +2,18 @@ import ArgumentParser
 import Foundation
 import PSPCCore
 import PSPCData
+import PSPCExperiments
 
 struct Sample: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Draw samples with the PF-ODE on the EDM grid, using any denoiser.",
-        discussion: "Writes samples.npy (float32 [B, C, H, W]), samples.png (a grid) and config.json to --out.")
+        abstract: "Draw samples with the PF-ODE on the EDM grid, using any denoiser, or compare several.",
+        discussion: """
+            Writes samples.npy (float32 [B, C, H, W]), samples.png (a grid) and config.json to --out.
+            With --compare --methods LIST: every method (network included) from the same initial noise with the
+            Euler PF-ODE, written as a run directory (docs/runs.md): samples/<method>.npy, samples.png (a row per
+            method), similarity.csv/json (mean Pearson correlation and L2 between methods' samples); re-run with
+            the same --out to resume.
+            """)
 
     @OptionGroup var engineOptions: EngineOptions
     @OptionGroup var methodOptions: MethodOptions
@@ -16,13 +23,25 @@ struct Sample: AsyncParsableCommand {
     @Option(help: "Seed of the initial noise.") var seed: UInt64 = 0
     @Option(help: "Number of samples.") var count: Int = 16
     @Option(help: "Output directory.") var out: String
+    @Flag(help: "Compare several methods from shared noise (with --methods).") var compare = false
+    @Option(help: "--compare: methods, comma-separated, e.g. network,empirical,gaussian,pspc-square,pspc-flex.")
+    var methods: String?
 
     func validate() throws {
         guard steps >= 2 else { throw ValidationError("--steps must be at least 2") }
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
+        if compare {
+            guard methods != nil else { throw ValidationError("--compare needs --methods") }
+            guard methodOptions.method == nil else { throw ValidationError("--compare takes --methods, not --method") }
+            guard solver == .euler else { throw ValidationError("--compare integrates with Euler (the paper's setting)") }
+        } else {
+            guard methodOptions.method != nil else { throw ValidationError("--method is required (or --compare)") }
+            guard methods == nil else { throw ValidationError("--methods goes with --compare") }
+        }
     }
 
     func run() async throws {
+        if compare { return try await runCompare() }
         if methodOptions.isNetwork {
             guard let data = engineOptions.data else {
                 throw ValidationError("--method network needs --data for the image shape")

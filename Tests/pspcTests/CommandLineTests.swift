@@ -43,7 +43,7 @@ final class CommandLineTests: XCTestCase {
         ("pspc-square-schedule", ["--method", "pspc-square", "--schedule", "cifar10"]),
         ("pspc-flex", ["--method", "pspc-flex", "--heatmaps", "\(work)/heatmaps.npy", "--lambda", "0.3"]),
         ("gaussian", ["--method", "gaussian"]),
-        ("cfdm", ["--method", "cfdm", "--smoothing", "0.1", "--copies", "2", "--seed", "4"]),
+        ("cfdm", ["--method", "cfdm", "--smoothing", "0.1", "--copies", "2", "--cfdm-seed", "4"]),
     ]
 
     func denoise(_ data: String, _ method: [String], output: String, environment: [String: String] = [:]) throws

@@ -2,7 +2,7 @@ import Foundation
 
 /// Progress on standard error: a redrawn bar with rate and ETA on a terminal, plain lines (at most one
 /// every few seconds, and the last) otherwise, so logs stay readable.
-final class ProgressBar: @unchecked Sendable {
+public final class ProgressBar: @unchecked Sendable {
     private let label: String
     private var total: Int
     private let unit: String
@@ -11,14 +11,14 @@ final class ProgressBar: @unchecked Sendable {
     private let interactive = isatty(STDERR_FILENO) != 0
     private let lock = NSLock()
 
-    init(_ label: String, total: Int, unit: String = "") {
+    public init(_ label: String, total: Int, unit: String = "") {
         self.label = label
         self.total = max(total, 1)
         self.unit = unit
     }
 
     /// Reports `done` units finished; `total` replaces the expected total when the caller learns it late.
-    func update(_ done: Int, total newTotal: Int? = nil) {
+    public func update(_ done: Int, total newTotal: Int? = nil) {
         lock.lock()
         defer { lock.unlock() }
         if let newTotal { total = max(newTotal, 1) }
@@ -44,7 +44,7 @@ final class ProgressBar: @unchecked Sendable {
         }
     }
 
-    static func clock(_ seconds: Double) -> String {
+    public static func clock(_ seconds: Double) -> String {
         let s = Int(seconds.rounded())
         return s >= 3600
             ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)

@@ -1,0 +1,109 @@
+import Foundation
+import PSPCCore
+import PSPCData
+
+/// Patch-size and lambda calibration (PAPER.md section 6): at each t, the pspc-square size and the pspc-flex
+/// lambda whose output is closest to the network's (MSE), over one or more sweeps on the same grid.
+public enum Calibration {
+    /// One candidate's error at one t (with several sweeps: their query-weighted mean).
+    public struct Candidate: Sendable, Equatable {
+        public var tIndex: Int
+        public var t: Double
+        public var method: String
+        public var param: Variant.Param
+        public var mseToNetwork: Double
+    }
+
+    /// Which sweeps to use.
+    public enum Selection: String, Sendable, CaseIterable {
+        case forward, reverse, both
+    }
+
+    /// Every numeric pspc-square / pspc-flex candidate of `sweeps` (each `(grid, rows)`), averaged over sweeps.
+    public static func candidates(_ sweeps: [(grid: [Double], rows: [SweepRow])]) throws -> [Candidate] {
+        guard let grid = sweeps.first?.grid else { throw DataError.invalid("calibration needs at least one sweep") }
+        for sweep in sweeps where sweep.grid != grid {
+            throw DataError.invalid("the sweeps' t grids differ (\(sweep.grid.count) and \(grid.count) points); calibrate sweeps of one grid")
+        }
+        // (tIndex, method, param) -> (weighted sum, weight), in first-seen order.
+        var order: [String] = []
+        var sums: [String: (candidate: Candidate, sum: Double, weight: Int)] = [:]
+        for sweep in sweeps {
+            for row in sweep.rows where row.method == "pspc-square" || row.method == "pspc-flex" {
+                switch row.param {
+                case .patchSize, .lambda: break
+                default: continue
+                }
+                let key = "\(row.tIndex)|\(row.method)|\(row.param.text)"
+                if sums[key] == nil {
+                    order.append(key)
+                    sums[key] = (
+                        Candidate(tIndex: row.tIndex, t: row.t, method: row.method, param: row.param, mseToNetwork: 0),
+                        0, 0
+                    )
+                }
+                sums[key]!.sum += row.mseToNetwork * Double(row.queries)
+                sums[key]!.weight += row.queries
+            }
+        }
+        let all = order.map { key -> Candidate in
+            var c = sums[key]!.candidate
+            c.mseToNetwork = sums[key]!.sum / Double(max(sums[key]!.weight, 1))
+            return c
+        }
+        // Candidates present in every sweep only: a size one sweep lacks cannot be compared fairly.
+        let counts = Dictionary(grouping: sweeps.flatMap { s in s.rows.map { "\($0.tIndex)|\($0.method)|\($0.param.text)" } }) {
+            $0
+        }.mapValues(\.count)
+        return all.filter { counts["\($0.tIndex)|\($0.method)|\($0.param.text)"] == sweeps.count }
+            .sorted { ($0.tIndex, $0.method, $0.sortKey) < ($1.tIndex, $1.method, $1.sortKey) }
+    }
+
+    /// The minimiser per (t, method); ties go to the smaller patch or lambda.
+    public static func best(_ candidates: [Candidate]) -> [Candidate] {
+        var best: [Candidate] = []
+        for c in candidates {
+            if let last = best.last, last.tIndex == c.tIndex, last.method == c.method {
+                if c.mseToNetwork < last.mseToNetwork { best[best.count - 1] = c }
+            } else {
+                best.append(c)
+            }
+        }
+        return best
+    }
+
+    /// Writes calibration.csv, best.csv, patch-schedule.json and lambda-schedule.json (for the methods present).
+    public static func write(_ candidates: [Candidate], grid: [Double], to run: RunDirectory) throws -> [Candidate] {
+        var text = "t_index,t,method,param,mse_to_network\n"
+        for c in candidates {
+            text += "\(c.tIndex),\(RunNumber.text(c.t)),\(c.method),\(c.param.text),\(RunNumber.text(c.mseToNetwork))\n"
+        }
+        try run.writeText(text, to: "calibration.csv")
+        let winners = best(candidates)
+        var bestText = "t_index,t,method,best_param,mse_to_network\n"
+        for c in winners {
+            bestText += "\(c.tIndex),\(RunNumber.text(c.t)),\(c.method),\(c.param.text),\(RunNumber.text(c.mseToNetwork))\n"
+        }
+        try run.writeText(bestText, to: "best.csv")
+        for (method, file) in [("pspc-square", "patch-schedule.json"), ("pspc-flex", "lambda-schedule.json")] {
+            let chosen = winners.filter { $0.method == method }
+            guard !chosen.isEmpty else { continue }
+            guard chosen.count == grid.count else {
+                throw DataError.invalid("\(method) was not swept at every t of the grid; cannot write \(file)")
+            }
+            let values: JSONValue = .array(chosen.map { $0.param.json })
+            try run.writeJSON(.object([("t", .doubles(chosen.map(\.t))), ("values", values)]), to: file)
+        }
+        return winners
+    }
+}
+
+extension Calibration.Candidate {
+    var sortKey: Double {
+        switch param {
+        case .patchSize(let s): return Double(s)
+        case .lambda(let l): return l
+        default: return .infinity
+        }
+    }
+}

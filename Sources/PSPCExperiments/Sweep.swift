@@ -1,0 +1,230 @@
+import Foundation
+import PSPCCore
+import PSPCData
+
+/// A denoiser over a batch `[count, C, H, W]` at one t; `progress(done)` after each part of the batch.
+public typealias BatchDenoiser =
+    @Sendable (_ z: [Double], _ t: Double, _ progress: @escaping @Sendable (Int) -> Void) async throws -> [Double]
+
+/// A forward or reverse sweep (PAPER.md section 6): every variant, the network included, evaluated on the
+/// same queries at each t of a grid, and each compared with the network and with x0.
+///
+/// The queries of t_index i are `z/tII.npy`, float32, and every variant sees exactly those values. A
+/// variant's output at t_index i is one unit, `outputs/tII/<slug>.npy`, written atomically when done; a
+/// re-run skips finished units, and the results are computed from the files alone, so a resumed run writes
+/// the same bytes as an uninterrupted one.
+public struct Sweep: Sendable {
+    public enum Kind: String, Sendable {
+        case forward = "sweep-forward"
+        case reverse = "sweep-reverse"
+    }
+
+    public let kind: Kind
+    public let run: RunDirectory
+    public let shape: ImageShape
+    public let grid: [Double]
+    /// The network first, then the methods.
+    public let variants: [Variant]
+
+    public init(kind: Kind, run: RunDirectory, shape: ImageShape, grid: [Double], variants: [Variant]) throws {
+        guard !grid.isEmpty, grid.allSatisfy({ $0 > 0 && $0.isFinite }) else {
+            throw PSPCError.invalidArgument("a sweep needs a grid of positive, finite t")
+        }
+        guard variants.first?.isNetwork == true, variants.dropFirst().allSatisfy({ !$0.isNetwork }) else {
+            throw PSPCError.invalidArgument("a sweep's variants are the network first, then engine methods")
+        }
+        let slugs = variants.map(\.slug)
+        guard Set(slugs).count == slugs.count else {
+            throw PSPCError.invalidArgument("a variant is listed twice (\(slugs.joined(separator: ", ")))")
+        }
+        self.kind = kind
+        self.run = run
+        self.shape = shape
+        self.grid = grid
+        self.variants = variants
+    }
+
+    public static func tName(_ index: Int) -> String { String(format: "t%02d", index) }
+
+    public func queriesFile(_ index: Int) -> String { "z/\(Self.tName(index)).npy" }
+
+    public func outputFile(_ index: Int, _ variant: Variant) -> String {
+        "outputs/\(Self.tName(index))/\(variant.slug).npy"
+    }
+
+    // MARK: Queries
+
+    /// Forward process: x0 (`[N, C, H, W]`) is stored as `x0.npy`, and z = x0 + t eps with eps drawn per
+    /// (seed, query), the same eps at every t (common random numbers make the curves over t smooth).
+    public func writeForwardQueries(x0: [Double], seed: UInt64) throws {
+        let dim = shape.dimension
+        let count = x0.count / dim
+        let x0 = Metrics.storable(x0)
+        try run.writeNPY(Self.npy(x0, count: count, shape: shape), to: "x0.npy")
+        let noise = NormalNoise(seed: seed)
+        let eps = (0..<count).flatMap { noise.normals(stream: UInt64($0), count: dim) }
+        for (i, t) in grid.enumerated() where !FileManager.default.fileExists(atPath: run.file(queriesFile(i))) {
+            var z = x0
+            for j in z.indices { z[j] += t * eps[j] }
+            try run.writeNPY(Self.npy(Metrics.storable(z), count: count, shape: shape), to: queriesFile(i))
+        }
+    }
+
+    /// Reverse process: `count` deterministic Heun trajectories of the network from seeded noise on the grid
+    /// (which must be the EDM grid of the run); the state at each grid t is that t's queries and the final
+    /// sample is x0. One unit: nothing is written until every trajectory has finished.
+    public func writeReverseQueries(
+        count: Int, seed: UInt64, network: BatchDenoiser, progress: @escaping @Sendable (Int) -> Void
+    ) async throws {
+        guard !run.hasPart("trajectories") else { return }
+        let dim = shape.dimension
+        let noise = NormalNoise(seed: seed)
+        var z = (0..<count).flatMap { noise.normals(stream: UInt64($0), count: dim) }.map { $0 * grid[0] }
+        var states: [[Double]] = []
+        let times = grid + [0]
+        var evaluations = 0
+        let tick: @Sendable (Int) -> Void = { _ in }
+        for i in 0..<grid.count {
+            states.append(z)
+            let t = times[i], tNext = times[i + 1]
+            let denoised = try await network(z, t, tick)
+            evaluations += 1
+            progress(evaluations * count)
+            var d = [Double](repeating: 0, count: z.count)
+            for j in z.indices { d[j] = (z[j] - denoised[j]) / t }
+            if tNext > 0 {
+                // EDM's deterministic Heun step (Karras et al. 2022, Algorithm 1 with S_churn = 0).
+                var zNext = z
+                for j in z.indices { zNext[j] = z[j] + (tNext - t) * d[j] }
+                let denoisedNext = try await network(zNext, tNext, tick)
+                evaluations += 1
+                progress(evaluations * count)
+                for j in z.indices {
+                    let dPrime = (zNext[j] - denoisedNext[j]) / tNext
+                    z[j] += (tNext - t) * (0.5 * d[j] + 0.5 * dPrime)
+                }
+            } else {
+                for j in z.indices { z[j] += (tNext - t) * d[j] }
+            }
+        }
+        for (i, state) in states.enumerated() {
+            try run.writeNPY(Self.npy(Metrics.storable(state), count: count, shape: shape), to: queriesFile(i))
+        }
+        try run.writeNPY(Self.npy(Metrics.storable(z), count: count, shape: shape), to: "x0.npy")
+        try run.writePart(Array("done\n".utf8), name: "trajectories")
+    }
+
+    /// Network evaluations a reverse sweep's trajectories take per trajectory (Heun: two per step but the last).
+    public var reverseEvaluations: Int { 2 * grid.count - 1 }
+
+    // MARK: Evaluation
+
+    /// What an `evaluate` call computed: engine-method outputs (queries x variants, the network not counted)
+    /// and the seconds they took.
+    public struct Work: Sendable {
+        public var queryMethods = 0
+        public var seconds = 0.0
+        public var queriesPerSecond: Double { seconds > 0 ? Double(queryMethods) / seconds : 0 }
+    }
+
+    /// Evaluates every unfinished (t, variant) on the stored queries. `progress(done, total)` counts queries
+    /// over all units, finished ones included.
+    public func evaluate(
+        engine: DenoisingEngine?, network: BatchDenoiser, progress: @escaping @Sendable (Int, Int) -> Void
+    ) async throws -> Work {
+        var work = Work()
+        let count = try queryCount()
+        let total = grid.count * variants.count * count
+        var done = 0
+        progress(0, total)
+        for i in grid.indices {
+            let z = try Self.readImages(run.file(queriesFile(i)), shape: shape)
+            for variant in variants {
+                let file = outputFile(i, variant)
+                if FileManager.default.fileExists(atPath: run.file(file)) {
+                    done += count
+                    progress(done, total)
+                    continue
+                }
+                let base = done
+                let report: @Sendable (Int) -> Void = { progress(base + $0, total) }
+                let start = Date()
+                let output: [Double]
+                if let method = variant.engineMethod {
+                    guard let engine else {
+                        throw PSPCError.invalidArgument("\(variant.label) needs the training set (--data or --cluster)")
+                    }
+                    output = try await engine.denoise(z, t: grid[i], method: method, progress: report).values
+                    work.queryMethods += count
+                    work.seconds += Date().timeIntervalSince(start)
+                } else {
+                    output = try await network(z, grid[i], report)
+                }
+                guard output.count == z.count else {
+                    throw PSPCError.shapeMismatch("\(variant.label) returned \(output.count) values for \(z.count)")
+                }
+                if let bad = output.firstIndex(where: { !$0.isFinite }) {
+                    throw PSPCError.nonFiniteInput(
+                        "\(variant.label) returned a non-finite value at t = \(grid[i]) (query \(bad / shape.dimension))")
+                }
+                try run.writeNPY(Self.npy(output, count: count, shape: shape), to: file)
+                done += count
+                progress(done, total)
+            }
+        }
+        return work
+    }
+
+    /// The errors of every variant at every t, from the stored files.
+    public func results() throws -> [SweepRow] {
+        let x0 = try Self.readImages(run.file("x0.npy"), shape: shape)
+        var rows: [SweepRow] = []
+        for i in grid.indices {
+            let reference = try Self.readImages(run.file(outputFile(i, .network)), shape: shape)
+            guard reference.count == x0.count else {
+                throw DataError.invalid("\(run.file(outputFile(i, .network))) does not match x0.npy in size")
+            }
+            for variant in variants {
+                let path = run.file(outputFile(i, variant))
+                let output = try Self.readImages(path, shape: shape)
+                guard output.count == x0.count else { throw DataError.invalid("\(path) does not match x0.npy in size") }
+                rows.append(
+                    SweepRow(
+                        tIndex: i, t: grid[i], method: variant.method, param: variant.param, label: variant.label,
+                        mseToNetwork: Metrics.mse(output, reference), mseToX0: Metrics.mse(output, x0),
+                        queries: x0.count / shape.dimension))
+            }
+        }
+        return rows
+    }
+
+    /// Writes results.csv and results.json; returns the rows.
+    @discardableResult
+    public func writeResults() throws -> [SweepRow] {
+        let rows = try results()
+        try run.writeText(SweepResults.csv(rows), to: "results.csv")
+        try run.writeJSON(SweepResults.json(rows, kind: kind.rawValue, grid: grid), to: "results.json")
+        return rows
+    }
+
+    func queryCount() throws -> Int {
+        let array = try NPY.read(path: run.file(queriesFile(0)))
+        guard let count = array.shape.first else { throw DataError.invalid("\(run.file(queriesFile(0))): no images") }
+        return count
+    }
+
+    // MARK: Arrays
+
+    static func npy(_ values: [Double], count: Int, shape: ImageShape) -> NPYArray {
+        NPYArray(shape: [count, shape.channels, shape.height, shape.width], data: .float32(values.map(Float.init)))
+    }
+
+    /// A `[N, C, H, W]` array of images of `shape`, as float64.
+    public static func readImages(_ path: String, shape: ImageShape) throws -> [Double] {
+        let array = try NPY.read(path: path)
+        guard array.shape.count == 4, Array(array.shape[1...]) == [shape.channels, shape.height, shape.width] else {
+            throw DataError.invalid("\(path): holds \(array.shape), expected [N, \(shape.channels), \(shape.height), \(shape.width)]")
+        }
+        return array.asDoubles()
+    }
+}

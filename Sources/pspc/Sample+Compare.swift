@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import PSPCCore
+import PSPCData
+import PSPCExperiments
+
+extension Sample {
+    /// `pspc sample --compare`: every method from the same noise, then their similarity.
+    func runCompare() async throws {
+        let names = methods!.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        let needsEngine = names.contains { $0 != "network" }
+        let context = needsEngine ? try await engineOptions.context() : nil
+        var network: NetworkOptions.Connected?
+        do {
+            if names.contains("network") { network = try await networkOptions.connect() }
+            let shape: ImageShape
+            if let context {
+                shape = context.shape
+            } else {
+                guard let data = engineOptions.data else { throw ValidationError("--compare needs --data for the image shape") }
+                shape = try Manifest.read(directory: data).shape
+            }
+            let variants = try methodOptions.variants(names, for: shape)
+            let run = RunDirectory(out)
+            try run.prepare(config: config(variants: variants, shape: shape, source: context?.source))
+            let comparison = try SampleComparison(
+                run: run, shape: shape, count: count, seed: seed, steps: steps, variants: variants)
+            let bar = ProgressBar("sample compare", total: variants.count * steps * count, unit: " evals")
+            let denoiser = network.map { connected -> BatchDenoiser in
+                { z, t, progress in try await connected.denoiser.denoise(z, shape: shape, t: t, progress: progress) }
+            }
+            try await comparison.draw(engine: context?.engine, network: denoiser) { done, total in
+                bar.update(done, total: total)
+            }
+            try comparison.writeResults()
+            try run.markComplete()
+            await network?.close()
+            await context?.close()
+        } catch {
+            await network?.close()
+            await context?.close()
+            throw error
+        }
+        note("wrote \(names.count) methods' samples and their similarity to \(out) (samples.png, similarity.csv)")
+        let text = String(decoding: try FileIO.read(RunDirectory(out).file("similarity.csv")), as: UTF8.self)
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+
+    func config(variants: [Variant], shape: ImageShape, source: String?) throws -> JSONValue {
+        var pairs: [(String, JSONValue)] = [
+            ("kind", .string("sample-compare")), ("version", .int(1)),
+            ("command", .string(CommandLine.arguments.joined(separator: " "))),
+            ("methods", .strings(variants.map(\.label))), ("count", .int(count)), ("seed", .int(Int(seed))),
+            ("steps", .int(steps)), ("solver", .string("euler")),
+            ("shape", .ints([shape.channels, shape.height, shape.width])),
+            ("dataset", try datasetConfig(engineOptions)), ("network", networkOptions.config),
+        ]
+        pairs += methodOptions.config
+        return .object(pairs)
+    }
+}
+
+/// The training set a command used, for config.json: its source and fingerprint (which shards, byte for byte).
+func datasetConfig(_ options: EngineOptions) throws -> JSONValue {
+    guard let data = options.data else { return .object([("cluster", .string(options.cluster ?? ""))]) }
+    let manifest = try Manifest.read(directory: data)
+    return .object([
+        ("directory", .string(data)), ("source", .string(manifest.source)), ("images", .int(manifest.count)),
+        ("fingerprint", .string(manifest.fingerprint)), ("xflip", .bool(options.xflip == .on)),
+    ])
+}
+
+extension NetworkOptions {
+    /// Which network served a run, for config.json.
+    var config: JSONValue {
+        if let localNetwork {
+            let digest = (try? FileIO.read(localNetwork)).map { Manifest.sha256Hex($0) } ?? "unreadable"
+            return .object([
+                ("checkpoint", .string(localNetwork)), ("sha256", .string(digest)), ("device", .string(networkDevice)),
+            ])
+        }
+        return network.map { .object([("endpoint", .string($0))]) } ?? .null
+    }
+}
