@@ -1,0 +1,73 @@
+import Foundation
+import PSPCCore
+import PSPCData
+import PSPCExperiments
+import XCTest
+
+final class CalibrationTests: XCTestCase {
+    func row(_ i: Int, _ t: Double, _ method: String, _ param: Variant.Param, _ mse: Double, queries: Int = 10)
+        -> SweepRow
+    {
+        let label = Variant(method: method, param: param, engineMethod: method == "network" ? nil : .empirical).label
+        return SweepRow(
+            tIndex: i, t: t, method: method, param: param, label: label, mseToNetwork: mse, mseToX0: 1, queries: queries)
+    }
+
+    func testPicksTheMinimiserPerTimeWithTiesToTheSmallerSize() throws {
+        let grid = [3.0, 0.3]
+        let rows = [
+            row(0, 3, "network", .none, 0), row(0, 3, "pspc-square", .patchSize(3), 0.5),
+            row(0, 3, "pspc-square", .patchSize(7), 0.2), row(0, 3, "pspc-square", .patchSize(11), 0.2),
+            row(0, 3, "pspc-flex", .lambda(0.5), 0.4), row(0, 3, "pspc-flex", .lambda(0.9), 0.3),
+            row(1, 0.3, "pspc-square", .patchSize(3), 0.01), row(1, 0.3, "pspc-square", .patchSize(7), 0.02),
+            row(1, 0.3, "pspc-square", .patchSize(11), 0.03), row(1, 0.3, "pspc-flex", .lambda(0.5), 0.1),
+            row(1, 0.3, "pspc-flex", .lambda(0.9), 0.2), row(1, 0.3, "empirical", .none, 0.001),
+        ]
+        let best = Calibration.best(try Calibration.candidates([(grid, rows)]))
+        XCTAssertEqual(best.map(\.param), [.lambda(0.9), .patchSize(7), .lambda(0.5), .patchSize(3)])
+        let dir = try Fixture.temporaryDirectory("calibration")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let run = RunDirectory(dir)
+        _ = try Calibration.write(try Calibration.candidates([(grid, rows)]), grid: grid, to: run)
+        // The schedule files are what `--schedule` and `--lambda-schedule` decode.
+        let sizes = try JSONDecoder().decode(PatchSchedule.self, from: Data(try FileIO.read(run.file("patch-schedule.json"))))
+        XCTAssertEqual(sizes.values, [7, 3])
+        XCTAssertEqual(sizes.value(at: 0.29), 3)
+        let lambdas = try JSONDecoder().decode(LambdaSchedule.self, from: Data(try FileIO.read(run.file("lambda-schedule.json"))))
+        XCTAssertEqual(lambdas.values, [0.9, 0.5])
+        let bestCSV = String(decoding: try FileIO.read(run.file("best.csv")), as: UTF8.self)
+        XCTAssertEqual(bestCSV.split(separator: "\n")[2], "0,3.0,pspc-square,7,0.2")
+    }
+
+    /// With forward and reverse sweeps, each candidate's error is the query-weighted mean of the two.
+    func testBothSweepsAreWeightedByQueries() throws {
+        let grid = [1.0]
+        let forward = [row(0, 1, "pspc-square", .patchSize(3), 0.1, queries: 30), row(0, 1, "pspc-square", .patchSize(5), 0.2, queries: 30)]
+        let reverse = [row(0, 1, "pspc-square", .patchSize(3), 0.9, queries: 10), row(0, 1, "pspc-square", .patchSize(5), 0.2, queries: 10)]
+        let candidates = try Calibration.candidates([(grid, forward), (grid, reverse)])
+        XCTAssertEqual(candidates[0].mseToNetwork, (0.1 * 30 + 0.9 * 10) / 40, accuracy: 1e-15)
+        XCTAssertEqual(Calibration.best(candidates)[0].param, .patchSize(5))
+        XCTAssertThrowsError(try Calibration.candidates([(grid, forward), ([2.0], reverse)])) {
+            XCTAssertTrue("\($0)".contains("grids differ"), "\($0)")
+        }
+    }
+
+    func testResultsFilesRoundTripAndDamageIsNamed() throws {
+        let dir = try Fixture.temporaryDirectory("results")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let run = RunDirectory(dir)
+        let rows = [
+            row(0, 80, "network", .none, 0), row(0, 80, "pspc-square", .patchSize(3), 1.0 / 3),
+            row(0, 80, "pspc-flex", .lambda(0.7), 2.0 / 3), row(0, 80, "pspc-square", .schedule, 1e-300),
+        ]
+        try run.writeText(SweepResults.csv(rows), to: "results.csv")
+        XCTAssertEqual(try SweepResults.read(run), rows)
+        let text = SweepResults.csv(rows)
+        try run.writeText(String(text.dropLast(9)), to: "results.csv")
+        XCTAssertThrowsError(try SweepResults.read(run)) {
+            XCTAssertTrue("\($0)".contains("results.csv: corrupt"), "\($0)")
+        }
+        try run.writeText(text.replacingOccurrences(of: "0.3333", with: "x.3333"), to: "results.csv")
+        XCTAssertThrowsError(try SweepResults.read(run)) { XCTAssertTrue("\($0)".contains("line 3"), "\($0)") }
+    }
+}

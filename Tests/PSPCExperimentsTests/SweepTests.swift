@@ -1,0 +1,167 @@
+import Foundation
+import PSPCCore
+import PSPCData
+import PSPCExperiments
+import XCTest
+
+final class SweepTests: XCTestCase {
+    func forwardSweep(_ dir: String, engine: DenoisingEngine, network: @escaping BatchDenoiser = Fixture.network)
+        async throws -> Sweep
+    {
+        let run = RunDirectory(dir)
+        try run.prepare(config: .object([("kind", .string("sweep-forward")), ("grid", .doubles(Fixture.grid))]))
+        let sweep = try Sweep(
+            kind: .forward, run: run, shape: Fixture.shape, grid: Fixture.grid, variants: Fixture.variants)
+        try sweep.writeForwardQueries(x0: Fixture.x0(count: 7), seed: 3)
+        _ = try await sweep.evaluate(engine: engine, network: network) { _, _ in }
+        try sweep.writeResults()
+        return sweep
+    }
+
+    /// The reported MSEs are those of the engine's outputs on the stored queries, rounded as stored.
+    func testResultsAreTheErrorsOfTheEngineOutputs() async throws {
+        let dir = try Fixture.temporaryDirectory("sweep")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let engine = try Fixture.engine()
+        let sweep = try await forwardSweep(dir, engine: engine)
+        let rows = try SweepResults.read(sweep.run)
+        XCTAssertEqual(rows.count, Fixture.grid.count * Fixture.variants.count)
+        let x0 = try Sweep.readImages(sweep.run.file("x0.npy"), shape: Fixture.shape)
+        for (i, t) in Fixture.grid.enumerated() {
+            let z = try Sweep.readImages(sweep.run.file(sweep.queriesFile(i)), shape: Fixture.shape)
+            // z = x0 + t eps: the noise level is the one asked for.
+            let residual = Metrics.mse(z, x0)
+            XCTAssertEqual(residual.squareRoot() / t, 1, accuracy: 0.35, "t = \(t)")
+            let network = Metrics.storable(try await Fixture.network(z, t) { _ in })
+            for variant in Fixture.variants.dropFirst() {
+                let output = Metrics.storable(try await engine.denoise(z, t: t, method: variant.engineMethod!).values)
+                let row = rows.first { $0.tIndex == i && $0.label == variant.label }!
+                XCTAssertEqual(row.mseToNetwork, Metrics.mse(output, network), "\(variant.label) t=\(t)")
+                XCTAssertEqual(row.mseToX0, Metrics.mse(output, x0), "\(variant.label) t=\(t)")
+                XCTAssertEqual(row.queries, 7)
+            }
+            XCTAssertEqual(rows.first { $0.tIndex == i && $0.method == "network" }!.mseToNetwork, 0)
+        }
+        let json = try RunDirectory.readJSON(sweep.run.file("results.json"))
+        XCTAssertEqual(json["rows"]?.array?.count, rows.count)
+        XCTAssertEqual(json["rows"]?.array?[3]["mse_to_network"]?.double, rows[3].mseToNetwork)
+    }
+
+    /// Interrupted after some units and re-run: the results are the same bytes as an uninterrupted run.
+    func testResumeAfterAnInterruptionGivesTheSameBytes() async throws {
+        let whole = try Fixture.temporaryDirectory("whole"), broken = try Fixture.temporaryDirectory("broken")
+        defer {
+            try? FileManager.default.removeItem(atPath: whole)
+            try? FileManager.default.removeItem(atPath: broken)
+        }
+        _ = try await forwardSweep(whole, engine: try Fixture.engine())
+        // The network fails on its third call: t00 and t01 finish, the rest does not.
+        final class Calls: @unchecked Sendable { var count = 0 }
+        let calls = Calls()
+        let failing: BatchDenoiser = { z, t, progress in
+            calls.count += 1
+            if calls.count == 3 { throw InjectedFailure() }
+            return try await Fixture.network(z, t, progress)
+        }
+        do {
+            _ = try await forwardSweep(broken, engine: try Fixture.engine(), network: failing)
+            XCTFail("the injected failure did not stop the sweep")
+        } catch is InjectedFailure {}
+        XCTAssertTrue(FileManager.default.fileExists(atPath: broken + "/outputs/t01/cfdm.npy"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: broken + "/outputs/t02/network.npy"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: broken + "/results.csv"))
+        _ = try await forwardSweep(broken, engine: try Fixture.engine())
+        for file in ["results.csv", "results.json", "x0.npy", "z/t03.npy", "outputs/t04/pspc-square-s5.npy"] {
+            XCTAssertEqual(try FileIO.read(whole + "/" + file), try FileIO.read(broken + "/" + file), file)
+        }
+    }
+
+    /// The training set split into uneven shards gives the same figures (to float32 rounding of outputs).
+    func testResultsDoNotDependOnSharding() async throws {
+        let one = try Fixture.temporaryDirectory("one"), three = try Fixture.temporaryDirectory("three")
+        defer {
+            try? FileManager.default.removeItem(atPath: one)
+            try? FileManager.default.removeItem(atPath: three)
+        }
+        let a = try SweepResults.read(try await forwardSweep(one, engine: try Fixture.engine()).run)
+        let b = try SweepResults.read(
+            try await forwardSweep(three, engine: try Fixture.engine(splits: [0, 1, 31, 60])).run)
+        for (x, y) in zip(a, b) {
+            XCTAssertEqual(x.label, y.label)
+            XCTAssertEqual(x.mseToNetwork, y.mseToNetwork, accuracy: 1e-6 * max(x.mseToNetwork, 1e-3), x.label)
+            XCTAssertEqual(x.mseToX0, y.mseToX0, accuracy: 1e-6 * max(x.mseToX0, 1e-3), x.label)
+        }
+    }
+
+    /// Reverse sweeps evaluate on the network's Heun states: the first is t_max times the seeded noise, the
+    /// last sample is the trajectory's end, and a re-run does not recompute the trajectories.
+    func testReverseQueriesAreTheNetworksHeunStates() async throws {
+        let dir = try Fixture.temporaryDirectory("reverse")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let grid = EDM.grid(steps: 5)
+        let run = RunDirectory(dir)
+        try run.prepare(config: .object([("kind", .string("sweep-reverse"))]))
+        let sweep = try Sweep(kind: .reverse, run: run, shape: Fixture.shape, grid: grid, variants: Fixture.variants)
+        final class Calls: @unchecked Sendable { var count = 0 }
+        let calls = Calls()
+        let counting: BatchDenoiser = { z, t, p in
+            calls.count += 1
+            return try await Fixture.network(z, t, p)
+        }
+        try await sweep.writeReverseQueries(count: 3, seed: 5, network: counting) { _ in }
+        XCTAssertEqual(calls.count, sweep.reverseEvaluations)
+        try await sweep.writeReverseQueries(count: 3, seed: 5, network: counting) { _ in }
+        XCTAssertEqual(calls.count, sweep.reverseEvaluations, "trajectories were recomputed")
+        let first = try Sweep.readImages(run.file(sweep.queriesFile(0)), shape: Fixture.shape)
+        let noise = NormalNoise(seed: 5).normals(stream: 1, count: Fixture.shape.dimension)
+        XCTAssertEqual(first[64], Double(Float(80 * noise[0])))
+        // With D(z, t) = z / (1 + t^2), dz/dt = z t / (1 + t^2): each Heun step multiplies z by a factor.
+        let last = try Sweep.readImages(run.file("x0.npy"), shape: Fixture.shape)
+        var factor = 1.0
+        let times = grid + [0]
+        for i in 0..<grid.count {
+            let t = times[i], tNext = times[i + 1]
+            let d = t / (1 + t * t)
+            if tNext > 0 {
+                let zNext = 1 + (tNext - t) * d
+                let dPrime = zNext * tNext / (1 + tNext * tNext)
+                factor *= 1 + (tNext - t) * 0.5 * (d + dPrime)
+            } else {
+                factor *= 1 + (tNext - t) * d
+            }
+            let state = try Sweep.readImages(run.file(sweep.queriesFile(min(i + 1, grid.count - 1))), shape: Fixture.shape)
+            if i + 1 < grid.count {
+                XCTAssertEqual(state[7], first[7] * factor, accuracy: 1e-5 * abs(first[7] * factor) + 1e-6, "step \(i)")
+            }
+        }
+        XCTAssertEqual(last[7], first[7] * factor, accuracy: 1e-5 * abs(first[7] * factor) + 1e-6)
+        _ = try await sweep.evaluate(engine: try Fixture.engine(), network: Fixture.network) { _, _ in }
+        let rows = try sweep.writeResults()
+        XCTAssertEqual(rows.count, grid.count * Fixture.variants.count)
+        XCTAssertTrue(rows.allSatisfy { $0.mseToX0.isFinite && $0.mseToNetwork.isFinite })
+    }
+
+    func testANonFiniteOutputIsAnErrorNotAResult() async throws {
+        let dir = try Fixture.temporaryDirectory("nan")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let broken: BatchDenoiser = { z, _, _ in z.map { _ in .nan } }
+        do {
+            _ = try await forwardSweep(dir, engine: try Fixture.engine(), network: broken)
+            XCTFail("a NaN network output was accepted")
+        } catch let error as PSPCError {
+            XCTAssertTrue(error.description.contains("network returned a non-finite value"), error.description)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/outputs/t00/network.npy"))
+    }
+
+    func testARunWithADifferentConfigIsRefused() throws {
+        let dir = try Fixture.temporaryDirectory("config")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let run = RunDirectory(dir)
+        XCTAssertFalse(try run.prepare(config: .object([("kind", .string("x")), ("seed", .int(1))])))
+        XCTAssertTrue(try run.prepare(config: .object([("kind", .string("x")), ("seed", .int(1))])))
+        XCTAssertThrowsError(try run.prepare(config: .object([("kind", .string("x")), ("seed", .int(2))]))) {
+            XCTAssertTrue("\($0)".contains("seed: 1 != 2"), "\($0)")
+        }
+    }
+}
