@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates the Python environment for the reference network (scripts/pspc_net) and installs what
-# is missing: torch (CPU build), numpy, protobuf, zstandard, pytest. Idempotent; a fast no-op when
-# complete.
+# is missing: torch (CPU build), numpy, protobuf, zstandard, pytest, matplotlib (the model card's
+# figures). Idempotent; a fast no-op when complete.
 # The venv lives at <repo>/.venv unless PSPC_VENV names another path.
 set -euo pipefail
 
@@ -20,7 +20,7 @@ missing_packages() {
     "$PY" - <<'PYEOF'
 import importlib
 for pkg, mod in [("torch", "torch"), ("numpy", "numpy"), ("protobuf", "google.protobuf"), ("zstandard", "zstandard"),
-                 ("pytest", "pytest")]:
+                 ("pytest", "pytest"), ("matplotlib", "matplotlib")]:
     try:
         importlib.import_module(mod)
     except Exception:
@@ -36,7 +36,7 @@ if [[ "$missing" == *torch* ]]; then
     "$PY" -m pip install --quiet torch==2.13.0+cpu || "$PY" -m pip install --quiet torch
 fi
 others=()
-for pkg in numpy protobuf zstandard pytest; do
+for pkg in numpy protobuf zstandard pytest matplotlib; do
     if [[ "$missing" == *"$pkg"* ]]; then
         others+=("$pkg")
     fi
@@ -47,6 +47,6 @@ if ((${#others[@]} > 0)); then
 fi
 
 if [[ -n "$missing" ]]; then
-    "$PY" -c "import torch, numpy, google.protobuf, zstandard, pytest" \
+    "$PY" -c "import torch, numpy, google.protobuf, zstandard, pytest, matplotlib" \
         || { echo "setup-python: environment at $VENV is incomplete" >&2; exit 1; }
 fi
