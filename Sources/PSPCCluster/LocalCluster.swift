@@ -7,6 +7,8 @@ public final class LocalCluster: @unchecked Sendable {
     public let addresses: [HostPort]
     public let tokenFile: String
     public let processes: [Process]
+    /// Held open for the workers' lifetime: they exit when it closes (`pspc worker --exit-with-parent`).
+    private let lifelines: [Pipe]
     private let directory: String
 
     /// Starts `workers` processes of `binary` (default: this executable) over the dataset `data`.
@@ -34,6 +36,7 @@ public final class LocalCluster: @unchecked Sendable {
         let threads = threadsPerWorker ?? max(1, ProcessInfo.processInfo.activeProcessorCount / workers)
         var processes: [Process] = []
         var addresses: [HostPort] = []
+        var lifelines: [Pipe] = []
         do {
             for i in 0..<workers {
                 let process = Process()
@@ -42,7 +45,12 @@ public final class LocalCluster: @unchecked Sendable {
                     "worker", "--listen", "127.0.0.1:0", "--data", data, "--placement",
                     "\(i)/\(workers)/\(replication)",
                     "--token-file", tokenFile, "--threads", "\(threads)", "--xflip", xflip ? "on" : "off",
+                    "--exit-with-parent",
                 ]
+                // The worker exits when this pipe closes, which the kernel does when this process dies.
+                let lifeline = Pipe()
+                process.standardInput = lifeline
+                lifelines.append(lifeline)
                 let out = Pipe()
                 process.standardOutput = out
                 process.standardError = FileHandle.standardError
@@ -56,13 +64,15 @@ public final class LocalCluster: @unchecked Sendable {
             try? FileManager.default.removeItem(atPath: directory)
             throw error
         }
-        return LocalCluster(addresses: addresses, tokenFile: tokenFile, processes: processes, directory: directory)
+        return LocalCluster(
+            addresses: addresses, tokenFile: tokenFile, processes: processes, lifelines: lifelines, directory: directory)
     }
 
-    private init(addresses: [HostPort], tokenFile: String, processes: [Process], directory: String) {
+    private init(addresses: [HostPort], tokenFile: String, processes: [Process], lifelines: [Pipe], directory: String) {
         self.addresses = addresses
         self.tokenFile = tokenFile
         self.processes = processes
+        self.lifelines = lifelines
         self.directory = directory
     }
 

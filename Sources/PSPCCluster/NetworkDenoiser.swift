@@ -104,6 +104,8 @@ public final class LocalNetwork: @unchecked Sendable {
     public let address: HostPort
     public let token: [UInt8]
     let process: Process
+    /// Held open for the endpoint's lifetime (`--exit-with-parent`).
+    let lifeline: Pipe
     let directory: String
 
     /// `python` and `scripts` default to the project's `.venv/bin/python` and `scripts/` folder found above the
@@ -140,7 +142,7 @@ public final class LocalNetwork: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: python)
         process.arguments = [
             "-m", "pspc_net.serve", "--checkpoint", checkpoint, "--listen", "127.0.0.1:0", "--token-file", tokenFile,
-            "--device", device,
+            "--device", device, "--exit-with-parent",
         ]
         var env = environment
         env["PYTHONPATH"] = scripts + (env["PYTHONPATH"].map { ":" + $0 } ?? "")
@@ -149,12 +151,16 @@ public final class LocalNetwork: @unchecked Sendable {
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.standardError
+        // The endpoint exits when this pipe closes, which the kernel does when this process dies.
+        let lifeline = Pipe()
+        process.standardInput = lifeline
         try process.run()
         do {
             let address = try LocalCluster.readAnnouncement(
                 out.fileHandleForReading, worker: 0, prefix: "pspc network listening on ")
             log("network endpoint (pid \(process.processIdentifier)) listening on \(address)")
-            return LocalNetwork(address: address, token: token, process: process, directory: directory)
+            return LocalNetwork(
+                address: address, token: token, process: process, lifeline: lifeline, directory: directory)
         } catch {
             LocalCluster.terminate([process])
             try? FileManager.default.removeItem(atPath: directory)
@@ -162,10 +168,11 @@ public final class LocalNetwork: @unchecked Sendable {
         }
     }
 
-    private init(address: HostPort, token: [UInt8], process: Process, directory: String) {
+    private init(address: HostPort, token: [UInt8], process: Process, lifeline: Pipe, directory: String) {
         self.address = address
         self.token = token
         self.process = process
+        self.lifeline = lifeline
         self.directory = directory
     }
 

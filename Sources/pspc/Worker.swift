@@ -23,6 +23,8 @@ struct Worker: AsyncParsableCommand {
     @Option(help: "File holding the shared cluster token (at least 16 bytes).") var tokenFile: String
     @Option(help: "Kernel threads (default: all cores).") var threads: Int?
     @Option(help: "Append x-flipped copies of the images, as the coordinator expects.") var xflip: Switch = .on
+    @Flag(help: "Stop when standard input closes: a parent that starts the worker holds it, so a killed parent leaves no worker behind.")
+    var exitWithParent = false
 
     func validate() throws {
         if shards != nil && placement != nil { throw ValidationError("give --shards or --placement, not both") }
@@ -83,6 +85,13 @@ struct Worker: AsyncParsableCommand {
             source.setEventHandler { channel.close(promise: nil) }
             source.resume()
             sources.append(source)
+        }
+        if exitWithParent {
+            // EOF on stdin means the parent is gone (even after SIGKILL): stop as on SIGTERM.
+            Thread.detachNewThread {
+                while !FileHandle.standardInput.availableData.isEmpty {}
+                channel.close(promise: nil)
+            }
         }
         try await channel.closeFuture.get()
         // Let requests already taken finish (their coordinators wait for them), then leave at once: exit()

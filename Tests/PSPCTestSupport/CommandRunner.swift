@@ -75,3 +75,18 @@ public struct CommandRunner {
         XCTAssertEqual(process.terminationStatus, 0, "python fixture failed")
     }
 }
+
+extension CommandRunner {
+    /// Command lines of running processes (from /proc) that contain `text`, this test process excluded.
+    public static func processes(matching text: String) throws -> [String] {
+        var found: [String] = []
+        for entry in try FileManager.default.contentsOfDirectory(atPath: "/proc") {
+            guard let pid = Int32(entry), pid != getpid(),
+                let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"), !data.isEmpty
+            else { continue }
+            let line = String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+            if line.contains(text) { found.append(line) }
+        }
+        return found
+    }
+}

@@ -446,6 +446,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-frame-size", type=int, default=wire.DEFAULT_MAX_FRAME_SIZE)
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder for heatmaps without images")
     p.add_argument("--allow-shutdown", action="store_true", help="let an authenticated peer's Shutdown stop it")
+    p.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop when standard input closes (a parent that starts the endpoint holds it open)",
+    )
     args = p.parse_args(argv)
     if args.batch < 1:
         p.error("--batch must be >= 1")
@@ -472,6 +477,14 @@ async def _serve(args: argparse.Namespace, service: NetworkService, token: bytes
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.stopping.set)
+    if args.exit_with_parent:
+        # EOF on stdin: the parent is gone (even after SIGKILL); stop as on SIGTERM.
+        def watch_parent() -> None:
+            while sys.stdin.buffer.read(4096):
+                pass
+            loop.call_soon_threadsafe(server.stopping.set)
+
+        threading.Thread(target=watch_parent, daemon=True).start()
     host, port = args.listen
     port = await server.start(host, port)
     shown = f"[{host}]" if ":" in host else host

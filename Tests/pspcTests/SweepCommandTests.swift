@@ -1,0 +1,94 @@
+import Foundation
+import PSPCData
+import PSPCTestSupport
+import XCTest
+
+/// `pspc sweep` end to end with real processes: local workers and the Python network endpoint.
+final class SweepCommandTests: XCTestCase {
+    static func mse(_ a: [Double], _ b: [Double]) -> Double {
+        zip(a, b).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) } / Double(a.count)
+    }
+
+    /// The rows of a results.csv, by "t_index|label".
+    static func rows(_ path: String) throws -> [String: [String]] {
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").dropFirst()
+        var rows: [String: [String]] = [:]
+        for line in lines {
+            let f = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            rows["\(f[0])|\(f[4])"] = f
+        }
+        return rows
+    }
+
+    /// The sweep's MSEs equal those of `pspc denoise` outputs on the sweep's own z (1e-6 relative); a sweep
+    /// killed with SIGKILL and re-run writes the same results bytes as an uninterrupted one, and leaves no
+    /// worker or endpoint process behind.
+    func testSweepMatchesDenoiseAndResumesAfterSIGKILL() throws {
+        let work = try CommandRunner.temporaryDirectory("sweep")
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        try NetworkFixture.makeNetwork(at: "\(work)/net.pt")
+        try CommandRunner.succeed(["ingest", "--source", "fashion-mnist:train", "--limit", "300", "--shards", "3", "--out", "\(work)/data"])
+        let env = NetworkFixture.environment
+        func sweep(_ out: String) -> [String] {
+            [
+                "sweep", "forward", "--data", "\(work)/data", "--local-workers", "2", "--local-network", "\(work)/net.pt",
+                "--methods", "empirical,gaussian,pspc-square", "--patch-sizes", "3,7,11", "--grid", "edm:6",
+                "--queries", "24", "--seed", "5", "--out", out,
+            ]
+        }
+        let whole = try CommandRunner.succeed(sweep("\(work)/whole"), environment: env)
+        XCTAssertTrue(whole.stderr.contains("throughput:"), whole.stderr)
+        let rows = try Self.rows("\(work)/whole/results.csv")
+        XCTAssertEqual(rows.count, 6 * 6)
+
+        // Consistency with `pspc denoise` on the stored queries.
+        let times = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(work)/whole/config.json"))) as! [String: Any]
+        let grid = times["grid"] as! [Double]
+        let x0 = try NPY.read(path: "\(work)/whole/x0.npy").asDoubles()
+        for (index, method) in [(1, ["--method", "pspc-square", "--patch-size", "7"]), (3, ["--method", "empirical"]), (4, ["--method", "gaussian"])] {
+            let name = String(format: "t%02d", index)
+            try CommandRunner.succeed(
+                ["denoise", "--data", "\(work)/data", "--t", "\(grid[index])", "--input", "\(work)/whole/z/\(name).npy",
+                 "--output", "\(work)/d.npy"] + method)
+            let output = try NPY.read(path: "\(work)/d.npy").asDoubles()
+            let network = try NPY.read(path: "\(work)/whole/outputs/\(name)/network.npy").asDoubles()
+            let label = method.count == 4 ? "pspc-square s=7" : method[1]
+            let row = rows["\(index)|\(label)"]!
+            XCTAssertEqual(Self.mse(output, network), Double(row[5])!, accuracy: 1e-6 * Double(row[5])!, label)
+            XCTAssertEqual(Self.mse(output, x0), Double(row[6])!, accuracy: 1e-6 * Double(row[6])!, label)
+        }
+
+        // Kill a second run once some units are written, then run it again.
+        let process = Process()
+        process.executableURL = CommandRunner.binary
+        process.arguments = sweep("\(work)/killed")
+        var environment = ProcessInfo.processInfo.environment
+        for (k, v) in env { environment[k] = v }
+        process.environment = environment
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let unit = "\(work)/killed/outputs/t01/empirical.npy"
+        let deadline = Date().addingTimeInterval(120)
+        while !FileManager.default.fileExists(atPath: unit) && Date() < deadline { usleep(20_000) }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        XCTAssertTrue(FileManager.default.fileExists(atPath: unit), "no unit was written before the kill")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(work)/killed/done"), "the sweep finished before the kill")
+        // The killed coordinator's workers and endpoint notice and stop.
+        usleep(3_000_000)
+        let children = try CommandRunner.processes(matching: "\(work)/")
+        XCTAssertEqual(children, [], "processes left behind by the killed sweep")
+        let resumed = try CommandRunner.succeed(sweep("\(work)/killed"), environment: env)
+        XCTAssertTrue(resumed.stderr.contains("resuming"), resumed.stderr)
+        for file in ["results.csv", "results.json", "x0.npy", "z/t05.npy", "outputs/t05/pspc-square-s11.npy"] {
+            XCTAssertEqual(
+                try FileIO.read("\(work)/whole/\(file)"), try FileIO.read("\(work)/killed/\(file)"), "\(file) differs")
+        }
+        // A different setting with the same --out is refused, naming it.
+        var changed = sweep("\(work)/killed")
+        changed[changed.firstIndex(of: "5")!] = "6"
+        let refused = try CommandRunner.run(changed, environment: env)
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertTrue(refused.stderr.contains("different config (seed: 5 != 6)"), refused.stderr)
+    }
+}
