@@ -91,3 +91,39 @@ public struct MaskSet: Sendable, Equatable {
         self.pixelCount = pixelCount
     }
 }
+
+extension MaskSet {
+    /// The rows the kernels read: each mask as listed, or, when it covers more than half of the positions
+    /// (and lists each at most once), as its complement with `complement[k] = 1`, so the work per mask is
+    /// min(|mask|, H W - |mask|).
+    func kernelRows() -> (offsets: [Int], pixels: [Int32], complement: [UInt8]) {
+        var offsets = [0]
+        var pixels: [Int32] = []
+        var complement: [UInt8] = []
+        offsets.reserveCapacity(count + 1)
+        complement.reserveCapacity(count)
+        var covered = [Bool](repeating: false, count: pixelCount)
+        for k in 0..<count {
+            let row = self.pixels[self.offsets[k]..<self.offsets[k + 1]]
+            var distinct = true
+            if row.count * 2 > pixelCount {
+                for q in row {
+                    if covered[Int(q)] { distinct = false }
+                    covered[Int(q)] = true
+                }
+                if distinct {
+                    for q in 0..<pixelCount where !covered[q] { pixels.append(Int32(q)) }
+                }
+                for q in row { covered[Int(q)] = false }
+            }
+            if row.count * 2 > pixelCount && distinct {
+                complement.append(1)
+            } else {
+                pixels += row
+                complement.append(0)
+            }
+            offsets.append(pixels.count)
+        }
+        return (offsets, pixels, complement)
+    }
+}

@@ -109,13 +109,17 @@ public final class InProcessShard: PartialSumSource {
 
     private func withMasks<R>(_ crops: CropSet, _ body: (UnsafePointer<pspc_masks>?) -> R) -> R {
         guard case .masks(let masks) = crops else { return body(nil) }
-        return masks.offsets.withUnsafeBufferPointer { offsets in
-            masks.pixels.withUnsafeBufferPointer { pixels in
+        let rows = masks.kernelRows()
+        return rows.offsets.withUnsafeBufferPointer { offsets in
+            rows.pixels.withUnsafeBufferPointer { pixels in
                 masks.multiplicity.withUnsafeBufferPointer { multiplicity in
-                    var view = pspc_masks(
-                        offsets: offsets.baseAddress, pixels: pixels.baseAddress,
-                        multiplicity: multiplicity.baseAddress, crop_count: masks.count)
-                    return body(&view)
+                    rows.complement.withUnsafeBufferPointer { complement in
+                        var view = pspc_masks(
+                            offsets: offsets.baseAddress, pixels: pixels.baseAddress,
+                            multiplicity: multiplicity.baseAddress, complement: complement.baseAddress,
+                            crop_count: masks.count)
+                        return body(&view)
+                    }
                 }
             }
         }

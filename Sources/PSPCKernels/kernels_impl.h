@@ -28,6 +28,7 @@ static inline vd load(const double *p) {
 }
 static inline void store(double *p, vd v) { memcpy(p, &v, sizeof v); }
 static inline vd select_vd(vl mask, vd a, vd b) { return (vd)(((vl)a & mask) | ((vl)b & ~mask)); }
+static inline vd vmax(vd a, vd b) { return select_vd(a > b, a, b); }
 static inline double hsum(vd v) {
     return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }
@@ -238,9 +239,32 @@ static inline void mask_logits(const pspc_image_tiles *set, const uint8_t *tile,
                                const pspc_masks *masks, double inv_two_t2, vd *e, vd *logits) {
     pixel_sqdist(set, tile, z, e);
     vd ninf = splat(-INFINITY), k = splat(-inv_two_t2);
+    long hw = (long)set->height * set->width;
+    vd t0 = splat(0.0), t1 = t0, t2 = t0, t3 = t0;
+    long q = 0;
+    for (; q + 4 <= hw; q += 4) {
+        t0 += e[q];
+        t1 += e[q + 1];
+        t2 += e[q + 2];
+        t3 += e[q + 3];
+    }
+    for (; q < hw; q++) t0 += e[q];
+    vd total = (t0 + t1) + (t2 + t3);
     for (long c = 0; c < masks->crop_count; c++) {
-        vd d = splat(0.0);
-        for (long j = masks->offsets[c]; j < masks->offsets[c + 1]; j++) d += e[masks->pixels[j]];
+        // Four independent sums: one chain would wait on the adder's latency at every pixel.
+        vd d0 = splat(0.0), d1 = d0, d2 = d0, d3 = d0;
+        long j = masks->offsets[c], end = masks->offsets[c + 1];
+        for (; j + 4 <= end; j += 4) {
+            d0 += e[masks->pixels[j]];
+            d1 += e[masks->pixels[j + 1]];
+            d2 += e[masks->pixels[j + 2]];
+            d3 += e[masks->pixels[j + 3]];
+        }
+        for (; j < end; j++) d0 += e[masks->pixels[j]];
+        vd d = (d0 + d1) + (d2 + d3);
+        // A complemented row: the mask's distance is the whole image's less the uncovered part (clamped: the
+        // difference of two sums may round just below zero).
+        if (masks->complement[c]) d = vmax(total - d, splat(0.0));
         logits[c] = select_vd(valid, d * k, ninf);
     }
 }
@@ -268,10 +292,18 @@ void PSPC_VARIANT(pspc_mask_composite)(const pspc_image_tiles *set, long tile_be
         const uint8_t *tile = set->tiles + t * dim * PSPC_LANES;
         mask_logits(set, tile, lane_mask(set, t), z, masks, inv_two_t2, w.e, w.logits);
         for (long p = 0; p < hw; p++) w.weight[p] = splat(0.0);
+        // Complemented masks add their weight everywhere (`everywhere`) and take it back where they do not reach.
+        vd everywhere = splat(0.0);
         for (long c = 0; c < masks->crop_count; c++) {
             vd wk = vexp(w.logits[c] - splat(log_z[c])) * splat(masks->multiplicity[c]);
-            for (long j = masks->offsets[c]; j < masks->offsets[c + 1]; j++) w.weight[masks->pixels[j]] += wk;
+            if (masks->complement[c]) {
+                everywhere += wk;
+                for (long j = masks->offsets[c]; j < masks->offsets[c + 1]; j++) w.weight[masks->pixels[j]] -= wk;
+            } else {
+                for (long j = masks->offsets[c]; j < masks->offsets[c + 1]; j++) w.weight[masks->pixels[j]] += wk;
+            }
         }
+        for (long p = 0; p < hw; p++) w.weight[p] += everywhere;
         accumulate(set, tile, w.weight, w.acc);
     }
     flush_numerator(w.acc, dim, numerator);

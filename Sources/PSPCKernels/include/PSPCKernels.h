@@ -44,6 +44,9 @@ typedef struct {
     const long *offsets;   ///< [crop_count + 1]
     const int32_t *pixels;
     const double *multiplicity;  ///< [crop_count]: how many output pixels share this mask
+    /// [crop_count]: 1 when mask k's row lists the positions it does NOT cover (its complement), which is
+    /// shorter for masks over half the image: work per mask is min(|mask|, H W - |mask|).
+    const uint8_t *complement;
     long crop_count;
 } pspc_masks;
 
