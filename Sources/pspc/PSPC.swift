@@ -12,7 +12,7 @@ struct PSPC: AsyncParsableCommand {
         abstract:
             "Exact patch-posterior denoisers (PSPC, optimal empirical, Gaussian, CFDM) over a sharded training set.",
         version: "0.1.0",
-        subcommands: [Ingest.self, Queries.self, Denoise.self, Sample.self, Heatmap.self, Grid.self, Worker.self, Info.self]
+        subcommands: [Ingest.self, Queries.self, Denoise.self, Sample.self, Heatmap.self, Grid.self, Report.self, Worker.self, Info.self]
     )
 
     /// Runs the command; errors of pspc's own become one line `pspc: error: ...` and exit status 1.
