@@ -52,6 +52,7 @@ struct Calibrate: AsyncParsableCommand {
                 ("runs", .strings(found.map(\.path))), ("on", .string(on.rawValue)), ("grid", .doubles(sweeps[0].grid)),
             ]), to: "config.json")
         let best = try Calibration.write(candidates, grid: sweeps[0].grid, to: output)
+        _ = try RunFigures.write(for: output)
         try output.markComplete()
         var table = "t        method       best   mse_to_network\n"
         for c in best {

@@ -93,6 +93,7 @@ struct Heatmap: AsyncParsableCommand {
         if isRunDirectory {
             try run.writeText(csv, to: "locality.csv")
             try run.writeJSON(.array(rows), to: "locality.json")
+            _ = try RunFigures.write(for: run)
             try run.markComplete()
         } else {
             try FileIO.writeAtomically(Array(csv.utf8), to: base + ".locality.csv")

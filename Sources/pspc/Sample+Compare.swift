@@ -33,6 +33,7 @@ extension Sample {
                 bar.update(done, total: total)
             }
             try comparison.writeResults()
+            _ = try RunFigures.write(for: run)
             try run.markComplete()
             await network?.close()
             await context?.close()

@@ -219,12 +219,13 @@ struct SweepOptions: ParsableArguments {
                     ("query_methods", .int(work.queryMethods)), ("seconds", .number(work.seconds)),
                     ("queries_x_methods_per_second", .number(work.queriesPerSecond)),
                 ]), to: "throughput.json")
+            let figures = try RunFigures.write(for: run)
             try run.markComplete()
             await connected?.close()
             await context.close()
             note(String(format: "throughput: %.2f queries x methods per second (%d in %.1f s of engine time)",
                 work.queriesPerSecond, work.queryMethods, work.seconds))
-            note("wrote \(rows.count) rows to \(run.file("results.csv"))")
+            note("wrote \(rows.count) rows to \(run.file("results.csv")) and \(figures.count) figures to \(run.file("figures"))")
         } catch {
             await connected?.close()
             await context.close()
