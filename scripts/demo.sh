@@ -1,45 +1,78 @@
 #!/usr/bin/env bash
-# The main job (until the cluster and network issues land): installs what is missing, builds in release
-# mode, ingests the full Fashion-MNIST training set, denoises test-set queries with every method at a few
-# noise levels, draws PSPC samples, and writes PNGs to look at. Output directory: $1 (default runs/demo).
+# The main job: installs what is missing, builds in release mode, ingests Fashion-MNIST (60k training images,
+# x-flipped in the engine: 120k), and with an embedded local cluster (2 worker processes) and the reference
+# network's endpoint runs gradient heatmaps, a forward and a reverse sweep, a calibration of the patch size and
+# of lambda, and a sample comparison, then writes one HTML report and prints its path.
+#
+# Usage: scripts/demo.sh [OUT]   (default runs/demo). Re-running resumes: finished units are kept.
+# Sizes (environment): PSPC_DEMO_QUERIES (forward queries per t, 4), PSPC_DEMO_TRAJECTORIES (4),
+# PSPC_DEMO_GRID (edm:10), PSPC_DEMO_SAMPLES (4), PSPC_DEMO_WORKERS (2), PSPC_NETWORK (the checkpoint).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
 out="${1:-runs/demo}"
+queries="${PSPC_DEMO_QUERIES:-4}"
+trajectories="${PSPC_DEMO_TRAJECTORIES:-4}"
+grid="${PSPC_DEMO_GRID:-edm:10}"
+samples="${PSPC_DEMO_SAMPLES:-4}"
+workers="${PSPC_DEMO_WORKERS:-2}"
+network="${PSPC_NETWORK:-scripts/reference-network/reference-network.pt}"
+steps="${grid#edm:}"
+if [[ "$grid" != edm:* || ! "$steps" =~ ^[0-9]+$ ]]; then
+    echo "demo.sh: PSPC_DEMO_GRID must be edm:N (the reverse sweep runs on the same grid)" >&2
+    exit 2
+fi
 mkdir -p "$out"
 
 scripts/setup.sh
+scripts/setup-python.sh
 echo "== build (release)"
 swift build -c release --product pspc
 pspc=.build/release/pspc
 "$pspc" info
+start=$(date +%s)
+elapsed() { echo "   ($(( $(date +%s) - start )) s since the build)"; }
 
 data="$out/fashion-mnist"
 if ! "$pspc" info --data "$data" >/dev/null 2>&1; then
     echo "== ingest Fashion-MNIST (60000 training images, 4 shards)"
     "$pspc" ingest --source fashion-mnist:train --shards 4 --out "$data"
 fi
+elapsed
 
-echo "== denoise 8 test images at t = 0.3, 1.09, 3.26 with every method (x-flip on)"
-for t in 0.3 1.09 3.26; do
-    q="$out/t$t"
-    "$pspc" queries --source fashion-mnist:test --t "$t" --count 8 --seed 0 --out "$q"
-    rows=("$q/x0.npy" "$q/z.npy")
-    for method in empirical gaussian "pspc-square --patch-size 5" "pspc-square --patch-size 11" "cfdm --smoothing 0.1 --copies 4"; do
-        name=$(echo "$method" | tr ' ' '_' | tr -d '-')
-        # shellcheck disable=SC2086
-        "$pspc" denoise --data "$data" --method $method --t "$t" --input "$q/z.npy" --output "$q/$name.npy"
-        rows+=("$q/$name.npy")
-    done
-    "$pspc" grid "${rows[@]}" --out "$out/denoised-t$t.png"
-done
+# Every command below starts its own embedded cluster ($workers local worker processes holding the shards)
+# and the network endpoint (python -m pspc_net.serve on the reference checkpoint), and stops them at the end.
+engine=(--data "$data" --local-workers "$workers" --local-network "$network")
+methods=(--methods empirical,gaussian,pspc-square,pspc-flex --patch-sizes 3,5,7,11,15,21 --lambdas 0.3,0.5)
 
-echo "== samples: 16 Euler PF-ODE samples (18 steps) with the empirical denoiser and PSPC-Square"
-"$pspc" sample --data "$data" --method empirical --count 16 --seed 0 --out "$out/samples-empirical"
-# The paper's CIFAR-10 schedule shifted onto 28x28 images (sizes above 28 mean the whole image).
-"$pspc" sample --data "$data" --method pspc-square --schedule cifar10 --count 16 --seed 0 --out "$out/samples-pspc-square"
+echo "== gradient heatmaps of the network (6 levels, for PSPC-Flex masks and locality)"
+"$pspc" heatmap --local-network "$network" --grid edm:6 --samples 1 --out "$out/heatmaps"
+heatmaps="$out/heatmaps/heatmaps.npy"
+elapsed
 
+echo "== forward sweep: $queries x-flipped training images noised at each t of $grid"
+"$pspc" sweep forward "${engine[@]}" "${methods[@]}" --heatmaps "$heatmaps" --grid "$grid" \
+    --queries "$queries" --from train --seed 0 --out "$out/forward"
+elapsed
+
+echo "== reverse sweep: $trajectories Heun trajectories of the network ($steps steps)"
+"$pspc" sweep reverse "${engine[@]}" "${methods[@]}" --heatmaps "$heatmaps" --steps "$steps" \
+    --trajectories "$trajectories" --seed 0 --out "$out/reverse"
+elapsed
+
+echo "== calibration: the patch size and lambda closest to the network at each t"
+"$pspc" calibrate "$out/forward" "$out/reverse" --on both --out "$out/calibration"
+elapsed
+
+echo "== sample comparison: $samples samples per method from shared noise (Euler, 18 steps)"
+"$pspc" sample --compare "${engine[@]}" --methods network,empirical,gaussian,pspc-square,pspc-flex \
+    --schedule "$out/calibration/patch-schedule.json" --heatmaps "$heatmaps" \
+    --lambda-schedule "$out/calibration/lambda-schedule.json" --count "$samples" --seed 0 --out "$out/samples"
+elapsed
+
+echo "== report"
+report=$("$pspc" report "$out/heatmaps" "$out/forward" "$out/reverse" "$out/calibration" "$out/samples" \
+    --out "$out/report")
+elapsed
 echo
-echo "rows of denoised-t*.png: clean x0, noisy z, empirical, gaussian, pspc-square s=5, pspc-square s=11, cfdm"
-echo "results in $out:"
-ls "$out"/*.png "$out"/samples-*/samples.png
+echo "report: $report"
