@@ -6,7 +6,7 @@
 #
 # Usage: scripts/demo.sh [OUT]   (default runs/demo). Re-running resumes: finished units are kept.
 # Sizes (environment): PSPC_DEMO_QUERIES (forward queries per t, 4), PSPC_DEMO_TRAJECTORIES (4),
-# PSPC_DEMO_GRID (edm:10), PSPC_DEMO_SAMPLES (4), PSPC_DEMO_WORKERS (2), PSPC_NETWORK (the checkpoint).
+# PSPC_DEMO_GRID (edm:10), PSPC_DEMO_SAMPLES (6), PSPC_DEMO_WORKERS (2), PSPC_NETWORK (the checkpoint).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
@@ -14,7 +14,7 @@ out="${1:-runs/demo}"
 queries="${PSPC_DEMO_QUERIES:-4}"
 trajectories="${PSPC_DEMO_TRAJECTORIES:-4}"
 grid="${PSPC_DEMO_GRID:-edm:10}"
-samples="${PSPC_DEMO_SAMPLES:-4}"
+samples="${PSPC_DEMO_SAMPLES:-6}"
 workers="${PSPC_DEMO_WORKERS:-2}"
 network="${PSPC_NETWORK:-scripts/reference-network/reference-network.pt}"
 steps="${grid#edm:}"
@@ -43,7 +43,7 @@ elapsed
 # Every command below starts its own embedded cluster ($workers local worker processes holding the shards)
 # and the network endpoint (python -m pspc_net.serve on the reference checkpoint), and stops them at the end.
 engine=(--data "$data" --local-workers "$workers" --local-network "$network")
-methods=(--methods empirical,gaussian,pspc-square,pspc-flex --patch-sizes 3,5,7,11,15,21 --lambdas 0.3,0.5)
+methods=(--methods empirical,gaussian,pspc-square,pspc-flex --patch-sizes 3,5,7,11,15,21 --lambdas 0.3,0.6)
 
 echo "== gradient heatmaps of the network (6 levels, for PSPC-Flex masks and locality)"
 "$pspc" heatmap --local-network "$network" --grid edm:6 --samples 1 --out "$out/heatmaps"

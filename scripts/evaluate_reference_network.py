@@ -17,6 +17,7 @@ beats the empirical denoiser for t <= 1.09, and stays within 10 % of the better 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -46,6 +47,9 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
+    with open(args.checkpoint, "rb") as f:
+        # Names the weights the table is for, whatever later happens to the file at that path.
+        checkpoint_sha256 = hashlib.sha256(f.read()).hexdigest()
     net = load_checkpoint(args.checkpoint).eval()
     x0 = to_unit(load_fashion_mnist("test")[: args.count].float()).numpy().astype(np.float64)
     generator = np.random.default_rng(args.seed)
@@ -70,7 +74,8 @@ def main() -> int:
                   file=sys.stderr)
 
     with open(os.path.join(args.out, "mse.json"), "w") as f:
-        json.dump({"checkpoint": args.checkpoint, "count": args.count, "seed": args.seed, "rows": rows}, f, indent=2)
+        record = {"checkpoint": args.checkpoint, "checkpoint_sha256": checkpoint_sha256, "count": args.count}
+        json.dump({**record, "seed": args.seed, "rows": rows}, f, indent=2)
     with open(os.path.join(args.out, "mse.csv"), "w") as f:
         f.write("t,network,empirical,gaussian\n")
         for r in rows:
