@@ -99,9 +99,11 @@ extension Report {
         td.best { background: var(--best); font-weight: 650; }
         td.missing { color: #aab; }
         td.text { text-align: left; }
-        table.runs { font-size: 13px; width: 100%; }
+        table.runs { font-size: 13px; width: 100%; table-layout: fixed; }
+        table.runs td { overflow-wrap: anywhere; }
+        table.runs thead th:nth-child(3), table.runs thead th:nth-child(4) { width: 29%; }
         table.runs thead th { text-align: left; max-width: none; }
-        table.runs td:nth-child(2), table.runs td:nth-child(6) { white-space: nowrap; }
+        table.runs td:nth-child(2) { white-space: nowrap; }
         table.runs tr.facts td { border-bottom: none; padding-top: 8px; }
         table.runs tr.command td { padding-top: 0; padding-bottom: 8px; }
         code { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; background: var(--head);
