@@ -182,11 +182,12 @@ struct SweepOptions: ParsableArguments {
     ) async throws {
         let context = try await engineOptions.context()
         var connected: NetworkOptions.Connected?
+        var created = false
+        let run = RunDirectory(out)
         do {
             connected = try await networkOptions.connect()
             let shape = context.shape
             let variants = try variants(for: shape)
-            let run = RunDirectory(out)
             var config: [(String, JSONValue)] = [
                 ("kind", .string(kind.rawValue)), ("version", .int(1)),
                 ("command", .string(CommandLine.arguments.joined(separator: " "))), ("grid", .doubles(grid)),
@@ -202,6 +203,7 @@ struct SweepOptions: ParsableArguments {
             ]
             config += extra
             let resumed = try run.prepare(config: .object(config))
+            created = !resumed
             if resumed { note("resuming \(out): finished units are kept") }
             let sweep = try Sweep(kind: kind, run: run, shape: shape, grid: grid, variants: variants)
             let network = connected!.denoiser
@@ -229,6 +231,13 @@ struct SweepOptions: ParsableArguments {
         } catch {
             await connected?.close()
             await context.close()
+            // A run that failed before its first query was written (a bad setting) leaves no config behind, so
+            // the corrected command is not refused as a different run.
+            if created && !FileManager.default.fileExists(atPath: run.file("z")) {
+                try? FileManager.default.removeItem(atPath: run.file("config.json"))
+                try? FileManager.default.removeItem(atPath: run.file("parts"))
+                rmdir(run.path)  // only when empty: --out may name a folder that held other things before
+            }
             throw error
         }
     }

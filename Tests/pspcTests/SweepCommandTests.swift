@@ -36,6 +36,13 @@ final class SweepCommandTests: XCTestCase {
                 "--queries", "24", "--seed", "5", "--out", out,
             ]
         }
+        // A bad setting found after the run directory was made leaves nothing behind, so the fixed command runs.
+        var tooMany = sweep("\(work)/whole")
+        tooMany[tooMany.firstIndex(of: "24")!] = "100000"
+        let refused = try CommandRunner.run(tooMany, environment: env)
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertTrue(refused.stderr.contains("asked for 100000 images, the set has 600"), refused.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(work)/whole"))
         let whole = try CommandRunner.succeed(sweep("\(work)/whole"), environment: env)
         XCTAssertTrue(whole.stderr.contains("throughput:"), whole.stderr)
         let rows = try Self.rows("\(work)/whole/results.csv")
@@ -87,8 +94,8 @@ final class SweepCommandTests: XCTestCase {
         // A different setting with the same --out is refused, naming it.
         var changed = sweep("\(work)/killed")
         changed[changed.firstIndex(of: "5")!] = "6"
-        let refused = try CommandRunner.run(changed, environment: env)
-        XCTAssertEqual(refused.status, 1)
-        XCTAssertTrue(refused.stderr.contains("different config (seed: 5 != 6)"), refused.stderr)
+        let different = try CommandRunner.run(changed, environment: env)
+        XCTAssertEqual(different.status, 1)
+        XCTAssertTrue(different.stderr.contains("different config (seed: 5 != 6)"), different.stderr)
     }
 }
