@@ -57,6 +57,19 @@ final class CommandLineTests: XCTestCase {
         return try NPY.read(path: output).asDoubles()
     }
 
+    /// Every subcommand's help prints: swift-argument-parser checks option names for clashes there (two
+    /// `--seed` options once made `pspc sample --help` fail).
+    func testEverySubcommandHasHelp() throws {
+        for command in [
+            ["ingest"], ["queries"], ["denoise"], ["sample"], ["sweep"], ["sweep", "forward"], ["sweep", "reverse"],
+            ["calibrate"], ["heatmap"], ["report"], ["grid"], ["worker"], ["info"],
+        ] {
+            let result = try CommandRunner.run(command + ["--help"])
+            XCTAssertEqual(result.status, 0, "pspc \(command.joined(separator: " ")) --help: \(result.stderr)")
+            XCTAssertTrue(result.stdout.contains("USAGE: pspc \(command.joined(separator: " "))"), result.stdout)
+        }
+    }
+
     func testShardCountDoesNotChangeAnswers() throws {
         XCTAssertTrue(Self.prepared)
         for (name, method) in Self.methods {
