@@ -3,7 +3,7 @@ import PSPCCore
 import PSPCData
 
 extension Report {
-    /// One row of a sweep's results.csv; `csvRow` is its 0-based data row, so a table cell can name it.
+    /// A row of a sweep's results (read by `SweepResults`) with its 0-based data row, so a table cell can name it.
     struct SweepRow {
         var csvRow: Int
         var tIndex: Int
@@ -18,10 +18,9 @@ extension Report {
 
     /// A sweep run's results.csv, checked to hold every variant at every t it names.
     struct Sweep {
-        static let header = ["t_index", "t", "method", "param", "label", "mse_to_network", "mse_to_x0", "queries"]
-
         let run: RunDirectory
-        let csv: CSV
+        /// results.csv, which the tables name as their source.
+        let path: String
         let rows: [SweepRow]
         /// Variant labels in file order (network first when present).
         let labels: [String]
@@ -29,17 +28,16 @@ extension Report {
         let times: [(index: Int, t: Double)]
 
         static func read(_ run: RunDirectory) throws -> Sweep {
-            let csv = try CSV.read(run.file("results.csv"), header: header)
-            var rows: [SweepRow] = []
-            for i in csv.rows.indices {
-                rows.append(
-                    SweepRow(
-                        csvRow: i, tIndex: try csv.int(i, "t_index"), t: try csv.double(i, "t"),
-                        method: csv.string(i, "method"), param: csv.string(i, "param"), label: csv.string(i, "label"),
-                        mseToNetwork: try csv.double(i, "mse_to_network"), mseToX0: try csv.double(i, "mse_to_x0"),
-                        queries: try csv.int(i, "queries")))
+            let path = run.file("results.csv")
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw DataError.io(path: path, reason: "missing (the run has not written it)")
             }
-            guard !rows.isEmpty else { throw DataError.corrupt(path: csv.path, reason: "no rows") }
+            let rows = try SweepResults.read(run).enumerated().map { i, r in
+                SweepRow(
+                    csvRow: i, tIndex: r.tIndex, t: r.t, method: r.method, param: r.param.text, label: r.label,
+                    mseToNetwork: r.mseToNetwork, mseToX0: r.mseToX0, queries: r.queries)
+            }
+            guard !rows.isEmpty else { throw DataError.corrupt(path: path, reason: "no rows") }
             var labels: [String] = []
             var times: [(index: Int, t: Double)] = []
             for row in rows {
@@ -50,15 +48,15 @@ extension Report {
                 let held = rows.filter { $0.tIndex == time.index }.map(\.label)
                 if let missing = labels.first(where: { !held.contains($0) }) {
                     throw DataError.corrupt(
-                        path: csv.path, reason: "t_index \(time.index) has no row for \"\(missing)\" (truncated?)")
+                        path: path, reason: "t_index \(time.index) has no row for \"\(missing)\" (truncated?)")
                 }
             }
             if let grid = try? run.config()["grid"]?.array, grid.count > times.count {
                 throw DataError.corrupt(
-                    path: csv.path,
+                    path: path,
                     reason: "rows for \(times.count) of the \(grid.count) grid times in config.json (truncated?)")
             }
-            return Sweep(run: run, csv: csv, rows: rows, labels: labels, times: times)
+            return Sweep(run: run, path: path, rows: rows, labels: labels, times: times)
         }
 
         func row(tIndex: Int, label: String) -> SweepRow? {

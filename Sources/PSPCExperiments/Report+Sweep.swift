@@ -29,7 +29,7 @@ extension Report {
                     "Mean over queries and pixels of (D(z, t) - D_network(z, t))^2; zeros are not drawn (log axis).")
         ])
         html += table(
-            source: sweep.csv.path, header: ["t"] + variants,
+            source: sweep.path, header: ["t"] + variants,
             rows: mseRows(sweep, variants: variants, column: "mse_to_network", markBest: true),
             caption: "The best non-network variant of each t is marked.")
 
@@ -43,7 +43,7 @@ extension Report {
         html += figures(plots)
         html += "<details><summary>MSE to x0, every variant</summary>\n"
         html += table(
-            source: sweep.csv.path, header: ["t"] + sweep.labels,
+            source: sweep.path, header: ["t"] + sweep.labels,
             rows: mseRows(sweep, variants: sweep.labels, column: "mse_to_x0", markBest: false))
         html += "</details>\n"
         html += try imageGrids(sweep, times: imageTimes)

@@ -17,10 +17,7 @@ public struct SampleComparison: Sendable {
         guard count >= 1, steps >= 2, !variants.isEmpty else {
             throw PSPCError.invalidArgument("a comparison needs count >= 1, steps >= 2 and at least one method")
         }
-        let slugs = variants.map(\.slug)
-        guard Set(slugs).count == slugs.count else {
-            throw PSPCError.invalidArgument("a method is listed twice (\(slugs.joined(separator: ", ")))")
-        }
+        try Variant.checkDistinct(variants, noun: "method")
         self.run = run
         self.shape = shape
         self.count = count

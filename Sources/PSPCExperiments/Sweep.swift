@@ -33,10 +33,7 @@ public struct Sweep: Sendable {
         guard variants.first?.isNetwork == true, variants.dropFirst().allSatisfy({ !$0.isNetwork }) else {
             throw PSPCError.invalidArgument("a sweep's variants are the network first, then engine methods")
         }
-        let slugs = variants.map(\.slug)
-        guard Set(slugs).count == slugs.count else {
-            throw PSPCError.invalidArgument("a variant is listed twice (\(slugs.joined(separator: ", ")))")
-        }
+        try Variant.checkDistinct(variants, noun: "variant")
         self.kind = kind
         self.run = run
         self.shape = shape

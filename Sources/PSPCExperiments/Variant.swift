@@ -62,4 +62,12 @@ public struct Variant: Sendable {
     public static func slug(_ label: String) -> String {
         label.replacingOccurrences(of: " ", with: "-").replacingOccurrences(of: "=", with: "")
     }
+
+    /// Throws when two variants would write the same files.
+    public static func checkDistinct(_ variants: [Variant], noun: String) throws {
+        let slugs = variants.map(\.slug)
+        guard Set(slugs).count == slugs.count else {
+            throw PSPCError.invalidArgument("a \(noun) is listed twice (\(slugs.joined(separator: ", ")))")
+        }
+    }
 }
