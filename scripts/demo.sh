@@ -6,7 +6,10 @@
 #
 # Usage: scripts/demo.sh [OUT]   (default runs/demo). Re-running resumes: finished units are kept.
 # Sizes (environment): PSPC_DEMO_QUERIES (forward queries per t, 4), PSPC_DEMO_TRAJECTORIES (4),
-# PSPC_DEMO_GRID (edm:10), PSPC_DEMO_SAMPLES (6), PSPC_DEMO_WORKERS (2), PSPC_NETWORK (the checkpoint).
+# PSPC_DEMO_GRID (edm:10), PSPC_DEMO_SAMPLES (6), PSPC_DEMO_WORKERS (2), PSPC_DEMO_PATCH_SIZES (3,5,7,11,15,21),
+# PSPC_DEMO_LAMBDAS (0.3,0.6), PSPC_DEMO_HEATMAP_GRID (edm:6), PSPC_DEMO_HEATMAP_SAMPLES (1 per level),
+# PSPC_DEMO_SEED (0: the queries, trajectories and samples), PSPC_DEMO_DATA (the ingested training set;
+# OUT/fashion-mnist, ingested when missing), PSPC_NETWORK (the checkpoint). scripts/larger-run.sh sets larger ones.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
@@ -16,7 +19,13 @@ trajectories="${PSPC_DEMO_TRAJECTORIES:-4}"
 grid="${PSPC_DEMO_GRID:-edm:10}"
 samples="${PSPC_DEMO_SAMPLES:-6}"
 workers="${PSPC_DEMO_WORKERS:-2}"
+patch_sizes="${PSPC_DEMO_PATCH_SIZES:-3,5,7,11,15,21}"
+lambdas="${PSPC_DEMO_LAMBDAS:-0.3,0.6}"
+heatmap_grid="${PSPC_DEMO_HEATMAP_GRID:-edm:6}"
+heatmap_samples="${PSPC_DEMO_HEATMAP_SAMPLES:-1}"
+seed="${PSPC_DEMO_SEED:-0}"
 network="${PSPC_NETWORK:-scripts/reference-network/reference-network.pt}"
+data="${PSPC_DEMO_DATA:-${1:-runs/demo}/fashion-mnist}"
 steps="${grid#edm:}"
 if [[ "$grid" != edm:* || ! "$steps" =~ ^[0-9]+$ ]]; then
     echo "demo.sh: PSPC_DEMO_GRID must be edm:N (the reverse sweep runs on the same grid)" >&2
@@ -33,7 +42,6 @@ pspc=.build/release/pspc
 start=$(date +%s)
 elapsed() { echo "   ($(( $(date +%s) - start )) s since the build)"; }
 
-data="$out/fashion-mnist"
 if ! "$pspc" info --data "$data" >/dev/null 2>&1; then
     echo "== ingest Fashion-MNIST (60000 training images, 4 shards)"
     "$pspc" ingest --source fashion-mnist:train --shards 4 --out "$data"
@@ -43,21 +51,22 @@ elapsed
 # Every command below starts its own embedded cluster ($workers local worker processes holding the shards)
 # and the network endpoint (python -m pspc_net.serve on the reference checkpoint), and stops them at the end.
 engine=(--data "$data" --local-workers "$workers" --local-network "$network")
-methods=(--methods empirical,gaussian,pspc-square,pspc-flex --patch-sizes 3,5,7,11,15,21 --lambdas 0.3,0.6)
+methods=(--methods empirical,gaussian,pspc-square,pspc-flex --patch-sizes "$patch_sizes" --lambdas "$lambdas")
 
-echo "== gradient heatmaps of the network (6 levels, for PSPC-Flex masks and locality)"
-"$pspc" heatmap --local-network "$network" --grid edm:6 --samples 1 --out "$out/heatmaps"
+echo "== gradient heatmaps of the network ($heatmap_grid, $heatmap_samples samples per level; PSPC-Flex masks, locality)"
+"$pspc" heatmap --local-network "$network" --grid "$heatmap_grid" --samples "$heatmap_samples" --seed 0 \
+    --out "$out/heatmaps"
 heatmaps="$out/heatmaps/heatmaps.npy"
 elapsed
 
 echo "== forward sweep: $queries x-flipped training images noised at each t of $grid"
 "$pspc" sweep forward "${engine[@]}" "${methods[@]}" --heatmaps "$heatmaps" --grid "$grid" \
-    --queries "$queries" --from train --seed 0 --out "$out/forward"
+    --queries "$queries" --from train --seed "$seed" --out "$out/forward"
 elapsed
 
 echo "== reverse sweep: $trajectories Heun trajectories of the network ($steps steps)"
 "$pspc" sweep reverse "${engine[@]}" "${methods[@]}" --heatmaps "$heatmaps" --steps "$steps" \
-    --trajectories "$trajectories" --seed 0 --out "$out/reverse"
+    --trajectories "$trajectories" --seed "$seed" --out "$out/reverse"
 elapsed
 
 echo "== calibration: the patch size and lambda closest to the network at each t"
@@ -67,7 +76,7 @@ elapsed
 echo "== sample comparison: $samples samples per method from shared noise (Euler, 18 steps)"
 "$pspc" sample --compare "${engine[@]}" --methods network,empirical,gaussian,pspc-square,pspc-flex \
     --schedule "$out/calibration/patch-schedule.json" --heatmaps "$heatmaps" \
-    --lambda-schedule "$out/calibration/lambda-schedule.json" --count "$samples" --seed 0 --out "$out/samples"
+    --lambda-schedule "$out/calibration/lambda-schedule.json" --count "$samples" --seed "$seed" --out "$out/samples"
 elapsed
 
 echo "== report"

@@ -249,7 +249,7 @@ _LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (.*)$")
 
 
 def read_train_log(path: str, max_step: int | None = None) -> dict[str, Any]:
-    """Run segments (a new run or a resume each), device and threads from scripts/train_reference_network.py's log.
+    """Run segments (a new run or a resume each, with its device and threads) from the training script's log.
 
     A segment's wall clock runs from its start line to its last "step N/" line at or below `max_step`;
     the sum over segments includes work that a later resume discarded.
@@ -271,14 +271,23 @@ def read_train_log(path: str, max_step: int | None = None) -> dict[str, Any]:
                 dm = re.search(r"device (\S+), threads (\d+)", msg)
                 if dm:
                     device, threads = dm.group(1), int(dm.group(2))
-            elif segments and (sm := re.match(r"step (\d+)/", msg)):
+                    segments[-1].update(device=device, threads=threads)
+            elif segments and (sm := re.match(r"step (\d+)/", msg)
+                               or re.search(r"(?:saved checkpoint at step|finished at step) (\d+)", msg)):
                 step = int(sm.group(1))
                 if max_step is None or step <= max_step:
                     segments[-1].update(seconds=stamp - segments[-1]["_t0"], end_step=step)
-    for s in segments:
+    # The steps each segment contributed to the final weights: up to where the next segment resumed.
+    kept: dict[str, int] = {}
+    for i, s in enumerate(segments):
         del s["_t0"]
+        end = s["end_step"] if s["end_step"] is not None else s["start_step"]
+        if i + 1 < len(segments):
+            end = min(end, segments[i + 1]["start_step"])
+        key = f"{s.get('device', 'unknown')}, {s.get('threads', '?')} thread(s)"
+        kept[key] = kept.get(key, 0) + max(0, end - s["start_step"])
     return {"segments": segments, "wall_clock_seconds": sum(s["seconds"] for s in segments),
-            "device": device, "threads": threads}
+            "device": device, "threads": threads, "steps_by_device": kept}
 
 
 def machine_description() -> str:

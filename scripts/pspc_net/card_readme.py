@@ -72,8 +72,14 @@ def render_readme(m: dict[str, Any]) -> str:
         f"{_hours(log.get('wall_clock_seconds'))} wall clock over {len(segs)} run segment(s) in train.log"
         + (f" ({len(segs) - 1} resume(s): " + ", ".join(f"at step {s['start_step']}" for s in segs[1:]) + ")"
            if len(segs) > 1 else "") + ".")
-    add(f"- Machine: device {log.get('device', 'not recorded')}, {log.get('threads', 'not recorded')} torch "
-        f"thread(s) (train.log); card generated on {tr['machine']}.")
+    by_device = log.get("steps_by_device") or {}
+    if len(by_device) > 1:
+        add("- Machine: " + "; ".join(f"{steps:,} steps on {where} torch" for where, steps in by_device.items())
+            + f" (train.log; a resume continues bit-identically only on the device it left); card generated on "
+            f"{tr['machine']}.")
+    else:
+        add(f"- Machine: device {log.get('device', 'not recorded')}, {log.get('threads', 'not recorded')} torch "
+            f"thread(s) (train.log); card generated on {tr['machine']}.")
     add(f"- Loss: last {tr['last_smoothed_loss']:.4f}, lowest {tr['min_smoothed_loss']:.4f} (moving average over "
         f"{tr['smoothing_rows']} rows of {tr['log_every_steps']} steps). Raw log: `loss.csv`.\n")
     add("![loss](figures/loss.png)\n")

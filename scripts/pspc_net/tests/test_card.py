@@ -191,17 +191,22 @@ def test_read_train_log_sums_segments_up_to_the_step(tmp_path):
         "2026-01-01 10:00:00 network {} (1 parameters), {}, 60000 images, device cpu, threads 1\n"
         "2026-01-01 10:01:00 step 50/100 loss 1.0\n"
         "2026-01-01 10:02:00 step 100/100 loss 1.0\n"
+        "2026-01-01 10:02:00 finished at step 100; checkpoint /x/checkpoint.pt\n"
         "2026-01-01 11:00:00 resumed /x/checkpoint.pt at step 50\n"
         "2026-01-01 11:00:00 network {} (1 parameters), {}, 60000 images, device cpu, threads 2\n"
         "2026-01-01 11:00:30 step 100/200 loss 1.0\n"
         "2026-01-01 11:01:30 step 150/200 loss 1.0\n"
+        "2026-01-01 11:01:40 signal 15: saved checkpoint at step 160, exiting\n"
     )
     full = read_train_log(str(log))
-    assert full["wall_clock_seconds"] == 120 + 90 and full["threads"] == 2 and full["device"] == "cpu"
+    assert full["wall_clock_seconds"] == 120 + 100 and full["threads"] == 2 and full["device"] == "cpu"
     assert [s["start_step"] for s in full["segments"]] == [0, 50]
     upto = read_train_log(str(log), max_step=100)
     assert upto["wall_clock_seconds"] == 120 + 30
     assert [s["end_step"] for s in upto["segments"]] == [100, 100]
+    # steps 50-100 of the first segment were redone by the resume: they count once, for the second
+    assert full["steps_by_device"] == {"cpu, 1 thread(s)": 50, "cpu, 2 thread(s)": 110}
+    assert [(s["device"], s["threads"]) for s in full["segments"]] == [("cpu", 1), ("cpu", 2)]
 
 
 def test_moving_average_is_centred():
