@@ -284,7 +284,7 @@ def read_train_log(path: str, max_step: int | None = None) -> dict[str, Any]:
         end = s["end_step"] if s["end_step"] is not None else s["start_step"]
         if i + 1 < len(segments):
             end = min(end, segments[i + 1]["start_step"])
-        key = f"{s.get('device', 'unknown')}, {s.get('threads', '?')} thread(s)"
+        key = f"{s.get('device', 'unknown')} ({s.get('threads', '?')} torch threads)"
         kept[key] = kept.get(key, 0) + max(0, end - s["start_step"])
     return {"segments": segments, "wall_clock_seconds": sum(s["seconds"] for s in segments),
             "device": device, "threads": threads, "steps_by_device": kept}

@@ -74,7 +74,7 @@ def render_readme(m: dict[str, Any]) -> str:
            if len(segs) > 1 else "") + ".")
     by_device = log.get("steps_by_device") or {}
     if len(by_device) > 1:
-        add("- Machine: " + "; ".join(f"{steps:,} steps on {where} torch" for where, steps in by_device.items())
+        add("- Machine: " + "; ".join(f"{steps:,} steps on {where}" for where, steps in by_device.items())
             + f" (train.log; a resume continues bit-identically only on the device it left); card generated on "
             f"{tr['machine']}.")
     else:

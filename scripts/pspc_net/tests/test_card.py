@@ -205,7 +205,7 @@ def test_read_train_log_sums_segments_up_to_the_step(tmp_path):
     assert upto["wall_clock_seconds"] == 120 + 30
     assert [s["end_step"] for s in upto["segments"]] == [100, 100]
     # steps 50-100 of the first segment were redone by the resume: they count once, for the second
-    assert full["steps_by_device"] == {"cpu, 1 thread(s)": 50, "cpu, 2 thread(s)": 110}
+    assert full["steps_by_device"] == {"cpu (1 torch threads)": 50, "cpu (2 torch threads)": 110}
     assert [(s["device"], s["threads"]) for s in full["segments"]] == [("cpu", 1), ("cpu", 2)]
 
 
