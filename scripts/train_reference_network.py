@@ -5,7 +5,7 @@ Resumes exactly from `--ckpt-dir/checkpoint.pt` when it exists: the model config
 hyper-parameters then come from the checkpoint, and only --steps, --device, --threads and the
 logging options apply. SIGTERM or SIGINT saves a checkpoint and exits with 128 + signal.
 
-    .venv/bin/python scripts/train_reference_network.py --threads 1 --steps 40000
+    .venv/bin/python scripts/train_reference_network.py --threads 1 --steps 28000   # the reference network
     .venv/bin/python scripts/train_reference_network.py --export reference-net.pt
 """
 
@@ -39,7 +39,8 @@ DEFAULT_CKPT_DIR = os.path.join(os.path.expanduser("~"), ".cache", "pspc", "refe
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=40000, help="total optimisation steps of the run (default 40000)")
+    p.add_argument("--steps", type=int, default=28000,
+                   help="total optimisation steps of the run (default 28000: the reference network's)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument(
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         f"network {trainer.net.config} ({count_parameters(trainer.net)} parameters), "
         f"{dataclasses.asdict(trainer.config)}, {data.shape[0]} images, device {device}, "
         f"threads {torch.get_num_threads()}"
+        + (f", gpu {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "")
     )
 
     stop_signal: list[int] = []

@@ -272,6 +272,8 @@ def read_train_log(path: str, max_step: int | None = None) -> dict[str, Any]:
                 if dm:
                     device, threads = dm.group(1), int(dm.group(2))
                     segments[-1].update(device=device, threads=threads)
+                    if gm := re.search(r", gpu (.+)$", msg):
+                        segments[-1]["gpu"] = gm.group(1)
             elif segments and (sm := re.match(r"step (\d+)/", msg)
                                or re.search(r"(?:saved checkpoint at step|finished at step) (\d+)", msg)):
                 step = int(sm.group(1))
@@ -284,7 +286,8 @@ def read_train_log(path: str, max_step: int | None = None) -> dict[str, Any]:
         end = s["end_step"] if s["end_step"] is not None else s["start_step"]
         if i + 1 < len(segments):
             end = min(end, segments[i + 1]["start_step"])
-        key = f"{s.get('device', 'unknown')} ({s.get('threads', '?')} torch threads)"
+        where = s.get("device", "unknown") + (f" ({s['gpu']})" if "gpu" in s else "")
+        key = f"{where}, {s.get('threads', '?')} torch threads"
         kept[key] = kept.get(key, 0) + max(0, end - s["start_step"])
     return {"segments": segments, "wall_clock_seconds": sum(s["seconds"] for s in segments),
             "device": device, "threads": threads, "steps_by_device": kept}

@@ -197,16 +197,20 @@ def test_read_train_log_sums_segments_up_to_the_step(tmp_path):
         "2026-01-01 11:00:30 step 100/200 loss 1.0\n"
         "2026-01-01 11:01:30 step 150/200 loss 1.0\n"
         "2026-01-01 11:01:40 signal 15: saved checkpoint at step 160, exiting\n"
+        "2026-01-01 12:00:00 resumed /x/checkpoint.pt at step 160\n"
+        "2026-01-01 12:00:00 network {} (1 parameters), {}, 60000 images, device cuda, threads 16, gpu NVIDIA H200\n"
+        "2026-01-01 12:00:10 step 200/200 loss 1.0\n"
     )
     full = read_train_log(str(log))
-    assert full["wall_clock_seconds"] == 120 + 100 and full["threads"] == 2 and full["device"] == "cpu"
-    assert [s["start_step"] for s in full["segments"]] == [0, 50]
+    assert full["wall_clock_seconds"] == 120 + 100 + 10 and full["threads"] == 16 and full["device"] == "cuda"
+    assert [s["start_step"] for s in full["segments"]] == [0, 50, 160]
     upto = read_train_log(str(log), max_step=100)
     assert upto["wall_clock_seconds"] == 120 + 30
-    assert [s["end_step"] for s in upto["segments"]] == [100, 100]
+    assert [s["end_step"] for s in upto["segments"]] == [100, 100, None]
     # steps 50-100 of the first segment were redone by the resume: they count once, for the second
-    assert full["steps_by_device"] == {"cpu (1 torch threads)": 50, "cpu (2 torch threads)": 110}
-    assert [(s["device"], s["threads"]) for s in full["segments"]] == [("cpu", 1), ("cpu", 2)]
+    assert full["steps_by_device"] == {"cpu, 1 torch threads": 50, "cpu, 2 torch threads": 110,
+                                      "cuda (NVIDIA H200), 16 torch threads": 40}
+    assert [(s["device"], s["threads"]) for s in full["segments"]] == [("cpu", 1), ("cpu", 2), ("cuda", 16)]
 
 
 def test_moving_average_is_centred():
