@@ -4,7 +4,7 @@
 # reverse sweep (8 Heun trajectories of the network), every method with 8 patch sizes and 3 lambdas for
 # PSPC-Flex, a calibration on both, a sample comparison (8 samples) with the calibrated schedules, the report.
 #
-# Usage: scripts/larger-run.sh [OUT]   (default runs/larger). About 1.5 h on a 2-core machine (PSPC-Flex is most
+# Usage: scripts/larger-run.sh [OUT]   (default runs/larger). About an hour on a 2-core machine (PSPC-Flex is most
 # of it); every step is resumable, so killing it and running it again with the same OUT continues where it
 # stopped. Any PSPC_DEMO_* setting of scripts/demo.sh set in the environment wins over the sizes below.
 set -euo pipefail
