@@ -25,7 +25,7 @@ heatmap_grid="${PSPC_DEMO_HEATMAP_GRID:-edm:6}"
 heatmap_samples="${PSPC_DEMO_HEATMAP_SAMPLES:-1}"
 seed="${PSPC_DEMO_SEED:-0}"
 network="${PSPC_NETWORK:-scripts/reference-network/reference-network.pt}"
-data="${PSPC_DEMO_DATA:-${1:-runs/demo}/fashion-mnist}"
+data="${PSPC_DEMO_DATA:-$out/fashion-mnist}"
 steps="${grid#edm:}"
 if [[ "$grid" != edm:* || ! "$steps" =~ ^[0-9]+$ ]]; then
     echo "demo.sh: PSPC_DEMO_GRID must be edm:N (the reverse sweep runs on the same grid)" >&2
