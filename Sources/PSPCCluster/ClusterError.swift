@@ -1,3 +1,5 @@
+import PSPCWire
+
 /// Failures of the cluster, each one line naming what went wrong and where.
 public enum ClusterError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidConfiguration(String)
@@ -5,7 +7,8 @@ public enum ClusterError: Error, Sendable, Equatable, CustomStringConvertible {
     case shardsLost([Int], reason: String)
     case workerFailed(worker: String, reason: String)
     case deadlineExceeded(worker: String, seconds: Double)
-    case remote(worker: String, message: String)
+    /// The worker refused the request with an error frame of this code.
+    case remote(worker: String, message: String, code: Pspc_V1_ErrorCode = .invalidArgument)
 
     public var description: String {
         switch self {
@@ -15,7 +18,23 @@ public enum ClusterError: Error, Sendable, Equatable, CustomStringConvertible {
         case .workerFailed(let worker, let reason): return "worker \(worker) failed: \(reason)"
         case .deadlineExceeded(let worker, let seconds):
             return "worker \(worker) did not answer within \(seconds) s"
-        case .remote(let worker, let message): return "worker \(worker) answered with an error: \(message)"
+        case .remote(let worker, let message, _): return "worker \(worker) answered with an error: \(message)"
         }
+    }
+
+    /// Whether a replica may answer where this worker did not: false when the request itself is at fault (an
+    /// invalid argument), so the run stops instead of trying every replica.
+    public var isRetryable: Bool {
+        guard case .remote(_, _, let code) = self else { return true }
+        switch code {
+        case .invalidArgument, .unknownOperation, .malformedFrame, .unexpectedMessage, .cancelled: return false
+        default: return true
+        }
+    }
+
+    /// The worker could not fit its answer in a frame: the request must be split.
+    public var isReplyTooLarge: Bool {
+        if case .remote(_, _, .frameTooLarge) = self { return true }
+        return false
     }
 }

@@ -28,6 +28,7 @@ final class WorkerConnection: @unchecked Sendable {
         let handshake = try HandshakeClient(token: token, role: .coordinator, nodeID: "coordinator-\(getpid())")
         let established = group.next().makePromise(of: HandshakePeer.self)
         state.established = established
+        let security = FrameSecurity(maxFrameSize: maxFrameSize)
         let channel: Channel
         do {
             channel = try await ClientBootstrap(group: group)
@@ -37,9 +38,9 @@ final class WorkerConnection: @unchecked Sendable {
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandlers([
                             TrafficCounter(traffic),
-                            ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)),
-                            MessageToByteHandler(FrameEncoder(maxFrameSize: maxFrameSize)),
-                            CoordinatorConnectionHandler(state: state, handshake: handshake),
+                            ByteToMessageHandler(FrameDecoder(security: security)),
+                            MessageToByteHandler(FrameEncoder(security: security)),
+                            CoordinatorConnectionHandler(state: state, handshake: handshake, security: security),
                         ])
                     }
                 }
@@ -86,7 +87,7 @@ final class WorkerConnection: @unchecked Sendable {
         let frame = try await promise.futureResult.get()
         let answer = try frame.requireBody()
         if case .error(let reply) = answer {
-            throw ClusterError.remote(worker: worker, message: WireError(reply: reply).description)
+            throw ClusterError.remote(worker: worker, message: WireError(reply: reply).description, code: reply.code)
         }
         return answer
     }
@@ -150,10 +151,12 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler, @unchecked Send
 
     let state: ConnectionState
     var handshake: HandshakeClient
+    let security: FrameSecurity
 
-    init(state: ConnectionState, handshake: HandshakeClient) {
+    init(state: ConnectionState, handshake: HandshakeClient, security: FrameSecurity) {
         self.state = state
         self.handshake = handshake
+        self.security = security
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -166,8 +169,16 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler, @unchecked Send
         guard handshake.isEstablished else {
             switch handshake.receive(frame) {
             case .send(let reply):
+                // The Proof: the last plain frame. Everything after it is sealed, the Welcome included (the
+                // encoder runs within this call, so the switch cannot catch the Proof itself).
                 context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
+                if let keys = handshake.sessionKeys {
+                    security.sealOutbound(key: keys.clientToServer)
+                    security.sealInbound(key: keys.serverToClient)
+                    security.acceptsPlainErrors = true
+                }
             case .established(let peer, let reply):
+                security.acceptsPlainErrors = false
                 if let reply { context.writeAndFlush(wrapOutboundOut(reply), promise: nil) }
                 state.established?.succeed(peer)
             case .fail(let error, let reply):

@@ -31,13 +31,30 @@ public final class WorkerService: Sendable {
     let maxFrameSize: Int
     let compute = ComputeQueue()
     let counters = Counters()
+    let limits: Limits
+    let connections = ConnectionCount()
+
+    /// What bounds a worker's exposure to its peers.
+    public struct Limits: Sendable {
+        /// A connection that has not completed its handshake by then is closed.
+        public var handshakeTimeout: TimeAmount = .seconds(10)
+        /// An authenticated connection with no frame read and nothing being computed for this long is closed
+        /// (coordinators send health requests more often than this while they hold a connection).
+        public var idleTimeout: TimeAmount = .seconds(300)
+        /// Connections served at once; one more is answered `unavailable` and closed.
+        public var maxConnections = 64
+
+        public init() {}
+    }
 
     /// `datasetShards`, `datasetID` and `xflip` describe the whole dataset the shards come from, so that a
     /// coordinator can check that its workers agree and notice shards nobody holds.
     public init(
         shards: [HostedShard], shape: ImageShape, token: [UInt8], nodeID: String, threads: Int,
-        datasetShards: Int, datasetID: String, xflip: Bool, maxFrameSize: Int = FrameCodec.defaultMaxFrameSize
+        datasetShards: Int, datasetID: String, xflip: Bool, maxFrameSize: Int = FrameCodec.defaultMaxFrameSize,
+        limits: Limits = Limits()
     ) {
+        self.limits = limits
         self.shards = shards.sorted { $0.id < $1.id }
         self.token = token
         self.nodeID = nodeID
@@ -68,13 +85,16 @@ public final class WorkerService: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let security = FrameSecurity(maxFrameSize: service.maxFrameSize)
+                    let admitted = service.connections.admit(limit: service.limits.maxConnections)
                     let handshake = try HandshakeServer(
                         token: service.token, role: .worker, nodeID: service.nodeID,
                         info: service.info, acceptedRoles: [.coordinator])
                     try channel.pipeline.syncOperations.addHandlers([
-                        ByteToMessageHandler(FrameDecoder(maxFrameSize: service.maxFrameSize)),
-                        MessageToByteHandler(FrameEncoder(maxFrameSize: service.maxFrameSize)),
-                        WorkerConnectionHandler(service: service, handshake: handshake),
+                        ByteToMessageHandler(FrameDecoder(security: security)),
+                        MessageToByteHandler(FrameEncoder(security: security)),
+                        WorkerConnectionHandler(
+                            service: service, handshake: handshake, security: security, admitted: admitted),
                     ])
                 }
             }
@@ -131,12 +151,25 @@ public final class WorkerService: Sendable {
             merged = try merged.map { try $0.merging(answer) } ?? answer
         }
         guard let merged else { throw WireError.invalidArgument("the request names no shard") }
+        // An answer the frame cannot carry is refused in words, never written: the coordinator splits the batch
+        // and asks again. Its size is the float64 payload plus framing (a few bytes per tensor, the MAC).
+        let size = merged.payloadBytes + 4096
+        guard size <= maxFrameSize else { throw WireError.replyTooLarge(length: size, limit: maxFrameSize) }
         // Partial sums are float64 with little redundancy: zstd would cost more CPU than it saves on the wire.
         return Pspc_V1_PartialResponse(merged, compression: .none)
     }
 }
 
 extension PartialResponse {
+    /// Bytes of float64 numbers this answer carries on the wire.
+    var payloadBytes: Int {
+        switch self {
+        case .softmax(let p): return 8 * (p.m.count + p.s.count + p.v.count)
+        case .sums(let s): return 8 * s.count
+        case .moments(let m): return 8 * (m.sum.count + m.outer.count) + 16
+        }
+    }
+
     /// Combines two shards' answers to the same request.
     func merging(_ other: PartialResponse) throws -> PartialResponse {
         switch (self, other) {
@@ -182,27 +215,82 @@ final class Counters: @unchecked Sendable {
     func snapshot() -> (Int, Int) { lock.withLock { (inFlight, served) } }
 }
 
-/// One connection on a worker: the handshake, then requests answered in the background.
-/// Runs on its channel's event loop only.
+/// One connection on a worker: the handshake (within its timeout, under the handshake's frame limit), then
+/// sealed requests answered in the background. Runs on its channel's event loop only.
 final class WorkerConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = Pspc_V1_Frame
     typealias OutboundOut = Pspc_V1_Frame
 
     let service: WorkerService
     var handshake: HandshakeServer
+    let security: FrameSecurity
+    /// False when the connection is over the worker's cap: it is told so and closed.
+    let admitted: Bool
+    private var closing = false
+    private var computing = 0
+    private var lastRead = NIODeadline.now()
+    private var timer: RepeatedTask?
 
-    init(service: WorkerService, handshake: HandshakeServer) {
+    init(service: WorkerService, handshake: HandshakeServer, security: FrameSecurity, admitted: Bool) {
         self.service = service
         self.handshake = handshake
+        self.security = security
+        self.admitted = admitted
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        guard admitted else {
+            closeAfter(
+                .error(.unavailable("too many connections (limit \(service.limits.maxConnections))")),
+                context: context)
+            return
+        }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let opened = NIODeadline.now()
+        let limits = service.limits
+        let period = TimeAmount.nanoseconds(min(limits.handshakeTimeout.nanoseconds, limits.idleTimeout.nanoseconds) / 4 + 1)
+        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
+            let (handler, context) = bound.value
+            handler.checkTimeouts(context: context, opened: opened)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        if admitted { service.connections.leave() }
+        context.fireChannelInactive()
+    }
+
+    private func checkTimeouts(context: ChannelHandlerContext, opened: NIODeadline) {
+        let now = NIODeadline.now()
+        if !handshake.isEstablished {
+            if now - opened >= service.limits.handshakeTimeout {
+                closeAfter(
+                    .error(.unexpectedMessage(
+                        expected: "a handshake within \(service.limits.handshakeTimeout.nanoseconds / 1_000_000_000) s",
+                        got: "nothing")),
+                    context: context)
+            }
+        } else if computing == 0 && now - lastRead >= service.limits.idleTimeout {
+            closeAfter(nil, context: context)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
         let frame = unwrapInboundIn(data)
+        lastRead = .now()
         if !handshake.isEstablished {
             switch handshake.receive(frame) {
             case .send(let reply):
                 context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
             case .established(_, let reply):
+                // The Welcome is the first sealed frame; the coordinator's next frame is sealed as well.
+                if let keys = handshake.sessionKeys {
+                    security.sealInbound(key: keys.clientToServer)
+                    security.sealOutbound(key: keys.serverToClient)
+                }
                 if let reply { context.writeAndFlush(wrapOutboundOut(reply), promise: nil) }
             case .fail(_, let reply):
                 closeAfter(reply, context: context)
@@ -212,20 +300,35 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         let service = self.service
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        computing += 1
         Task {
             let reply = await service.answer(frame)
             bound.eventLoop.execute {
-                bound.value.writeAndFlush(handler.value.wrapOutboundOut(reply), promise: nil)
+                handler.value.computing -= 1
+                handler.value.lastRead = .now()
+                guard !handler.value.closing else { return }
+                bound.value.writeAndFlush(handler.value.wrapOutboundOut(reply)).whenFailure { error in
+                    // The encoder refused it (too large for a frame): say so in a frame that fits.
+                    let wire = (error as? WireError) ?? .malformedFrame(String(describing: error))
+                    guard !handler.value.closing else { return }
+                    bound.value.writeAndFlush(
+                        handler.value.wrapOutboundOut(.error(wire, requestID: reply.requestID)), promise: nil)
+                }
             }
         }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard !closing else { return }
         let wire = (error as? WireError) ?? .malformedFrame(String(describing: error))
         closeAfter(.error(wire), context: context)
     }
 
+    /// Sends `frame` (if any) and closes, once: errors while closing do not start it again.
     private func closeAfter(_ frame: Pspc_V1_Frame?, context: ChannelHandlerContext) {
+        guard !closing else { return }
+        closing = true
+        timer?.cancel()
         guard let frame else {
             context.close(promise: nil)
             return
@@ -233,4 +336,23 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in bound.value.close(promise: nil) }
     }
+}
+
+/// Connections a worker serves now, against its cap.
+final class ConnectionCount: @unchecked Sendable {
+    private let lock = NSLock()
+    private var open = 0
+
+    /// Counts a new connection in when there is room; false (and not counted) when the cap is reached.
+    func admit(limit: Int) -> Bool {
+        lock.withLock {
+            guard open < limit else { return false }
+            open += 1
+            return true
+        }
+    }
+
+    func leave() { lock.withLock { open -= 1 } }
+
+    var count: Int { lock.withLock { open } }
 }

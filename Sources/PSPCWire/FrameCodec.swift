@@ -22,7 +22,8 @@ import SwiftProtobuf
 /// ```
 ///
 /// The length is checked against the receiver's limit as soon as its 4 bytes arrive, before any
-/// buffer for the frame is allocated; an oversized frame ends the connection.
+/// buffer for the frame is allocated; an oversized frame ends the connection. After the handshake N also
+/// covers a 32-byte MAC at the end (`SessionKeys`, `FrameSecurity`).
 public enum FrameCodec {
     /// Bytes of the length prefix.
     public static let headerSize = 4
@@ -58,12 +59,23 @@ public enum FrameCodec {
 public struct FrameDecoder: NIOSingleStepByteToMessageDecoder, Sendable {
     public typealias InboundOut = Pspc_V1_Frame
 
-    /// The largest N accepted; a larger length prefix throws `frameTooLarge` before allocation.
+    /// The largest N accepted when no `security` is given; a larger length prefix throws `frameTooLarge`
+    /// before allocation.
     public let maxFrameSize: Int
+    /// The connection's limit in force and MAC check, when the decoder serves a connection.
+    public let security: FrameSecurity?
 
     public init(maxFrameSize: Int = FrameCodec.defaultMaxFrameSize) {
         FrameCodec.checkLimit(maxFrameSize)
         self.maxFrameSize = maxFrameSize
+        self.security = nil
+    }
+
+    /// A decoder for one connection: the limit is the handshake's until `security` is established, and frames
+    /// after that must carry a valid MAC.
+    public init(security: FrameSecurity) {
+        self.maxFrameSize = security.establishedLimit
+        self.security = security
     }
 
     public mutating func decode(buffer: inout ByteBuffer) throws -> Pspc_V1_Frame? {
@@ -71,14 +83,30 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder, Sendable {
             return nil
         }
         let length = Int(prefix)
-        guard length <= maxFrameSize else { throw WireError.frameTooLarge(length: length, limit: maxFrameSize) }
+        let limit = security?.inboundLimit ?? maxFrameSize
+        guard length <= limit else { throw WireError.frameTooLarge(length: length, limit: limit) }
         guard buffer.readableBytes >= FrameCodec.headerSize + length else { return nil }
         buffer.moveReaderIndex(forwardBy: FrameCodec.headerSize)
         let bytes = buffer.readBytes(length: length)!
+        guard let security, security.opener != nil else { return try Self.parse(bytes[...]) }
+        let payload: ArraySlice<UInt8>
+        do {
+            payload = try security.open(bytes)
+        } catch {
+            // The server refusing the client's proof answers in plain text: read it, it can only end things.
+            if security.acceptsPlainErrors, let plain = try? Self.parse(bytes[...]), case .error = plain.body {
+                return plain
+            }
+            throw error
+        }
+        return try Self.parse(payload)
+    }
+
+    static func parse(_ bytes: ArraySlice<UInt8>) throws -> Pspc_V1_Frame {
         do {
             return try Pspc_V1_Frame(serializedBytes: bytes)
         } catch {
-            throw WireError.malformedFrame("\(length) bytes do not parse as a pspc.v1.Frame (\(error))")
+            throw WireError.malformedFrame("\(bytes.count) bytes do not parse as a pspc.v1.Frame (\(error))")
         }
     }
 
@@ -98,10 +126,18 @@ public struct FrameEncoder: MessageToByteEncoder, Sendable {
     public typealias OutboundIn = Pspc_V1_Frame
 
     public let maxFrameSize: Int
+    /// Seals frames once the connection's handshake has set a sealer.
+    public let security: FrameSecurity?
 
     public init(maxFrameSize: Int = FrameCodec.defaultMaxFrameSize) {
         FrameCodec.checkLimit(maxFrameSize)
         self.maxFrameSize = maxFrameSize
+        self.security = nil
+    }
+
+    public init(security: FrameSecurity) {
+        self.maxFrameSize = security.establishedLimit
+        self.security = security
     }
 
     public func encode(data: Pspc_V1_Frame, out: inout ByteBuffer) throws {
@@ -111,11 +147,16 @@ public struct FrameEncoder: MessageToByteEncoder, Sendable {
         } catch {
             throw WireError.malformedFrame("the frame does not serialize (\(error))")
         }
-        guard bytes.count <= maxFrameSize else {
-            throw WireError.frameTooLarge(length: bytes.count, limit: maxFrameSize)
+        let sealed = security?.sealer != nil
+        let length = bytes.count + (sealed ? FrameSealer.tagSize : 0)
+        guard length <= maxFrameSize else {
+            throw WireError.frameTooLarge(length: length, limit: maxFrameSize)
         }
-        out.reserveCapacity(minimumWritableBytes: FrameCodec.headerSize + bytes.count)
-        out.writeInteger(UInt32(bytes.count), endianness: .big)
+        // The sequence number is spent only on a frame that is written.
+        let tag = security?.tag(for: bytes)
+        out.reserveCapacity(minimumWritableBytes: FrameCodec.headerSize + length)
+        out.writeInteger(UInt32(length), endianness: .big)
         out.writeBytes(bytes)
+        if let tag { out.writeBytes(tag) }
     }
 }

@@ -9,8 +9,12 @@ import Foundation
 ///          <---- Challenge { server nonce, HMAC(token, "pspc-server" || cn || sn) }
 ///    verifies the server's proof
 ///    Proof { HMAC(token, "pspc-client" || sn || cn) } ---->   verifies the client's proof
-///          <---- Welcome { node id, role, worker info }
+///          <---- Welcome { node id, role, worker info }         (sealed: see SessionKeys)
 /// ```
+///
+/// Before the Welcome, frames are plain and limited to `FrameSecurity.handshakeMaxFrameSize`; from the
+/// client's first frame after its Proof and from the server's Welcome on, every frame carries a MAC under a
+/// key derived from the token and both nonces (`SessionKeys`).
 ///
 /// Both sides prove they hold the token without sending it; the labels and the nonce order differ
 /// between the two proofs, so neither can be replayed or reflected as the other. Anything else before
@@ -112,6 +116,9 @@ public struct HandshakeClient: Sendable {
     private let nonce: [UInt8]
     private var serverNonce: [UInt8] = []
     private var state = State.initial
+    /// The connection's frame keys, known once the server's challenge verified: the client seals every frame
+    /// after its Proof and expects the Welcome sealed.
+    public private(set) var sessionKeys: SessionKeys?
 
     /// `token` is the shared cluster secret (non-empty); the nonce comes from `rng`, which should be a
     /// cryptographic generator outside tests.
@@ -168,6 +175,7 @@ public struct HandshakeClient: Sendable {
                 return fail(.authenticationFailed, requestID: frame.requestID)
             }
             serverNonce = sn
+            sessionKeys = SessionKeys(token: token, clientNonce: nonce, serverNonce: sn)
             var proof = Pspc_V1_Proof()
             proof.proof = Data(Handshake.clientProof(token: token, clientNonce: nonce, serverNonce: sn))
             state = .awaitingWelcome
@@ -222,6 +230,9 @@ public struct HandshakeServer: Sendable {
     private let acceptedRoles: Set<Pspc_V1_Role>
     private let nonce: [UInt8]
     private var state = State.awaitingHello
+    /// The connection's frame keys, known once the client's proof verified: the Welcome and every frame after
+    /// it are sealed.
+    public private(set) var sessionKeys: SessionKeys?
 
     /// `token` is the shared cluster secret (non-empty); `role`, `nodeID` and `info` go into the Welcome;
     /// Hellos from roles outside `acceptedRoles` are refused. The nonce comes from `rng`, which should be a
@@ -298,6 +309,7 @@ public struct HandshakeServer: Sendable {
             guard Handshake.verify([UInt8](proof.proof), message: expected, token: token) else {
                 return fail(.authenticationFailed, requestID: frame.requestID)
             }
+            sessionKeys = SessionKeys(token: token, clientNonce: cn, serverNonce: nonce)
             state = .established(peer)
             return .established(peer, send: Pspc_V1_Frame(requestID: 0, body: .welcome(welcome)))
         case (.awaitingHello, _):

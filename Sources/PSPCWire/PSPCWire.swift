@@ -4,8 +4,9 @@
 /// these in NIO channel handlers.
 public enum PSPCWire {
     /// The version of the wire protocol, independent of the package version. A server answers a Hello
-    /// with any other version with `unsupportedVersion` and closes.
-    public static let protocolVersion: UInt32 = 1
+    /// with any other version with `unsupportedVersion` and closes. Version 2 seals every frame after the
+    /// handshake with a MAC and a sequence number (`SessionKeys`).
+    public static let protocolVersion: UInt32 = 2
 
     /// The four bytes every Hello starts with, checked before anything else.
     public static let magic: [UInt8] = Array("PSPC".utf8)

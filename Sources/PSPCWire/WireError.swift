@@ -22,6 +22,13 @@ public enum WireError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidTensor(String)
     /// A well-formed message whose values are not acceptable (non-finite t, a patch larger than the image).
     case invalidArgument(String)
+    /// A frame after the handshake whose MAC does not verify at its sequence number (tampered, replayed,
+    /// reordered or from another connection).
+    case integrityFailed(sequence: UInt64, reason: String)
+    /// An answer larger than the frame limit: it was not sent; ask for fewer queries at once.
+    case replyTooLarge(length: Int, limit: Int)
+    /// The peer cannot serve now (too many connections, shutting down): another replica may.
+    case unavailable(String)
     /// The peer's `ErrorReply`, as it sent it.
     case peerError(code: Pspc_V1_ErrorCode, message: String)
 
@@ -50,6 +57,12 @@ public enum WireError: Error, Sendable, Equatable, CustomStringConvertible {
             return "invalid tensor: \(reason)"
         case .invalidArgument(let reason):
             return "invalid argument: \(reason)"
+        case .integrityFailed(let sequence, let reason):
+            return "frame \(sequence) failed its integrity check (\(reason))"
+        case .replyTooLarge(let length, let limit):
+            return "the answer of \(length) bytes exceeds the frame limit of \(limit) bytes"
+        case .unavailable(let reason):
+            return "unavailable: \(reason)"
         case .peerError(let code, let message):
             return "peer reported \(code): \(message)"
         }
@@ -58,11 +71,12 @@ public enum WireError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The code sent to the peer for this error.
     public var code: Pspc_V1_ErrorCode {
         switch self {
-        case .frameTooLarge: return .frameTooLarge
+        case .frameTooLarge, .replyTooLarge: return .frameTooLarge
+        case .unavailable: return .unavailable
         case .malformedFrame: return .malformedFrame
         case .badMagic: return .badMagic
         case .unsupportedVersion: return .unsupportedVersion
-        case .authenticationFailed, .roleNotAccepted: return .authenticationFailed
+        case .authenticationFailed, .roleNotAccepted, .integrityFailed: return .authenticationFailed
         case .unexpectedMessage: return .unexpectedMessage
         case .unknownEnumValue, .invalidTensor, .invalidArgument: return .invalidArgument
         case .unknownOperation: return .unknownOperation

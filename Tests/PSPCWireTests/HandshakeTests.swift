@@ -204,8 +204,8 @@ final class HandshakeTests: XCTestCase {
     }
 
     func testWrongVersion() throws {
-        try expectFailure(hello(version: 2), .unsupportedVersion(got: 2, supported: 1), code: .unsupportedVersion)
-        try expectFailure(hello(version: 0), .unsupportedVersion(got: 0, supported: 1), code: .unsupportedVersion)
+        try expectFailure(hello(version: 1), .unsupportedVersion(got: 1, supported: 2), code: .unsupportedVersion)
+        try expectFailure(hello(version: 0), .unsupportedVersion(got: 0, supported: 2), code: .unsupportedVersion)
     }
 
     func testUnknownOrRefusedRole() throws {
