@@ -104,7 +104,7 @@ def raw(server: ServerProcess) -> NetworkClient:
 
 
 def hello(**changes) -> pb.Frame:
-    fields = dict(magic=b"PSPC", protocol_version=1, role=pb.ROLE_COORDINATOR, nonce=os.urandom(32), node_id="t")
+    fields = dict(magic=b"PSPC", protocol_version=2, role=pb.ROLE_COORDINATOR, nonce=os.urandom(32), node_id="t")
     fields.update(changes)
     return pb.Frame(request_id=0, hello=pb.Hello(**fields))
 
@@ -197,7 +197,7 @@ def test_wrong_token_is_refused(server, net):
     "changes, code",
     [
         (dict(magic=b"HTTP", protocol_version=7), pb.ERROR_CODE_BAD_MAGIC),
-        (dict(protocol_version=2), pb.ERROR_CODE_UNSUPPORTED_VERSION),
+        (dict(protocol_version=1), pb.ERROR_CODE_UNSUPPORTED_VERSION),
         (dict(role=pb.ROLE_WORKER), pb.ERROR_CODE_AUTHENTICATION_FAILED),
         (dict(role=pb.ROLE_UNSPECIFIED), pb.ERROR_CODE_INVALID_ARGUMENT),
         (dict(nonce=b"\x00" * 31), pb.ERROR_CODE_MALFORMED_FRAME),
@@ -231,7 +231,7 @@ def test_operation_before_the_handshake(server, net):
 
 def test_malformed_frame_closes_only_its_connection(server, net):
     with server.client() as other, server.client() as c:
-        c.send_bytes(struct.pack(">I", 6) + b"\xff" * 6)
+        c.send_bytes(c.encode_payload(b"\xff" * 6))  # sealed: its MAC holds, the protobuf does not parse
         expect_error_then_close(c, pb.ERROR_CODE_MALFORMED_FRAME)
         assert other.denoise(*queries(2)).shape == (2, 1, RES, RES)
 

@@ -206,7 +206,7 @@ def run_handshake(client_token: bytes, server_token: bytes):
     server = wire.HandshakeServer(server_token, node_id="net", info=pb.WorkerInfo(threads=3))
     client = wire.HandshakeClient(client_token, node_id="coord")
     hello = client.start()
-    assert hello.hello.magic == b"PSPC" and hello.hello.protocol_version == 1
+    assert hello.hello.magic == b"PSPC" and hello.hello.protocol_version == 2
     assert hello.hello.role == pb.ROLE_COORDINATOR and len(hello.hello.nonce) == 32
     challenge = server.receive(hello)
     assert challenge.kind == "send"
@@ -235,14 +235,14 @@ def test_client_refuses_a_server_without_the_token():
 def test_server_refuses_a_proof_made_with_another_token():
     server = wire.HandshakeServer(TOKEN)
     cn = b"\x01" * 32
-    challenge = server.receive(pb.Frame(hello=pb.Hello(magic=b"PSPC", protocol_version=1, role=1, nonce=cn)))
+    challenge = server.receive(pb.Frame(hello=pb.Hello(magic=b"PSPC", protocol_version=2, role=1, nonce=cn)))
     sn = challenge.frame.challenge.nonce
     forged = wire.client_proof(b"wrong-token-wrong-token", cn, sn)
     result = server.receive(pb.Frame(proof=pb.Proof(proof=forged)))
     assert result.kind == "fail" and result.frame.error.code == pb.ERROR_CODE_AUTHENTICATION_FAILED
     # A replay of the server's own proof is no client proof either (labels and order differ).
     server2 = wire.HandshakeServer(TOKEN)
-    challenge = server2.receive(pb.Frame(hello=pb.Hello(magic=b"PSPC", protocol_version=1, role=1, nonce=cn)))
+    challenge = server2.receive(pb.Frame(hello=pb.Hello(magic=b"PSPC", protocol_version=2, role=1, nonce=cn)))
     reflected = server2.receive(pb.Frame(proof=pb.Proof(proof=challenge.frame.challenge.proof)))
     assert reflected.kind == "fail"
 
@@ -250,13 +250,13 @@ def test_server_refuses_a_proof_made_with_another_token():
 @pytest.mark.parametrize(
     "hello, code",
     [
-        (dict(magic=b"PSPX", protocol_version=2, role=0), pb.ERROR_CODE_BAD_MAGIC),  # magic first
-        (dict(magic=b"", protocol_version=1, role=1), pb.ERROR_CODE_BAD_MAGIC),
-        (dict(magic=b"PSPC", protocol_version=2, role=0), pb.ERROR_CODE_UNSUPPORTED_VERSION),  # then version
-        (dict(magic=b"PSPC", protocol_version=1, role=0), pb.ERROR_CODE_INVALID_ARGUMENT),  # then role
-        (dict(magic=b"PSPC", protocol_version=1, role=9), pb.ERROR_CODE_INVALID_ARGUMENT),
-        (dict(magic=b"PSPC", protocol_version=1, role=pb.ROLE_WORKER), pb.ERROR_CODE_AUTHENTICATION_FAILED),
-        (dict(magic=b"PSPC", protocol_version=1, role=1, nonce=b"short"), pb.ERROR_CODE_MALFORMED_FRAME),
+        (dict(magic=b"PSPX", protocol_version=1, role=0), pb.ERROR_CODE_BAD_MAGIC),  # magic first
+        (dict(magic=b"", protocol_version=2, role=1), pb.ERROR_CODE_BAD_MAGIC),
+        (dict(magic=b"PSPC", protocol_version=1, role=0), pb.ERROR_CODE_UNSUPPORTED_VERSION),  # then version
+        (dict(magic=b"PSPC", protocol_version=2, role=0), pb.ERROR_CODE_INVALID_ARGUMENT),  # then role
+        (dict(magic=b"PSPC", protocol_version=2, role=9), pb.ERROR_CODE_INVALID_ARGUMENT),
+        (dict(magic=b"PSPC", protocol_version=2, role=pb.ROLE_WORKER), pb.ERROR_CODE_AUTHENTICATION_FAILED),
+        (dict(magic=b"PSPC", protocol_version=2, role=1, nonce=b"short"), pb.ERROR_CODE_MALFORMED_FRAME),
     ],
 )
 def test_server_checks_magic_then_version_then_role(hello, code):
@@ -272,8 +272,8 @@ def test_nothing_but_the_handshake_before_the_welcome():
     assert result.frame.error.code == pb.ERROR_CODE_UNEXPECTED_MESSAGE and result.frame.request_id == 5
     assert "expected hello, got denoise_request" in result.frame.error.message
     server = wire.HandshakeServer(TOKEN)
-    server.receive(pb.Frame(hello=pb.Hello(magic=b"PSPC", protocol_version=1, role=1, nonce=b"\0" * 32)))
-    result = server.receive(pb.Frame(hello=pb.Hello(magic=b"PSPC", protocol_version=1, role=1, nonce=b"\0" * 32)))
+    server.receive(pb.Frame(hello=pb.Hello(magic=b"PSPC", protocol_version=2, role=1, nonce=b"\0" * 32)))
+    result = server.receive(pb.Frame(hello=pb.Hello(magic=b"PSPC", protocol_version=2, role=1, nonce=b"\0" * 32)))
     assert result.frame.error.code == pb.ERROR_CODE_UNEXPECTED_MESSAGE
     assert server.receive(pb.Frame(proof=pb.Proof())).kind == "fail"  # failed stays failed
 
