@@ -256,7 +256,9 @@ class FrameOpener:
 # MARK: - Frames
 
 
-def encode_payload(payload: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, sealer: FrameSealer | None = None) -> bytes:
+def encode_payload(
+    payload: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, sealer: FrameSealer | None = None
+) -> bytes:
     """Length prefix, then `payload` (sealed by `sealer` when given; N counts the tag). Refuses a frame
     above the limit, before sealing (the sequence number is not used up), rather than send what the peer
     would reject."""
@@ -267,7 +269,9 @@ def encode_payload(payload: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     return struct.pack(">I", length) + body
 
 
-def encode_frame(frame: pb.Frame, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, sealer: FrameSealer | None = None) -> bytes:
+def encode_frame(
+    frame: pb.Frame, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, sealer: FrameSealer | None = None
+) -> bytes:
     """The bytes that travel for `frame`: length prefix, then the protobuf (and its tag when `sealer`)."""
     return encode_payload(frame.SerializeToString(), max_frame_size, sealer)
 
