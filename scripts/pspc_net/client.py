@@ -1,5 +1,10 @@
-"""A blocking Python client of the network endpoint (the coordinator's side of the protocol), for tests,
-benchmarks and notebooks. The Swift coordinator is the production client."""
+"""A blocking Python client of the network endpoint (the coordinator's side of the protocol, version 2),
+for tests, benchmarks and notebooks. The Swift coordinator is the production client.
+
+Hello and Proof go plain; every frame after the Proof is sealed (k_c2s), and every frame from the
+Welcome on must verify (k_s2c), else the client closes the connection and raises the integrity
+`WireError`. A plain error frame in place of the Welcome is the server's refusal and is raised as such.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +20,11 @@ from .wire import WireError
 class NetworkClient:
     """One authenticated connection: `denoise`, `heatmap`, `health`; `send` / `receive` for raw frames.
 
-    Raises `WireError` with the peer's code when the endpoint answers with an ErrorReply, and
-    `ConnectionError` when it closes the connection.
+    Raises `WireError` with the peer's code when the endpoint answers with an ErrorReply (or when a
+    frame fails its integrity check: the connection is then closed), and `ConnectionError` when it
+    closes the connection. With `handshake=False` the connection stays plain (tests drive the
+    handshake by hand); `encode` / `encode_payload` give the bytes `send` would send, sealed once
+    the handshake is done.
     """
 
     def __init__(
@@ -32,7 +40,8 @@ class NetworkClient:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.max_frame_size = max_frame_size
-        self.decoder = wire.FrameDecoder(max_frame_size)
+        self.decoder = wire.FrameDecoder(min(max_frame_size, wire.HANDSHAKE_MAX_FRAME_SIZE))
+        self.sealer: wire.FrameSealer | None = None
         self._next_id = 1
         self.welcome: pb.Welcome | None = None
         if handshake:
@@ -53,8 +62,17 @@ class NetworkClient:
 
     # MARK: frames
 
+    def encode(self, frame: pb.Frame) -> bytes:
+        """The bytes of `frame` as the next frame sent: sealed once the handshake is done (this uses up a
+        sequence number: the bytes must be sent, and in this order)."""
+        return wire.encode_frame(frame, self.max_frame_size, self.sealer)
+
+    def encode_payload(self, payload: bytes) -> bytes:
+        """As `encode`, for a payload that need not be a Frame."""
+        return wire.encode_payload(payload, self.max_frame_size, self.sealer)
+
     def send(self, frame: pb.Frame) -> None:
-        self.sock.sendall(wire.encode_frame(frame, self.max_frame_size))
+        self.sock.sendall(self.encode(frame))
 
     def send_bytes(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -62,7 +80,11 @@ class NetworkClient:
     def receive(self) -> pb.Frame | None:
         """The next frame, or None when the endpoint closed the connection between frames."""
         while True:
-            frame = self.decoder.next_frame()
+            try:
+                frame = self.decoder.next_frame()
+            except WireError:
+                self.close()  # too large, malformed or a bad MAC: nothing after it can be trusted
+                raise
             if frame is not None:
                 return frame
             data = self.sock.recv(1 << 20)
@@ -86,7 +108,15 @@ class NetworkClient:
                 raise action.error or WireError.authentication_failed()
             if action.frame is not None:
                 self.send(action.frame)
+            if action.kind == "send" and action.keys is not None:
+                # The Proof went plain; what follows is sealed both ways. The server may still refuse
+                # the proof with a plain error instead of the sealed Welcome.
+                self.sealer = wire.FrameSealer(action.keys.client_to_server)
+                self.decoder.opener = wire.FrameOpener(action.keys.server_to_client)
+                self.decoder.plain_error_allowed = True
             if action.kind == "established":
+                self.decoder.plain_error_allowed = False
+                self.decoder.max_frame_size = self.max_frame_size
                 return client.welcome
 
     def call(self, **body) -> pb.Frame:

@@ -3,8 +3,14 @@
     PYTHONPATH=scripts .venv/bin/python -m pspc_net.serve --checkpoint ref.pt \\
         --listen 127.0.0.1:7700 --token-file token [--device cpu|cuda] [--batch 256] [--adapter edm|vp-eps]
 
-A connection opens with the handshake (`wire.HandshakeServer`: only coordinators, mutual HMAC proofs);
-nothing else is accepted before it. Then, matched by `request_id`:
+A connection opens with the handshake (protocol version 2, `wire.HandshakeServer`: only coordinators,
+mutual HMAC proofs), which must complete within --handshake-timeout seconds (default 10) in frames of
+at most 64 KiB; nothing else is accepted before it. From the Welcome on, every frame both ways is
+sealed (HMAC-SHA256 tag over a per-direction sequence number, see `wire`); a frame that fails its tag
+gets an ErrorReply and the connection closes. An established connection with nothing in flight that
+sends nothing for --idle-timeout seconds (default 300) is closed; at most --max-connections (default
+64) are served at once, and one above that gets a plain UNAVAILABLE error and is closed. Then, matched
+by `request_id`:
 
 - `DenoiseRequest{z [B, C, H, W] float64|float32, t [B]}` -> `DenoiseResponse{denoised}`: D(z, t)
   computed in float32 on the device in chunks of `--batch`, sent as FLOAT32 `[B, C, H, W]` (the exact
@@ -223,9 +229,14 @@ class NetworkServer:
         token: bytes,
         max_frame_size: int = wire.DEFAULT_MAX_FRAME_SIZE,
         allow_shutdown: bool = False,
+        handshake_timeout: float = 10.0,
+        idle_timeout: float = 300.0,
+        max_connections: int = 64,
     ):
         self.service, self.token, self.max_frame_size = service, token, max_frame_size
         self.allow_shutdown = allow_shutdown
+        self.handshake_timeout, self.idle_timeout = handshake_timeout, idle_timeout
+        self.max_connections = max_connections
         self.compute = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pspc-compute")
         self.stopping = asyncio.Event()
         self._server: asyncio.base_events.Server | None = None
@@ -252,6 +263,14 @@ class NetworkServer:
         await asyncio.get_running_loop().run_in_executor(None, self.compute.shutdown, True)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= self.max_connections:
+            error = WireError(pb.ERROR_CODE_UNAVAILABLE, f"too many connections (limit {self.max_connections})")
+            log(f"{writer.get_extra_info('peername')}: {error.message}; refused")
+            try:
+                await self._close_after(error.frame(0), reader, writer)
+            finally:
+                writer.close()
+            return
         task = asyncio.current_task()
         self._connections[task] = writer
         try:
@@ -264,7 +283,10 @@ class NetworkServer:
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = writer.get_extra_info("peername")
-        decoder = wire.FrameDecoder(self.max_frame_size)
+        decoder = wire.FrameDecoder(min(self.max_frame_size, wire.HANDSHAKE_MAX_FRAME_SIZE))
+        sealer: wire.FrameSealer | None = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.handshake_timeout
         handshake = wire.HandshakeServer(
             self.token, role=pb.ROLE_NETWORK, node_id=self.service.node_id, info=self.service.info
         )
@@ -273,7 +295,22 @@ class NetworkServer:
         tasks: set[asyncio.Task] = set()
         try:
             while True:
-                data = await reader.read(1 << 20)
+                chunk = (1 << 20) if handshake.established else wire.HANDSHAKE_MAX_FRAME_SIZE
+                timeout = self.idle_timeout if handshake.established else max(deadline - loop.time(), 0)
+                try:
+                    data = await asyncio.wait_for(reader.read(chunk), timeout)
+                except asyncio.TimeoutError:
+                    if not handshake.established:
+                        error = WireError.unavailable(
+                            f"the handshake did not complete within {self.handshake_timeout:g} s"
+                        )
+                    elif tasks:
+                        continue  # requests in flight: not idle
+                    else:
+                        error = WireError.unavailable(f"the connection was idle for {self.idle_timeout:g} s")
+                    log(f"{peer}: {error.message}; closing")
+                    await self._close_after(error.frame(0), reader, writer, sealer)
+                    return
                 if not data:
                     return
                 decoder.feed(data)
@@ -282,7 +319,7 @@ class NetworkServer:
                         frame = decoder.next_frame()
                     except WireError as error:
                         log(f"{peer}: {error.message}; closing")
-                        await self._close_after(error.frame(0), reader, writer)
+                        await self._close_after(error.frame(0), reader, writer, sealer)
                         return
                     if frame is None:
                         break
@@ -293,10 +330,15 @@ class NetworkServer:
                                 log(f"{peer}: handshake failed: {action.error.message}")
                             await self._close_after(action.frame, reader, writer)
                             return
-                        await self._send(writer, action.frame)
+                        if action.kind == "established":
+                            # The Welcome is the first sealed frame; the client seals all after its Proof.
+                            sealer = wire.FrameSealer(action.keys.server_to_client)
+                            decoder.opener = wire.FrameOpener(action.keys.client_to_server)
+                            decoder.max_frame_size = self.max_frame_size
+                        await self._send(writer, action.frame, sealer)
                         continue
                     await slots.acquire()
-                    task = asyncio.create_task(self._answer(frame, writer, jobs))
+                    task = asyncio.create_task(self._answer(frame, writer, jobs, sealer))
                     tasks.add(task)
                     task.add_done_callback(lambda t: (tasks.discard(t), slots.release()))
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -308,7 +350,9 @@ class NetworkServer:
                 task.cancel()
             writer.close()
 
-    async def _answer(self, frame: pb.Frame, writer: asyncio.StreamWriter, jobs: dict[int, _Job]) -> None:
+    async def _answer(
+        self, frame: pb.Frame, writer: asyncio.StreamWriter, jobs: dict[int, _Job], sealer: wire.FrameSealer
+    ) -> None:
         """Answers one authenticated frame (or, for Cancel, another frame's job)."""
         rid = frame.request_id
         try:
@@ -342,7 +386,7 @@ class NetworkServer:
         except Exception as error:  # a bug here must still answer the request
             log(f"request {rid} failed:\n{traceback.format_exc()}")
             reply = WireError.internal(f"{type(error).__name__}: {error}").frame(rid)
-        await self._send(writer, reply)
+        await self._send(writer, reply, sealer)
 
     async def _compute(self, frame: pb.Frame, name: str, jobs: dict[int, _Job]) -> pb.Frame:
         rid = frame.request_id
@@ -373,14 +417,20 @@ class NetworkServer:
             if jobs.get(rid) is job:
                 del jobs[rid]
 
-    async def _send(self, writer: asyncio.StreamWriter, frame: pb.Frame | None) -> None:
+    async def _send(
+        self, writer: asyncio.StreamWriter, frame: pb.Frame | None, sealer: wire.FrameSealer | None = None
+    ) -> None:
+        """Sends `frame`, sealed when `sealer` (sealing and writing happen with no await between them, so
+        the sequence numbers follow the order on the wire)."""
         if frame is None:
             return
         try:
-            data = wire.encode_frame(frame, self.max_frame_size)
+            data = wire.encode_frame(frame, self.max_frame_size, sealer)
         except WireError as error:
             data = wire.encode_frame(
-                WireError.internal(f"the response does not fit a frame: {error.message}").frame(frame.request_id)
+                WireError.internal(f"the response does not fit a frame: {error.message}").frame(frame.request_id),
+                self.max_frame_size,
+                sealer,
             )
         writer.write(data)
         try:
@@ -389,12 +439,16 @@ class NetworkServer:
             pass
 
     async def _close_after(
-        self, frame: pb.Frame | None, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        frame: pb.Frame | None,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        sealer: wire.FrameSealer | None = None,
     ) -> None:
         """Sends `frame`, then closes: our side first, then drains what the peer still sends for a moment,
         so the close is orderly and the error frame is read rather than lost to a reset."""
         try:
-            await self._send(writer, frame)
+            await self._send(writer, frame, sealer)
             if writer.can_write_eof():
                 writer.write_eof()
             deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
@@ -445,6 +499,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compression", choices=["auto", "none", "zstd"], default="auto", help="of response tensors")
     p.add_argument("--max-frame-size", type=int, default=wire.DEFAULT_MAX_FRAME_SIZE)
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder for heatmaps without images")
+    p.add_argument("--handshake-timeout", type=float, default=10.0, help="seconds to complete the handshake")
+    p.add_argument("--idle-timeout", type=float, default=300.0, help="seconds an idle connection stays open")
+    p.add_argument("--max-connections", type=int, default=64, help="connections served at once (default 64)")
     p.add_argument("--allow-shutdown", action="store_true", help="let an authenticated peer's Shutdown stop it")
     p.add_argument(
         "--exit-with-parent",
@@ -456,6 +513,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--batch must be >= 1")
     if not 1024 <= args.max_frame_size <= 0xFFFFFFFF:
         p.error("--max-frame-size must be in 1024...4294967295 (the 4-byte length)")
+    if not args.handshake_timeout > 0 or not args.idle_timeout > 0:
+        p.error("--handshake-timeout and --idle-timeout must be positive")
+    if args.max_connections < 1:
+        p.error("--max-connections must be >= 1")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -473,7 +534,15 @@ def _fashion_mnist_loader(data_dir: str | None):
 
 
 async def _serve(args: argparse.Namespace, service: NetworkService, token: bytes) -> None:
-    server = NetworkServer(service, token, args.max_frame_size, args.allow_shutdown)
+    server = NetworkServer(
+        service,
+        token,
+        args.max_frame_size,
+        args.allow_shutdown,
+        handshake_timeout=args.handshake_timeout,
+        idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.stopping.set)

@@ -1,21 +1,44 @@
-"""The pspc wire protocol, version 1, in Python (DESIGN.md section 5; Swift: Sources/PSPCWire).
+"""The pspc wire protocol, version 2, in Python (DESIGN.md section 5; Swift: Sources/PSPCWire).
 
-Byte for byte what the Swift side speaks:
+Byte for byte what the Swift side speaks. A plain frame:
 
 ```
  +--------------------------------+-------------------------------------------+
- | length N (uint32, big-endian)  | N bytes: one serialized pspc.v1.Frame     |
+ | length N (uint32, big-endian)  | N bytes: one serialized pspc.v1.Frame P   |
  +--------------------------------+-------------------------------------------+
 ```
 
-- `FrameDecoder` only parses (bytes in, frames or "need more" out); it checks N against the limit
-  (64 MiB) as soon as the 4 length bytes are there, before buffering the frame.
+and, once the handshake has fixed the session keys, a sealed one:
+
+```
+ +--------------------------------+---------------------------+---------------+
+ | length N (uint32, big-endian)  | P (N - 32 bytes)          | tag (32 bytes)|
+ +--------------------------------+---------------------------+---------------+
+ tag = HMAC-SHA256(k_dir, seq (uint64, big-endian) || P)
+```
+
+- Handshake: Hello{magic, version 2, role, nonce cn} -> Challenge{nonce sn, proof} -> Proof -> Welcome.
+  `HandshakeServer` / `HandshakeClient` are plain state machines over frames, the same states, checks
+  (magic, then version, then role, then nonce) and error codes as Handshake.swift. Proofs are
+  HMAC-SHA256(token, label || nonces) with labels "pspc-server" / "pspc-client".
+- Session keys (`SessionKeys.derive`): k_c2s = HMAC-SHA256(token, "pspc-session-c2s" || cn || sn),
+  k_s2c = HMAC-SHA256(token, "pspc-session-s2c" || cn || sn). `seq` counts the sealed frames sent in
+  that direction from 0 (`FrameSealer` / `FrameOpener`), so a replayed, reordered or dropped frame
+  fails its tag as surely as a changed bit.
+- What is sealed: client -> server every frame after the Proof (Hello and Proof are plain);
+  server -> client the Welcome (seq 0) and every frame after it. Hello, Challenge, Proof and the error
+  frames of a handshake that does not complete are plain. A frame that fails its tag (or is shorter
+  than the tag) ends the connection. The one plain frame a sealed receiver reads: the client awaiting
+  the Welcome takes a plain `error` frame as the server's refusal (`FrameDecoder.plain_error_allowed`);
+  unauthenticated, it can only end the connection.
+- `FrameDecoder` only parses (bytes in, frames or "need more" out); it checks N against its limit as
+  soon as the 4 length bytes are there, before buffering the frame: 64 KiB until the handshake is done
+  (`HANDSHAKE_MAX_FRAME_SIZE`), then the connection's limit (64 MiB by default). N counts the tag.
 - Tensors: little-endian row-major bytes, dtype FLOAT64 / FLOAT32 / UINT8, compression NONE or ZSTD
-  (one zstd frame whose header states the content size, equal to `raw_size`). UNSPECIFIED or unknown
-  enum values, shape / byte-count mismatches and (for float fields) NaN or inf are rejected.
-- Handshake: `HandshakeServer` / `HandshakeClient` are plain state machines over frames, the same
-  states, checks (magic, then version, then role, then nonce) and error codes as Handshake.swift.
-  Proofs are HMAC-SHA256(token, label || nonces) with labels "pspc-server" / "pspc-client".
+  (one zstd frame whose header states the content size, equal to `raw_size`, with zstd's content
+  checksum when this side compresses). UNSPECIFIED or unknown enum values, shape / byte-count
+  mismatches, a zstd body that does not decompress (or fails its checksum) and (for float fields) NaN
+  or inf are rejected.
 
 No sockets here: `serve` and `client` move the bytes.
 """
@@ -33,12 +56,16 @@ import zstandard
 
 from .proto import pspc_pb2 as pb
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAGIC = b"PSPC"
 NONCE_SIZE = 32
 HEADER_SIZE = 4
+# The HMAC-SHA256 tag that ends every sealed frame.
+TAG_SIZE = 32
 # 64 MiB, as FrameCodec.defaultMaxFrameSize.
 DEFAULT_MAX_FRAME_SIZE = 64 << 20
+# A receiver's limit until the handshake is established: no handshake frame comes near it.
+HANDSHAKE_MAX_FRAME_SIZE = 64 << 10
 # The largest uncompressed tensor accepted (WireLimits.maxTensorBytes): bounds what zstd can expand to.
 DEFAULT_MAX_TENSOR_BYTES = 1 << 30
 # Automatic compression (Tensor+Wire.swift): payloads of at least 4096 bytes are zstd-compressed when
@@ -49,6 +76,8 @@ ZSTD_LEVEL = 3
 
 SERVER_LABEL = b"pspc-server"
 CLIENT_LABEL = b"pspc-client"
+C2S_LABEL = b"pspc-session-c2s"
+S2C_LABEL = b"pspc-session-s2c"
 MIN_TOKEN_BYTES = 16
 
 _ELEMENT = {pb.DTYPE_FLOAT64: np.dtype("<f8"), pb.DTYPE_FLOAT32: np.dtype("<f4"), pb.DTYPE_UINT8: np.dtype("u1")}
@@ -101,6 +130,10 @@ class WireError(Exception):
         return cls(
             pb.ERROR_CODE_AUTHENTICATION_FAILED, "authentication failed: the peer does not hold the same cluster token"
         )
+
+    @classmethod
+    def integrity_failed(cls, seq: int) -> "WireError":
+        return cls(pb.ERROR_CODE_AUTHENTICATION_FAILED, f"frame {seq} failed its integrity check (bad MAC)")
 
     @classmethod
     def role_not_accepted(cls, role: int) -> "WireError":
@@ -160,30 +193,116 @@ def body_name(frame: pb.Frame) -> str:
     return frame.WhichOneof("body") or "nothing"
 
 
+# MARK: - Session integrity
+
+
+@dataclass(frozen=True)
+class SessionKeys:
+    """The two 32-byte keys of an established connection, one per direction."""
+
+    client_to_server: bytes
+    server_to_client: bytes
+
+    @classmethod
+    def derive(cls, token: bytes, client_nonce: bytes, server_nonce: bytes) -> "SessionKeys":
+        """k_c2s / k_s2c = HMAC-SHA256(token, "pspc-session-c2s" / "pspc-session-s2c" || cn || sn)."""
+        nonces = client_nonce + server_nonce
+        return cls(
+            hmac.new(token, C2S_LABEL + nonces, hashlib.sha256).digest(),
+            hmac.new(token, S2C_LABEL + nonces, hashlib.sha256).digest(),
+        )
+
+
+def frame_tag(key: bytes, seq: int, payload: bytes) -> bytes:
+    """HMAC-SHA256(key, seq as 8 bytes big-endian || payload): the tag of the sealed frame number `seq`."""
+    return hmac.new(key, seq.to_bytes(8, "big") + payload, hashlib.sha256).digest()
+
+
+class FrameSealer:
+    """The sending side of one direction: `seal(P)` is P || tag, the tag over the next sequence number."""
+
+    def __init__(self, key: bytes):
+        self._key = key
+        self.seq = 0
+
+    def seal(self, payload: bytes) -> bytes:
+        tag = frame_tag(self._key, self.seq, payload)
+        self.seq += 1
+        return payload + tag
+
+
+class FrameOpener:
+    """The receiving side of one direction: `open(P || tag)` is P when the tag verifies for the next
+    sequence number, else `WireError.integrity_failed` (and the connection must end)."""
+
+    def __init__(self, key: bytes):
+        self._key = key
+        self.seq = 0
+
+    def verifies(self, sealed: bytes) -> bool:
+        """Whether `sealed` is the next frame, without consuming it."""
+        if len(sealed) < TAG_SIZE:
+            return False
+        payload, tag = sealed[:-TAG_SIZE], sealed[-TAG_SIZE:]
+        return hmac.compare_digest(tag, frame_tag(self._key, self.seq, payload))
+
+    def open(self, sealed: bytes) -> bytes:
+        if not self.verifies(sealed):
+            raise WireError.integrity_failed(self.seq)
+        self.seq += 1
+        return sealed[:-TAG_SIZE]
+
+
 # MARK: - Frames
 
 
-def encode_frame(frame: pb.Frame, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> bytes:
-    """The bytes that travel for `frame`: length prefix, then the protobuf. Refuses a frame above the
-    limit rather than send what the peer would reject."""
-    body = frame.SerializeToString()
-    if len(body) > max_frame_size:
-        raise WireError.frame_too_large(len(body), max_frame_size)
-    return struct.pack(">I", len(body)) + body
+def encode_payload(
+    payload: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, sealer: FrameSealer | None = None
+) -> bytes:
+    """Length prefix, then `payload` (sealed by `sealer` when given; N counts the tag). Refuses a frame
+    above the limit, before sealing (the sequence number is not used up), rather than send what the peer
+    would reject."""
+    length = len(payload) + (TAG_SIZE if sealer is not None else 0)
+    if length > max_frame_size:
+        raise WireError.frame_too_large(length, max_frame_size)
+    body = sealer.seal(payload) if sealer is not None else payload
+    return struct.pack(">I", length) + body
+
+
+def encode_frame(
+    frame: pb.Frame, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, sealer: FrameSealer | None = None
+) -> bytes:
+    """The bytes that travel for `frame`: length prefix, then the protobuf (and its tag when `sealer`)."""
+    return encode_payload(frame.SerializeToString(), max_frame_size, sealer)
+
+
+def parse_frame(payload: bytes) -> pb.Frame:
+    """`payload` as a Frame, or `WireError.malformed`."""
+    frame = pb.Frame()
+    try:
+        frame.ParseFromString(payload)
+    except Exception as e:  # protobuf raises DecodeError, and others on some runtimes
+        raise WireError.malformed(f"{len(payload)} bytes do not parse as a pspc.v1.Frame ({e})") from None
+    return frame
 
 
 class FrameDecoder:
     """Turns bytes into frames. `feed` appends what arrived; `next_frame` returns the next whole frame,
-    or None while it is incomplete, and raises `WireError` (frame too large, malformed) at a bad one.
+    or None while it is incomplete, and raises `WireError` (frame too large, malformed, bad MAC) at a bad one.
 
-    The length is checked against the limit as soon as its 4 bytes are there, so a peer announcing a
-    huge frame is refused before any of it is buffered.
+    The length is checked against `max_frame_size` as soon as its 4 bytes are there, so a peer announcing
+    a huge frame is refused before any of it is buffered. With an `opener`, every frame must be sealed;
+    `plain_error_allowed` (the client awaiting the Welcome) also lets through a plain frame whose body is
+    `error`, until the first sealed frame verifies. The connection sets `opener` and raises
+    `max_frame_size` between frames, when its handshake says so.
     """
 
-    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE):
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, opener: FrameOpener | None = None):
         if not 0 <= max_frame_size <= 0xFFFFFFFF:
             raise ValueError("the frame limit must fit the 4-byte length")
         self.max_frame_size = max_frame_size
+        self.opener = opener
+        self.plain_error_allowed = False
         self._buffer = bytearray()
 
     @property
@@ -204,12 +323,18 @@ class FrameDecoder:
             return None
         body = bytes(self._buffer[HEADER_SIZE : HEADER_SIZE + length])
         del self._buffer[: HEADER_SIZE + length]
-        frame = pb.Frame()
-        try:
-            frame.ParseFromString(body)
-        except Exception as e:  # protobuf raises DecodeError, and others on some runtimes
-            raise WireError.malformed(f"{length} bytes do not parse as a pspc.v1.Frame ({e})") from None
-        return frame
+        if self.opener is None:
+            return parse_frame(body)
+        if self.plain_error_allowed and not self.opener.verifies(body):
+            try:
+                plain = parse_frame(body)
+            except WireError:
+                plain = None
+            if plain is not None and plain.WhichOneof("body") == "error":
+                return plain
+        payload = self.opener.open(body)
+        self.plain_error_allowed = False
+        return parse_frame(payload)
 
     def frames(self) -> list[pb.Frame]:
         """Every whole frame buffered, in order."""
@@ -268,7 +393,9 @@ def tensor_from_array(array: np.ndarray, compression: str = "auto") -> pb.Tensor
     if compression not in ("auto", "none", "zstd"):
         raise ValueError(f"unknown compression {compression!r}")
     if compression == "zstd" or (compression == "auto" and len(raw) >= COMPRESSION_THRESHOLD):
-        compressed = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True).compress(raw)
+        compressed = zstandard.ZstdCompressor(
+            level=ZSTD_LEVEL, write_content_size=True, write_checksum=True
+        ).compress(raw)
         if compression == "zstd" or len(compressed) <= len(raw) * (1 - MINIMUM_SAVING):
             payload, kind = compressed, pb.COMPRESSION_ZSTD
     return pb.Tensor(dtype=dtype, shape=list(array.shape), data=payload, compression=kind, raw_size=len(raw))
@@ -323,8 +450,8 @@ def array_from_tensor(
             decompressor = zstandard.ZstdDecompressor().decompressobj()
             raw = decompressor.decompress(tensor.data)
             whole = decompressor.eof and not decompressor.unused_data
-        except zstandard.ZstdError:
-            raw, whole = b"", False
+        except zstandard.ZstdError as e:  # a corrupted body, a failed content checksum
+            raise WireError.invalid_tensor(f"{field} does not decompress: its zstd body is corrupt ({e})") from None
         if not whole or len(raw) != byte_count:
             raise WireError.invalid_tensor(f"{field} does not decompress to {byte_count} bytes")
     else:
@@ -376,12 +503,18 @@ class HandshakeAction:
     """What the connection does after a handshake step.
 
     kind "send": send `frame`, wait for the next one; "established": send `frame` (if any), the
-    connection is authenticated; "fail": send `frame` (an ErrorReply, if any), then close.
+    connection is authenticated; "fail": send `frame` (an ErrorReply, if any, plain), then close.
+
+    `keys`: the session keys, on the step that fixes them: the server's "established" (its Welcome,
+    `frame`, goes sealed with k_s2c at seq 0, and every client frame after the Proof is sealed with
+    k_c2s), the client's "send" of the Proof (the Proof goes plain; the Welcome that answers it comes
+    sealed, and so does every client frame after the Proof) and its "established".
     """
 
     kind: str
     frame: pb.Frame | None = None
     error: WireError | None = None
+    keys: SessionKeys | None = None
 
 
 class HandshakeServer:
@@ -408,6 +541,7 @@ class HandshakeServer:
         self._nonce = nonce if nonce is not None else os.urandom(NONCE_SIZE)
         self._state = "awaiting_hello"
         self._client_nonce = b""
+        self.keys: SessionKeys | None = None
         self.peer_node_id = ""
         self.peer_role = pb.ROLE_UNSPECIFIED
 
@@ -453,14 +587,16 @@ class HandshakeServer:
             if not hmac.compare_digest(frame.proof.proof, expected):
                 raise WireError.authentication_failed()
             self._state = "established"
-            return HandshakeAction("established", pb.Frame(request_id=0, welcome=self._welcome))
+            self.keys = SessionKeys.derive(self._token, self._client_nonce, self._nonce)
+            return HandshakeAction("established", pb.Frame(request_id=0, welcome=self._welcome), keys=self.keys)
         expected_name = "hello" if self._state == "awaiting_hello" else "proof"
         raise WireError.unexpected(expected_name, name)
 
 
 class HandshakeClient:
     """The client's side (a coordinator): `start()` gives the Hello; feed every frame to `receive` until
-    it returns "established" (the Welcome arrived) or "fail"."""
+    it returns "established" (the Welcome arrived) or "fail". The action that sends the Proof carries the
+    session keys: from then on the connection reads sealed frames (and a plain error, see FrameDecoder)."""
 
     def __init__(self, token: bytes, role: int = pb.ROLE_COORDINATOR, node_id: str = "", nonce: bytes | None = None):
         if not token:
@@ -470,6 +606,7 @@ class HandshakeClient:
         self._nonce = nonce if nonce is not None else os.urandom(NONCE_SIZE)
         self._state = "initial"
         self.welcome: pb.Welcome | None = None
+        self.keys: SessionKeys | None = None
 
     def start(self) -> pb.Frame:
         if self._state != "initial":
@@ -503,13 +640,14 @@ class HandshakeClient:
             if not hmac.compare_digest(frame.challenge.proof, server_proof(self._token, self._nonce, sn)):
                 raise WireError.authentication_failed()
             self._state = "awaiting_welcome"
+            self.keys = SessionKeys.derive(self._token, self._nonce, sn)
             proof = pb.Proof(proof=client_proof(self._token, self._nonce, sn))
-            return HandshakeAction("send", pb.Frame(request_id=0, proof=proof))
+            return HandshakeAction("send", pb.Frame(request_id=0, proof=proof), keys=self.keys)
         if self._state == "awaiting_welcome" and name == "welcome":
             _check_role(frame.welcome.role, "welcome.role")
             self._state = "established"
             self.welcome = frame.welcome
-            return HandshakeAction("established")
+            return HandshakeAction("established", keys=self.keys)
         expected = {"initial": "nothing before the client's hello", "awaiting_challenge": "challenge"}.get(
             self._state, "welcome"
         )

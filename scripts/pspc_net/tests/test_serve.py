@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import select
+import socket
+import threading
 import signal
 import struct
 import subprocess
@@ -104,7 +106,7 @@ def raw(server: ServerProcess) -> NetworkClient:
 
 
 def hello(**changes) -> pb.Frame:
-    fields = dict(magic=b"PSPC", protocol_version=1, role=pb.ROLE_COORDINATOR, nonce=os.urandom(32), node_id="t")
+    fields = dict(magic=b"PSPC", protocol_version=2, role=pb.ROLE_COORDINATOR, nonce=os.urandom(32), node_id="t")
     fields.update(changes)
     return pb.Frame(request_id=0, hello=pb.Hello(**fields))
 
@@ -197,7 +199,7 @@ def test_wrong_token_is_refused(server, net):
     "changes, code",
     [
         (dict(magic=b"HTTP", protocol_version=7), pb.ERROR_CODE_BAD_MAGIC),
-        (dict(protocol_version=2), pb.ERROR_CODE_UNSUPPORTED_VERSION),
+        (dict(protocol_version=1), pb.ERROR_CODE_UNSUPPORTED_VERSION),
         (dict(role=pb.ROLE_WORKER), pb.ERROR_CODE_AUTHENTICATION_FAILED),
         (dict(role=pb.ROLE_UNSPECIFIED), pb.ERROR_CODE_INVALID_ARGUMENT),
         (dict(nonce=b"\x00" * 31), pb.ERROR_CODE_MALFORMED_FRAME),
@@ -231,7 +233,7 @@ def test_operation_before_the_handshake(server, net):
 
 def test_malformed_frame_closes_only_its_connection(server, net):
     with server.client() as other, server.client() as c:
-        c.send_bytes(struct.pack(">I", 6) + b"\xff" * 6)
+        c.send_bytes(c.encode_payload(b"\xff" * 6))  # sealed: its MAC holds, the protobuf does not parse
         expect_error_then_close(c, pb.ERROR_CODE_MALFORMED_FRAME)
         assert other.denoise(*queries(2)).shape == (2, 1, RES, RES)
 
@@ -261,7 +263,11 @@ def _bad_requests():
     unspecified.dtype = pb.DTYPE_UNSPECIFIED
     short = wire.tensor_from_array(z, "none")
     short.data = short.data[:-8]
+    corrupt = wire.tensor_from_array(z, "zstd")
+    middle = len(corrupt.data) // 2
+    corrupt.data = corrupt.data[:middle] + bytes([corrupt.data[middle] ^ 0xFF]) + corrupt.data[middle + 1 :]
     return [
+        ("corrupt zstd", denoise_frame(1, corrupt, t), "does not decompress"),
         ("nan in z", denoise_frame(1, nan_z, t), "values must be finite"),
         ("inf in t", denoise_frame(1, z, np.array([1.0, np.inf, 1.0])), "values must be finite"),
         ("t zero", denoise_frame(1, z, np.array([1.0, 0.0, 1.0])), "t[1] must be positive"),
@@ -461,3 +467,137 @@ def test_heatmaps_too_large_for_a_frame_are_refused_before_any_work(net):
     with pytest.raises(WireError, match="maps of 8x8 images take 32768 bytes") as e:
         service.heatmap(pb.HeatmapRequest(t=1.0, samples=1, images=images))
     assert e.value.code == pb.ERROR_CODE_INVALID_ARGUMENT
+
+
+# MARK: version 2: sealed frames, limits, timeouts
+
+
+def test_sealed_frames_refuse_flipped_bits_replays_and_reordering(server, net):
+    health = pb.Frame(request_id=3, health_request=pb.HealthRequest())
+    for where in (6, -1):  # a bit of the protobuf, a bit of the tag
+        with server.client() as c:
+            data = bytearray(c.encode(health))
+            data[where] ^= 0x01
+            c.send_bytes(bytes(data))
+            assert expect_error_then_close(c, pb.ERROR_CODE_AUTHENTICATION_FAILED) == (
+                "frame 0 failed its integrity check (bad MAC)"
+            )
+    with server.client() as c:  # a replay
+        data = c.encode(health)
+        c.send_bytes(data)
+        assert c.receive().request_id == 3
+        c.send_bytes(data)
+        assert "frame 1 failed" in expect_error_then_close(c, pb.ERROR_CODE_AUTHENTICATION_FAILED)
+    with server.client() as c:  # two frames swapped
+        first, second = c.encode(health), c.encode(health)
+        c.send_bytes(second + first)
+        assert "frame 0 failed" in expect_error_then_close(c, pb.ERROR_CODE_AUTHENTICATION_FAILED)
+    with server.client() as c:  # a plain frame after the handshake
+        c.send_bytes(wire.encode_frame(health))
+        expect_error_then_close(c, pb.ERROR_CODE_AUTHENTICATION_FAILED)
+    assert_serving(server, net)
+
+
+def test_frame_over_64_kib_before_the_handshake_is_refused_from_its_length(server, net):
+    with raw(server) as c:
+        c.send_bytes(struct.pack(">I", wire.HANDSHAKE_MAX_FRAME_SIZE + 1))  # no body follows
+        message = expect_error_then_close(c, pb.ERROR_CODE_FRAME_TOO_LARGE)
+    assert "65537 bytes exceeds the limit of 65536" in message
+    with server.client() as c:  # after it, frames of the normal limit
+        z, t = queries(200)
+        assert len(wire.tensor_from_array(z, "none").data) > wire.HANDSHAKE_MAX_FRAME_SIZE
+        assert c.denoise(z, t, compression="none").shape == z.shape
+    assert_serving(server, net)
+
+
+def test_handshake_timeout_connection_cap_and_idle_timeout(files):
+    s = ServerProcess(
+        [
+            "--checkpoint", files["checkpoint"], "--token-file", files["token"], "--device", "cpu",
+            "--handshake-timeout", "1", "--idle-timeout", "3", "--max-connections", "2",
+        ],
+        str(files["root"] / "limits.log"),
+    )  # fmt: skip
+    try:
+        start = time.monotonic()
+        with raw(s) as c:  # says nothing
+            message = expect_error_then_close(c, pb.ERROR_CODE_UNAVAILABLE)
+        assert "within 1 s" in message and time.monotonic() - start < 5
+        with raw(s) as c:  # stops after the Hello
+            c.send(hello())
+            assert c.receive().WhichOneof("body") == "challenge"
+            expect_error_then_close(c, pb.ERROR_CODE_UNAVAILABLE)
+        with s.client() as a, s.client() as b:
+            with raw(s) as c:
+                assert expect_error_then_close(c, pb.ERROR_CODE_UNAVAILABLE) == "too many connections (limit 2)"
+            assert a.health().info.shape.width == RES and b.health().info.shape.width == RES
+        deadline = time.monotonic() + 10
+        while True:  # the two closed: room again (once the server has seen them go)
+            try:
+                c = s.client()
+                break
+            except WireError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        with c:
+            assert c.health().served >= 0
+            start = time.monotonic()
+            assert "idle" in expect_error_then_close(c, pb.ERROR_CODE_UNAVAILABLE)
+            assert 1 < time.monotonic() - start < 8
+    finally:
+        assert s.stop() == 0
+
+
+def fake_server(behaviour):
+    """A one-connection endpoint on a thread: the real handshake up to the Proof, then `behaviour(sock,
+    handshake)`; returns the port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def run():
+        conn, _ = listener.accept()
+        listener.close()
+        with conn:
+            decoder = wire.FrameDecoder(wire.HANDSHAKE_MAX_FRAME_SIZE)
+            handshake = wire.HandshakeServer(TOKEN, role=pb.ROLE_NETWORK)
+            while True:
+                decoder.feed(conn.recv(65536))
+                frame = decoder.next_frame()
+                if frame is None:
+                    continue
+                action = handshake.receive(frame)
+                if action.kind != "send":
+                    behaviour(conn, action)
+                    conn.shutdown(socket.SHUT_WR)
+                    conn.recv(65536)
+                    return
+                conn.sendall(wire.encode_frame(action.frame))
+
+    threading.Thread(target=run, daemon=True).start()
+    return listener.getsockname()[1]
+
+
+def test_client_surfaces_a_plain_error_in_place_of_the_welcome():
+    def refuse(conn, action):
+        conn.sendall(wire.encode_frame(WireError.authentication_failed().frame()))
+
+    with pytest.raises(WireError) as e:
+        NetworkClient("127.0.0.1", fake_server(refuse), TOKEN, timeout=10)
+    assert e.value.code == pb.ERROR_CODE_AUTHENTICATION_FAILED and "cluster token" in e.value.message
+
+
+@pytest.mark.parametrize("forgery", ["plain welcome", "flipped tag", "wrong key"])
+def test_client_refuses_a_welcome_that_fails_its_integrity_check(forgery):
+    def forge(conn, action):
+        if forgery == "plain welcome":
+            data = wire.encode_frame(action.frame)
+        else:
+            key = action.keys.server_to_client if forgery == "flipped tag" else action.keys.client_to_server
+            data = bytearray(wire.encode_frame(action.frame, sealer=wire.FrameSealer(key)))
+            if forgery == "flipped tag":
+                data[-1] ^= 0x80
+            data = bytes(data)
+        conn.sendall(data)
+
+    with pytest.raises(WireError) as e:
+        NetworkClient("127.0.0.1", fake_server(forge), TOKEN, timeout=10)
+    assert e.value.message == "frame 0 failed its integrity check (bad MAC)"

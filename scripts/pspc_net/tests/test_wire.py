@@ -206,7 +206,7 @@ def run_handshake(client_token: bytes, server_token: bytes):
     server = wire.HandshakeServer(server_token, node_id="net", info=pb.WorkerInfo(threads=3))
     client = wire.HandshakeClient(client_token, node_id="coord")
     hello = client.start()
-    assert hello.hello.magic == b"PSPC" and hello.hello.protocol_version == 1
+    assert hello.hello.magic == b"PSPC" and hello.hello.protocol_version == 2
     assert hello.hello.role == pb.ROLE_COORDINATOR and len(hello.hello.nonce) == 32
     challenge = server.receive(hello)
     assert challenge.kind == "send"
@@ -235,14 +235,14 @@ def test_client_refuses_a_server_without_the_token():
 def test_server_refuses_a_proof_made_with_another_token():
     server = wire.HandshakeServer(TOKEN)
     cn = b"\x01" * 32
-    challenge = server.receive(pb.Frame(hello=pb.Hello(magic=b"PSPC", protocol_version=1, role=1, nonce=cn)))
+    challenge = server.receive(pb.Frame(hello=pb.Hello(magic=b"PSPC", protocol_version=2, role=1, nonce=cn)))
     sn = challenge.frame.challenge.nonce
     forged = wire.client_proof(b"wrong-token-wrong-token", cn, sn)
     result = server.receive(pb.Frame(proof=pb.Proof(proof=forged)))
     assert result.kind == "fail" and result.frame.error.code == pb.ERROR_CODE_AUTHENTICATION_FAILED
     # A replay of the server's own proof is no client proof either (labels and order differ).
     server2 = wire.HandshakeServer(TOKEN)
-    challenge = server2.receive(pb.Frame(hello=pb.Hello(magic=b"PSPC", protocol_version=1, role=1, nonce=cn)))
+    challenge = server2.receive(pb.Frame(hello=pb.Hello(magic=b"PSPC", protocol_version=2, role=1, nonce=cn)))
     reflected = server2.receive(pb.Frame(proof=pb.Proof(proof=challenge.frame.challenge.proof)))
     assert reflected.kind == "fail"
 
@@ -250,13 +250,13 @@ def test_server_refuses_a_proof_made_with_another_token():
 @pytest.mark.parametrize(
     "hello, code",
     [
-        (dict(magic=b"PSPX", protocol_version=2, role=0), pb.ERROR_CODE_BAD_MAGIC),  # magic first
-        (dict(magic=b"", protocol_version=1, role=1), pb.ERROR_CODE_BAD_MAGIC),
-        (dict(magic=b"PSPC", protocol_version=2, role=0), pb.ERROR_CODE_UNSUPPORTED_VERSION),  # then version
-        (dict(magic=b"PSPC", protocol_version=1, role=0), pb.ERROR_CODE_INVALID_ARGUMENT),  # then role
-        (dict(magic=b"PSPC", protocol_version=1, role=9), pb.ERROR_CODE_INVALID_ARGUMENT),
-        (dict(magic=b"PSPC", protocol_version=1, role=pb.ROLE_WORKER), pb.ERROR_CODE_AUTHENTICATION_FAILED),
-        (dict(magic=b"PSPC", protocol_version=1, role=1, nonce=b"short"), pb.ERROR_CODE_MALFORMED_FRAME),
+        (dict(magic=b"PSPX", protocol_version=1, role=0), pb.ERROR_CODE_BAD_MAGIC),  # magic first
+        (dict(magic=b"", protocol_version=2, role=1), pb.ERROR_CODE_BAD_MAGIC),
+        (dict(magic=b"PSPC", protocol_version=1, role=0), pb.ERROR_CODE_UNSUPPORTED_VERSION),  # then version
+        (dict(magic=b"PSPC", protocol_version=2, role=0), pb.ERROR_CODE_INVALID_ARGUMENT),  # then role
+        (dict(magic=b"PSPC", protocol_version=2, role=9), pb.ERROR_CODE_INVALID_ARGUMENT),
+        (dict(magic=b"PSPC", protocol_version=2, role=pb.ROLE_WORKER), pb.ERROR_CODE_AUTHENTICATION_FAILED),
+        (dict(magic=b"PSPC", protocol_version=2, role=1, nonce=b"short"), pb.ERROR_CODE_MALFORMED_FRAME),
     ],
 )
 def test_server_checks_magic_then_version_then_role(hello, code):
@@ -272,8 +272,8 @@ def test_nothing_but_the_handshake_before_the_welcome():
     assert result.frame.error.code == pb.ERROR_CODE_UNEXPECTED_MESSAGE and result.frame.request_id == 5
     assert "expected hello, got denoise_request" in result.frame.error.message
     server = wire.HandshakeServer(TOKEN)
-    server.receive(pb.Frame(hello=pb.Hello(magic=b"PSPC", protocol_version=1, role=1, nonce=b"\0" * 32)))
-    result = server.receive(pb.Frame(hello=pb.Hello(magic=b"PSPC", protocol_version=1, role=1, nonce=b"\0" * 32)))
+    server.receive(pb.Frame(hello=pb.Hello(magic=b"PSPC", protocol_version=2, role=1, nonce=b"\0" * 32)))
+    result = server.receive(pb.Frame(hello=pb.Hello(magic=b"PSPC", protocol_version=2, role=1, nonce=b"\0" * 32)))
     assert result.frame.error.code == pb.ERROR_CODE_UNEXPECTED_MESSAGE
     assert server.receive(pb.Frame(proof=pb.Proof())).kind == "fail"  # failed stays failed
 
@@ -285,3 +285,136 @@ def test_read_token(tmp_path):
     path.write_bytes(b"short\n")
     with pytest.raises(ValueError, match="at least 16 bytes"):
         wire.read_token(str(path))
+
+
+# MARK: version 2: session integrity
+
+VECTOR_TOKEN = b"0123456789abcdef0123456789abcdef"
+VECTOR_CN, VECTOR_SN = bytes(range(32)), bytes(range(32, 64))
+
+
+def test_session_key_and_tag_vectors_shared_with_swift():
+    keys = wire.SessionKeys.derive(VECTOR_TOKEN, VECTOR_CN, VECTOR_SN)
+    assert keys.client_to_server.hex() == "8ac57875a8a5a906f2a883c43cc3edef455af341bc32cd5d27d8a859e6c120a5"
+    assert keys.server_to_client.hex() == "925cb99b1a5c4b2285338a9565891bac89380a18fb48e28882f25cac6445e5aa"
+    payload = bytes.fromhex("0807")
+    assert pb.Frame(request_id=7).SerializeToString() == payload
+    sealer = wire.FrameSealer(keys.client_to_server)
+    t0 = "87deabe44c58252d5fb6fdcc6cfc79f08d2e3ccf9fabfb5869946dad0f268d8a"
+    t1 = "7b7d18042f73b64edf5dd20dd422e29830bfce14286fe4c2099ca3e54c539f1f"
+    assert sealer.seal(payload) == payload + bytes.fromhex(t0)
+    sealed = wire.encode_frame(pb.Frame(request_id=7), sealer=sealer)
+    assert sealed == struct.pack(">I", 34) + payload + bytes.fromhex(t1)
+    decoder = wire.FrameDecoder(opener=wire.FrameOpener(keys.client_to_server))
+    header = struct.pack(">I", 34)
+    decoder.feed(header + payload + bytes.fromhex(t0) + header + payload + bytes.fromhex(t1))
+    assert decoder.frames() == [pb.Frame(request_id=7)] * 2
+
+
+def test_handshake_returns_the_same_session_keys_on_both_sides():
+    server, client, proof = run_handshake(TOKEN, TOKEN)
+    assert proof.keys is not None
+    welcome = server.receive(proof.frame)
+    assert welcome.keys == proof.keys == client.receive(welcome.frame).keys
+    assert welcome.keys.client_to_server != welcome.keys.server_to_client
+
+
+def sealed_stream(n: int = 3):
+    keys = wire.SessionKeys.derive(TOKEN, b"\1" * 32, b"\2" * 32)
+    sealer = wire.FrameSealer(keys.client_to_server)
+    frames = [wire.encode_frame(sample_frame(i), sealer=sealer) for i in range(n)]
+    return keys, frames
+
+
+def test_a_flipped_bit_anywhere_in_a_sealed_frame_is_refused():
+    keys, (data, *_) = sealed_stream(1)
+    for bit in range(len(data) * 8):
+        bad = bytearray(data)
+        bad[bit // 8] ^= 1 << (bit % 8)
+        decoder = wire.FrameDecoder(max_frame_size=4096, opener=wire.FrameOpener(keys.client_to_server))
+        decoder.feed(bytes(bad))
+        try:
+            frame = decoder.next_frame()
+        except WireError as e:
+            assert e.code in (pb.ERROR_CODE_AUTHENTICATION_FAILED, pb.ERROR_CODE_FRAME_TOO_LARGE), e.message
+            if bit >= 32:  # payload or tag
+                assert e.message == "frame 0 failed its integrity check (bad MAC)"
+        else:
+            assert bit < 32 and frame is None  # a longer length: still waiting for bytes
+
+
+def test_replayed_reordered_and_short_sealed_frames_are_refused():
+    keys, (f0, f1, f2) = sealed_stream()
+    for stream in (f0 + f0, f0 + f2, f1):
+        decoder = wire.FrameDecoder(opener=wire.FrameOpener(keys.client_to_server))
+        decoder.feed(stream)
+        with pytest.raises(WireError, match="failed its integrity check") as e:
+            decoder.frames()
+        assert e.value.code == pb.ERROR_CODE_AUTHENTICATION_FAILED
+    decoder = wire.FrameDecoder(opener=wire.FrameOpener(keys.client_to_server))
+    decoder.feed(wire.encode_frame(pb.Frame(request_id=1)))  # plain, 2 bytes < the tag
+    with pytest.raises(WireError, match="frame 0 failed"):
+        decoder.next_frame()
+    # With the other direction's key, nothing verifies.
+    decoder = wire.FrameDecoder(opener=wire.FrameOpener(keys.server_to_client))
+    decoder.feed(f0)
+    with pytest.raises(WireError, match="bad MAC"):
+        decoder.next_frame()
+
+
+def test_plain_error_is_let_through_only_while_awaiting_the_welcome():
+    keys, (f0, _, _) = sealed_stream()
+    refusal = wire.encode_frame(WireError.authentication_failed().frame())
+    decoder = wire.FrameDecoder(opener=wire.FrameOpener(keys.client_to_server))
+    decoder.plain_error_allowed = True
+    decoder.feed(refusal)
+    assert decoder.next_frame().error.code == pb.ERROR_CODE_AUTHENTICATION_FAILED
+    decoder = wire.FrameDecoder(opener=wire.FrameOpener(keys.client_to_server))
+    decoder.plain_error_allowed = True
+    decoder.feed(wire.encode_frame(sample_frame()))  # plain, but no error: a forgery
+    with pytest.raises(WireError, match="bad MAC"):
+        decoder.next_frame()
+    decoder = wire.FrameDecoder(opener=wire.FrameOpener(keys.client_to_server))
+    decoder.plain_error_allowed = True
+    decoder.feed(f0 + refusal)
+    assert decoder.next_frame() == sample_frame(0)
+    with pytest.raises(WireError, match="frame 1 failed"):  # after the first sealed frame, no plain error
+        decoder.next_frame()
+
+
+def test_sealed_length_counts_the_tag():
+    sealer = wire.FrameSealer(b"k" * 32)
+    frame = pb.Frame(request_id=1, health_request=pb.HealthRequest())
+    n = len(frame.SerializeToString())
+    with pytest.raises(WireError) as e:
+        wire.encode_frame(frame, max_frame_size=n + 31, sealer=sealer)
+    assert e.value.code == pb.ERROR_CODE_FRAME_TOO_LARGE and sealer.seq == 0  # no sequence number used up
+    assert len(wire.encode_frame(frame, max_frame_size=n + 32, sealer=sealer)) == 4 + n + 32
+
+
+def test_handshake_frame_limit_is_checked_from_the_header():
+    decoder = wire.FrameDecoder(wire.HANDSHAKE_MAX_FRAME_SIZE)
+    decoder.feed(struct.pack(">I", 65537))
+    with pytest.raises(WireError, match="65537 bytes exceeds the limit of 65536") as e:
+        decoder.next_frame()
+    assert e.value.code == pb.ERROR_CODE_FRAME_TOO_LARGE
+
+
+def test_zstd_tensors_carry_a_checksum_and_a_corrupt_body_is_refused():
+    values = np.repeat(np.random.default_rng(0).standard_normal(300), 8)
+    tensor = wire.tensor_from_array(values, "zstd")
+    assert tensor.data[4] & 0x04  # Content_Checksum_flag
+    np.testing.assert_array_equal(wire.array_from_tensor(tensor, "z"), values)
+    refused = []
+    for i in range(12, len(tensor.data)):
+        corrupt = bad(tensor, data=tensor.data[:i] + bytes([tensor.data[i] ^ 0x10]) + tensor.data[i + 1 :])
+        try:
+            back = wire.array_from_tensor(corrupt, "z")
+        except WireError as e:
+            assert e.code == pb.ERROR_CODE_INVALID_ARGUMENT and "does not decompress" in e.message
+            refused.append(i)
+        else:  # a bit zstd ignores (padding of an entropy table): the values are still the ones sent
+            np.testing.assert_array_equal(back, values)
+    n = len(tensor.data)
+    assert {n - 4, n - 3, n - 2, n - 1} <= set(refused)  # the checksum itself
+    assert len(refused) > 0.8 * (n - 12)
