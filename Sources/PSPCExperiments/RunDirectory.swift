@@ -27,7 +27,7 @@ public struct RunDirectory: Sendable {
             }
             return true
         }
-        try FileManager.default.createDirectory(atPath: file("parts"), withIntermediateDirectories: true)
+        try FileIO.createDirectory(file("parts"))
         try writeJSON(config, to: "config.json")
         return false
     }
@@ -53,7 +53,7 @@ public struct RunDirectory: Sendable {
     public func hasPart(_ name: String) -> Bool { FileManager.default.fileExists(atPath: file("parts", name)) }
 
     public func writePart(_ bytes: [UInt8], name: String) throws {
-        try FileManager.default.createDirectory(atPath: file("parts"), withIntermediateDirectories: true)
+        try FileIO.createDirectory(file("parts"))
         try FileIO.writeAtomically(bytes, to: file("parts", name))
     }
 
@@ -64,8 +64,7 @@ public struct RunDirectory: Sendable {
     /// Writes `bytes` to `relative` (creating its folders) atomically.
     public func write(_ bytes: [UInt8], to relative: String) throws {
         let full = file(relative)
-        try FileManager.default.createDirectory(
-            atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try FileIO.createDirectory((full as NSString).deletingLastPathComponent)
         try FileIO.writeAtomically(bytes, to: full)
     }
 
@@ -77,8 +76,7 @@ public struct RunDirectory: Sendable {
 
     public func writeNPY(_ array: NPYArray, to relative: String) throws {
         let full = file(relative)
-        try FileManager.default.createDirectory(
-            atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try FileIO.createDirectory((full as NSString).deletingLastPathComponent)
         try NPY.write(array, to: full)
     }
 
