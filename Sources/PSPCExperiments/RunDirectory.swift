@@ -32,6 +32,10 @@ public struct RunDirectory: Sendable {
         return false
     }
 
+    /// Locks the run for this process (see RunLock): a second command on the same run is refused while the
+    /// first holds it.
+    public func lock() throws -> RunLock { try RunLock(path) }
+
     /// The config this run was made with.
     public func config() throws -> JSONValue { try RunDirectory.readJSON(file("config.json")) }
 
