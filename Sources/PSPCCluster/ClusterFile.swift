@@ -5,7 +5,7 @@ import Yams
 /// ```
 /// workers: [node1:7070, node2:7070, node3:7070]
 /// tokenFile: token          # relative to this file, or absolute
-/// deadlineSeconds: 120      # a worker slower than this on one request is skipped for its replica
+/// deadlineSeconds: 300      # a worker slower than this on one request is skipped for its replica (default 300)
 /// retrySeconds: 5           # how often a worker that failed is tried again
 /// ```
 /// Shard placement comes from what each worker reports at the handshake.
@@ -39,6 +39,8 @@ public struct ClusterFile: Codable, Sendable, Equatable {
         } catch {
             throw ClusterError.invalidConfiguration("\(path): not a valid cluster file (\(error))")
         }
+        if let deadline = file.deadlineSeconds { try checkSeconds(deadline, name: "\(path): deadlineSeconds") }
+        if let retry = file.retrySeconds { try checkSeconds(retry, name: "\(path): retrySeconds") }
         guard !file.workers.isEmpty else { throw ClusterError.invalidConfiguration("\(path): no workers listed") }
         for address in file.workers { _ = try HostPort(address) }
         // A relative token path is relative to the cluster file.
@@ -48,6 +50,22 @@ public struct ClusterFile: Codable, Sendable, Equatable {
                 URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(file.tokenFile).path
         }
         return resolved
+    }
+}
+
+extension ClusterFile {
+    /// The default of `deadlineSeconds` (and of `--deadline`), documented in the README.
+    public static let defaultDeadlineSeconds = 300.0
+    /// The longest deadline or retry interval accepted: one day.
+    public static let maximumSeconds = 86_400.0
+
+    /// Refuses a time in seconds that is not finite, not positive or above a day (nan and inf crashed the
+    /// coordinator's timers): `name` says which option or key.
+    public static func checkSeconds(_ value: Double, name: String) throws {
+        guard value.isFinite, value > 0, value <= maximumSeconds else {
+            throw ClusterError.invalidConfiguration(
+                "\(name) must be a finite number of seconds in (0, \(Int(maximumSeconds))], got \(value)")
+        }
     }
 }
 

@@ -22,6 +22,9 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var count: Int
     public var shards: [Shard]
 
+    /// The keys read as integers, named in errors when a file holds a fraction there.
+    static let integerKeys: Set<String> = ["version", "count", "first", "bytes", "channels", "height", "width"]
+
     public static func read(directory: String) throws -> Manifest {
         let path = (directory as NSString).appendingPathComponent(fileName)
         let bytes = try FileIO.read(path)
@@ -29,7 +32,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         do {
             manifest = try JSONDecoder().decode(Manifest.self, from: Data(bytes))
         } catch {
-            throw DataError.corrupt(path: path, reason: "not a valid manifest (\(error))")
+            throw DataError.corrupt(path: path, reason: "not a valid manifest: \(DecodingProblem.describe(error, json: bytes, integerKeys: integerKeys))")
         }
         guard manifest.format == formatName, manifest.version == 1 else {
             throw DataError.unsupported(

@@ -19,7 +19,7 @@ public enum ShardStore {
         guard images.count >= shards else {
             throw DataError.invalid("cannot split \(images.count) images into \(shards) shards")
         }
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try FileIO.createDirectory(directory)
         var entries: [Manifest.Shard] = []
         for k in 0..<shards {
             let lo = k * images.count / shards, hi = (k + 1) * images.count / shards

@@ -27,10 +27,14 @@ public struct RunDirectory: Sendable {
             }
             return true
         }
-        try FileManager.default.createDirectory(atPath: file("parts"), withIntermediateDirectories: true)
+        try FileIO.createDirectory(file("parts"))
         try writeJSON(config, to: "config.json")
         return false
     }
+
+    /// Locks the run for this process (see RunLock): a second command on the same run is refused while the
+    /// first holds it.
+    public func lock() throws -> RunLock { try RunLock(path) }
 
     /// The config this run was made with.
     public func config() throws -> JSONValue { try RunDirectory.readJSON(file("config.json")) }
@@ -53,7 +57,7 @@ public struct RunDirectory: Sendable {
     public func hasPart(_ name: String) -> Bool { FileManager.default.fileExists(atPath: file("parts", name)) }
 
     public func writePart(_ bytes: [UInt8], name: String) throws {
-        try FileManager.default.createDirectory(atPath: file("parts"), withIntermediateDirectories: true)
+        try FileIO.createDirectory(file("parts"))
         try FileIO.writeAtomically(bytes, to: file("parts", name))
     }
 
@@ -64,8 +68,7 @@ public struct RunDirectory: Sendable {
     /// Writes `bytes` to `relative` (creating its folders) atomically.
     public func write(_ bytes: [UInt8], to relative: String) throws {
         let full = file(relative)
-        try FileManager.default.createDirectory(
-            atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try FileIO.createDirectory((full as NSString).deletingLastPathComponent)
         try FileIO.writeAtomically(bytes, to: full)
     }
 
@@ -77,8 +80,7 @@ public struct RunDirectory: Sendable {
 
     public func writeNPY(_ array: NPYArray, to relative: String) throws {
         let full = file(relative)
-        try FileManager.default.createDirectory(
-            atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try FileIO.createDirectory((full as NSString).deletingLastPathComponent)
         try NPY.write(array, to: full)
     }
 

@@ -44,7 +44,7 @@ struct Calibrate: AsyncParsableCommand {
             throw DataError.invalid("the sweeps hold no pspc-square sizes or pspc-flex lambdas to calibrate")
         }
         let output = RunDirectory(out ?? RunDirectory(runs[0]).file("calibration"))
-        try FileManager.default.createDirectory(atPath: output.path, withIntermediateDirectories: true)
+        try FileIO.createDirectory(output.path)
         try output.writeJSON(
             .object([
                 ("kind", .string("calibration")), ("version", .int(1)),

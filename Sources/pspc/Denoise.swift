@@ -24,6 +24,8 @@ struct Denoise: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // Before any work: the result goes to a regular file that is not the queries themselves.
+        try FileIO.checkOutput(output, inputs: [("--input", input)])
         if methodOptions.isNetwork { return try await runNetwork() }
         let context = try await engineOptions.context()
         let shape = context.shape
@@ -101,10 +103,13 @@ enum QueryFile {
     }
 
     static func write(_ values: [Double], shape: ImageShape, to path: String) throws {
+        try FileIO.writeAtomically(encode(values, shape: shape), to: path)
+    }
+
+    /// The .npy bytes of `values` as float32 `[B, C, H, W]`.
+    static func encode(_ values: [Double], shape: ImageShape) -> [UInt8] {
         let count = values.count / shape.dimension
-        try NPY.write(
-            NPYArray(
-                shape: [count, shape.channels, shape.height, shape.width], data: .float32(values.map(Float.init))),
-            to: path)
+        return NPY.encode(
+            NPYArray(shape: [count, shape.channels, shape.height, shape.width], data: .float32(values.map(Float.init))))
     }
 }

@@ -27,6 +27,7 @@ struct Ingest: AsyncParsableCommand {
     }
 
     func run() async throws {
+        try Self.checkTarget(out)
         let dataset = try DatasetSource(parsing: source, channelsLast: channelsLast)
         let reading = ProgressBar("read \(dataset)", total: 1, unit: " files")
         let images = try dataset.load(limit: limit) { done, total in
@@ -34,12 +35,62 @@ struct Ingest: AsyncParsableCommand {
         }
         note("read \(images.count) images of \(images.shape) from \(dataset)")
         let writing = ProgressBar("write shards", total: shards)
-        let manifest = try ShardStore.write(images, shards: shards, to: out, source: dataset.description) { done, _ in
-            writing.update(done)
+        // The new dataset is written beside --out and swapped in whole at the end, so a failed ingest (a full
+        // disk, a kill) never damages a dataset already in --out.
+        let staging = Self.sibling(out, "ingest")
+        let manifest: Manifest
+        do {
+            manifest = try ShardStore.write(images, shards: shards, to: staging, source: dataset.description) {
+                done, _ in writing.update(done)
+            }
+            try Self.swapIn(staging, at: out)
+        } catch {
+            try? FileManager.default.removeItem(atPath: staging)
+            throw error
         }
         let bytes = manifest.shards.reduce(0) { $0 + $1.bytes }
         note(
             "wrote \(manifest.shards.count) shards (\(bytes) bytes, \(String(format: "%.2f", Double(bytes) / Double(max(1, images.pixels.count)))) of raw) and manifest.json to \(out)"
         )
+    }
+
+    /// A hidden folder beside `path` for this process.
+    static func sibling(_ path: String, _ purpose: String) -> String {
+        let parent = (path as NSString).deletingLastPathComponent
+        let name = "." + (path as NSString).lastPathComponent + ".\(purpose)-\(getpid())"
+        return parent.isEmpty ? name : (parent as NSString).appendingPathComponent(name)
+    }
+
+    /// --out must be new, empty, or hold only a dataset (manifest.json and shard files), which is replaced.
+    static func checkTarget(_ out: String) throws {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: out) else {
+            if FileManager.default.fileExists(atPath: out) { throw DataError.invalid("--out \(out) is not a directory") }
+            return
+        }
+        let others = entries.filter { $0 != Manifest.fileName && !($0.hasPrefix("shard-") && $0.hasSuffix(".pspc")) }
+        if !others.isEmpty {
+            throw DataError.invalid(
+                "--out \(out) holds files other than a dataset (\(others.sorted().prefix(3).joined(separator: ", "))): use a new or empty folder")
+        }
+    }
+
+    /// Moves `staging` to `out`, replacing an existing dataset there only once the new one is complete.
+    static func swapIn(_ staging: String, at out: String) throws {
+        if !FileManager.default.fileExists(atPath: out) || rmdir(out) == 0 {
+            guard rename(staging, out) == 0 else {
+                throw DataError.io(path: out, reason: "cannot move the new dataset into place: \(SystemError.describe(errno: errno))")
+            }
+            return
+        }
+        let old = sibling(out, "replaced")
+        guard rename(out, old) == 0 else {
+            throw DataError.io(path: out, reason: "cannot move the old dataset aside: \(SystemError.describe(errno: errno))")
+        }
+        guard rename(staging, out) == 0 else {
+            let reason = SystemError.describe(errno: errno)
+            _ = rename(old, out)
+            throw DataError.io(path: out, reason: "cannot move the new dataset into place: \(reason)")
+        }
+        try? FileManager.default.removeItem(atPath: old)
     }
 }

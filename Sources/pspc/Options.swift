@@ -21,7 +21,7 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Start N worker processes on loopback and compute through them.") var localWorkers: Int?
     @Option(help: "Cluster file (JSON): workers, token file, deadline.") var cluster: String?
     @Option(help: "Copies of each shard across local workers (with --local-workers).") var replication: Int = 1
-    @Option(help: "Seconds a worker may take to answer one request before its replica is asked.")
+    @Option(help: "Seconds a worker may take to answer one request before its replica is asked (default 300, at most 86400).")
     var deadline: Double?
     @Option(help: "Queries per request.") var batchSize: Int = 256
     @Option(help: "Batches in flight at once with workers (default 3; in-process: 1).") var batchesInFlight: Int = 3
@@ -33,6 +33,11 @@ struct EngineOptions: ParsableArguments {
         }
         if let localWorkers, localWorkers < 1 { throw ValidationError("--local-workers must be at least 1") }
         if replication < 1 { throw ValidationError("--replication must be at least 1") }
+        if let deadline {
+            do { try ClusterFile.checkSeconds(deadline, name: "--deadline") } catch let error as ClusterError {
+                throw ValidationError(error.description)
+            }
+        }
         if batchSize < 1 || batchesInFlight < 1 {
             throw ValidationError("--batch-size and --batches-in-flight must be at least 1")
         }
@@ -70,7 +75,7 @@ struct EngineOptions: ParsableArguments {
         var local: LocalCluster?
         var addresses: [HostPort]
         var tokenFile: String
-        var deadline = self.deadline ?? 300
+        var deadline = self.deadline ?? ClusterFile.defaultDeadlineSeconds
         var retry = 5.0
         var expectedReplication: Int?
         var source = "cluster"
@@ -87,7 +92,7 @@ struct EngineOptions: ParsableArguments {
             let file = try ClusterFile.read(cluster!)
             addresses = try file.workers.map { try HostPort($0) }
             tokenFile = file.tokenFile
-            deadline = self.deadline ?? file.deadlineSeconds ?? 300
+            deadline = self.deadline ?? file.deadlineSeconds ?? ClusterFile.defaultDeadlineSeconds
             retry = file.retrySeconds ?? retry
             expectedReplication = file.replication
             if let data, let manifest = try? Manifest.read(directory: data) { source = manifest.source }

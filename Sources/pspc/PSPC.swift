@@ -18,7 +18,7 @@ struct PSPC: AsyncParsableCommand {
         ]
     )
 
-    /// Runs the command; errors of pspc's own become one line `pspc: error: ...` and exit status 1.
+    /// Runs the command; errors of pspc's own and file errors become one line `pspc: error: ...` and exit status 1.
     static func main() async {
         do {
             var command = try parseAsRoot()
@@ -34,6 +34,8 @@ struct PSPC: AsyncParsableCommand {
         } catch let error as ClusterError {
             fail(error.description)
         } catch {
+            // Foundation's file errors (CocoaError, NSError) become "cannot write PATH: cause", never a raw dump.
+            if let message = SystemError.describe(error) { fail(message) }
             exit(withError: error)
         }
     }

@@ -21,6 +21,7 @@ struct Queries: AsyncParsableCommand {
     }
 
     func run() async throws {
+        for name in ["z.npy", "x0.npy"] { try FileIO.checkRegularOutput((out as NSString).appendingPathComponent(name)) }
         let images = try DatasetSource(parsing: source).load(limit: count)
         let dim = images.shape.dimension
         let x0 = images.pixels.map { Double($0) / 127.5 - 1 }
@@ -30,9 +31,12 @@ struct Queries: AsyncParsableCommand {
             let eps = noise.normals(stream: UInt64(i), count: dim)
             for d in 0..<dim { z[i * dim + d] += t * eps[d] }
         }
-        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        try QueryFile.write(z, shape: images.shape, to: (out as NSString).appendingPathComponent("z.npy"))
-        try QueryFile.write(x0, shape: images.shape, to: (out as NSString).appendingPathComponent("x0.npy"))
+        // The pair is written whole or not at all: a failure never leaves new queries beside old clean images.
+        try FileIO.createDirectory(out)
+        try FileIO.writeAtomically([
+            (QueryFile.encode(z, shape: images.shape), (out as NSString).appendingPathComponent("z.npy")),
+            (QueryFile.encode(x0, shape: images.shape), (out as NSString).appendingPathComponent("x0.npy")),
+        ])
         note("wrote \(images.count) queries at t = \(t) to \(out)/z.npy (clean images in x0.npy)")
     }
 }
@@ -46,6 +50,7 @@ struct Grid: AsyncParsableCommand {
     @Option(help: "Output PNG.") var out: String
 
     func run() async throws {
+        try FileIO.checkOutput(out, option: "--out", inputs: inputs.map { ("input", $0) })
         var pixels: [UInt8] = []
         var shape: [Int] = []
         var rows = 0

@@ -102,7 +102,7 @@ struct Sample: AsyncParsableCommand {
                 done += count
                 return result
             })
-        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        try FileIO.createDirectory(out)
         try QueryFile.write(samples, shape: shape, to: (out as NSString).appendingPathComponent("samples.npy"))
         let columns = Int(Double(count).squareRoot().rounded(.up))
         let png = try PNG.grid(

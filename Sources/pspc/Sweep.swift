@@ -180,10 +180,17 @@ struct SweepOptions: ParsableArguments {
         kind: Sweep.Kind, grid: [Double], engineOptions: EngineOptions, networkOptions: NetworkOptions,
         extra: [(String, JSONValue)], makeQueries: (Sweep, @escaping BatchDenoiser) async throws -> Void
     ) async throws {
-        let context = try await engineOptions.context()
+        let run = RunDirectory(out)
+        let existed = FileManager.default.fileExists(atPath: out)
+        let lock = try run.lock()
+        defer { lock.release() }
+        let context: EngineOptions.Context
+        do { context = try await engineOptions.context() } catch {
+            if !existed { unlink(run.file(".lock")); rmdir(run.path) }
+            throw error
+        }
         var connected: NetworkOptions.Connected?
         var created = false
-        let run = RunDirectory(out)
         do {
             connected = try await networkOptions.connect()
             let shape = context.shape
@@ -236,6 +243,7 @@ struct SweepOptions: ParsableArguments {
             if created && !FileManager.default.fileExists(atPath: run.file("z")) {
                 try? FileManager.default.removeItem(atPath: run.file("config.json"))
                 try? FileManager.default.removeItem(atPath: run.file("parts"))
+                unlink(run.file(".lock"))
                 rmdir(run.path)  // only when empty: --out may name a folder that held other things before
             }
             throw error

@@ -67,7 +67,13 @@ struct Worker: AsyncParsableCommand {
             threads: threadCount, datasetShards: manifest.shards.count, datasetID: manifest.fingerprint,
             xflip: xflip == .on)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let channel = try await service.bind(host: address.host, port: address.port, group: group)
+        let channel: Channel
+        do {
+            channel = try await service.bind(host: address.host, port: address.port, group: group)
+        } catch {
+            try? await group.shutdownGracefully()
+            throw ClusterError.invalidConfiguration("cannot listen on \(address): \(listenFailure(error))")
+        }
         let bound = channel.localAddress?.port ?? address.port
         note(
             "pspc worker: shards \(ids.map(String.init).joined(separator: ",")) of \(manifest.source) (\(hosted.reduce(0) { $0 + $1.source.imageCount }) images), \(threadCount) threads"
@@ -102,4 +108,11 @@ struct Worker: AsyncParsableCommand {
         _ = sources
         _exit(0)
     }
+}
+
+/// Why binding a listening socket failed, in words: the errno text and name for a system error ("Address already
+/// in use (EADDRINUSE)"), NIO's own description for the rest (an unresolvable host).
+func listenFailure(_ error: Error) -> String {
+    if let error = error as? IOError { return SystemError.describe(errno: error.errnoCode) }
+    return "\(error)"
 }

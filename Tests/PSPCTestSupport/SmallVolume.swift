@@ -1,0 +1,41 @@
+import Foundation
+import XCTest
+
+/// A tiny tmpfs mounted for one test, to meet real ENOSPC and EROFS: tests run as root, so file permissions
+/// cannot make a write fail, but a full or read-only file system can. Skips the test where mounting is not
+/// allowed (not root, no CAP_SYS_ADMIN).
+public final class SmallVolume {
+    public let path: String
+
+    /// Mounts a tmpfs of `kilobytes` at a fresh folder.
+    public init(kilobytes: Int) throws {
+        path = try CommandRunner.temporaryDirectory("volume")
+        guard Self.mount(["-t", "tmpfs", "-o", "size=\(kilobytes)k", "tmpfs", path]) else {
+            try? FileManager.default.removeItem(atPath: path)
+            throw XCTSkip("cannot mount a tmpfs here (needs root)")
+        }
+    }
+
+    /// Remounts the volume read-only (EROFS for every write).
+    public func makeReadOnly() throws {
+        guard Self.mount(["-o", "remount,ro", path]) else { throw XCTSkip("cannot remount the tmpfs read-only") }
+    }
+
+    /// Unmounts and removes the folder.
+    public func remove() {
+        _ = Self.run("/bin/umount", [path])
+        try? FileManager.default.removeItem(atPath: path)
+    }
+
+    static func mount(_ arguments: [String]) -> Bool { run("/bin/mount", arguments) }
+
+    static func run(_ tool: String, _ arguments: [String]) -> Bool {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: tool)
+        process.arguments = arguments
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return false }
+        process.waitUntilExit()
+        return process.terminationStatus == 0
+    }
+}
