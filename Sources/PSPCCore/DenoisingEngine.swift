@@ -95,7 +95,11 @@ public actor DenoisingEngine {
 
     /// Checks `t` and the query values before any method runs; every error names the range it left.
     static func validate(_ z: [Double], t: Double, dim: Int) throws {
-        guard t.isFinite && tRange.contains(t) else {
+        guard t > 0 && t.isFinite else {
+            throw PSPCError.invalidArgument(
+                "t must be positive and finite, got \(t) (the representable range is [\(tRange.lowerBound), \(tRange.upperBound)])")
+        }
+        guard tRange.contains(t) else {
             throw PSPCError.invalidArgument(
                 "t = \(t) is outside the representable range [\(tRange.lowerBound), \(tRange.upperBound)]")
         }
