@@ -71,7 +71,7 @@ public enum SweepResults {
         }
         guard text.hasSuffix("\n") else { throw DataError.corrupt(path: path, reason: "truncated (no final newline)") }
         return try records.dropFirst().enumerated().map { n, f in
-            func bad(_ why: String) -> DataError { .corrupt(path: path, reason: "record \(n + 2): \(why)") }
+            func bad(_ why: String) -> DataError { .corrupt(path: path, reason: "line \(n + 2): \(why)") }
             guard f.count == 8 else { throw bad("\(f.count) fields, expected 8") }
             guard let tIndex = Int(f[0]), let t = Double(f[1]), let toNetwork = Double(f[5]), let toX0 = Double(f[6]),
                 let queries = Int(f[7])
