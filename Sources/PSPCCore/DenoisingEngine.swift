@@ -52,11 +52,7 @@ public actor DenoisingEngine {
         guard z.count % dim == 0 else {
             throw PSPCError.shapeMismatch("queries hold \(z.count) values, not a multiple of \(shape) = \(dim)")
         }
-        guard t > 0 && t.isFinite else { throw PSPCError.invalidArgument("t must be positive and finite, got \(t)") }
-        if let bad = z.firstIndex(where: { !$0.isFinite }) {
-            throw PSPCError.nonFiniteInput(
-                "query \(bad / dim) holds a non-finite value (\(z[bad])) at element \(bad % dim)")
-        }
+        try Self.validate(z, t: t, dim: dim)
         let count = z.count / dim
         let starts = Array(stride(from: 0, to: count, by: batchSize))
         var parts = [Output?](repeating: nil, count: starts.count)
@@ -86,6 +82,36 @@ public actor DenoisingEngine {
             out.uncoveredPixels += part!.uncoveredPixels
         }
         return out
+    }
+
+    /// The t every method computes exactly: logits are -||z - x_i||^2 / (2 t^2). With t >= 1e-140, t^2 >= 1e-280
+    /// is a normal double and 1/(2 t^2) <= 5e279 is finite; with t <= 1e140, t^2 <= 1e280 and 1/(2 t^2) >= 5e-281
+    /// stays normal. Bounding query values by `maxQueryMagnitude` (1e9; training images are pixel values, far
+    /// inside it) keeps ||z - x_i||^2 <= dim (2e9)^2 = 4e18 dim, so for dim <= 1e9 the squared distance is
+    /// <= 4e27 and every logit is >= -4e27 * 5e279 = -2e307 > -Double.greatestFiniteMagnitude: finite, so the
+    /// softmax keeps at least its largest term (exp(0) = 1) and never divides 0 by 0.
+    public static let tRange: ClosedRange<Double> = 1e-140...1e140
+    public static let maxQueryMagnitude = 1e9
+
+    /// Checks `t` and the query values before any method runs; every error names the range it left.
+    static func validate(_ z: [Double], t: Double, dim: Int) throws {
+        guard t > 0 && t.isFinite else {
+            throw PSPCError.invalidArgument(
+                "t must be positive and finite, got \(t) (the representable range is [\(tRange.lowerBound), \(tRange.upperBound)])")
+        }
+        guard tRange.contains(t) else {
+            throw PSPCError.invalidArgument(
+                "t = \(t) is outside the representable range [\(tRange.lowerBound), \(tRange.upperBound)]")
+        }
+        if let bad = z.firstIndex(where: { !$0.isFinite }) {
+            throw PSPCError.nonFiniteInput(
+                "query \(bad / dim) holds a non-finite value (\(z[bad])) at element \(bad % dim) (index \(bad))")
+        }
+        if let bad = z.firstIndex(where: { abs($0) > maxQueryMagnitude }) {
+            throw PSPCError.invalidArgument(
+                "query \(bad / dim) holds \(z[bad]) at element \(bad % dim) (index \(bad)), outside the representable "
+                    + "range [-\(maxQueryMagnitude), \(maxQueryMagnitude)]")
+        }
     }
 
     private func denoiseBatch(_ batch: QueryBatch, t: Double, method: DenoiseMethod, firstQueryIndex: Int)

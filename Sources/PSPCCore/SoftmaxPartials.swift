@@ -61,7 +61,10 @@ public struct SoftmaxPartials: Sendable, Equatable {
     public func means() throws -> [Double] {
         var out = [Double](repeating: 0, count: v.count)
         for i in 0..<slots {
-            guard s[i] > 0 else { throw PSPCError.numerical("softmax over an empty training set (slot \(i))") }
+            guard s[i] > 0 else { throw PSPCError.numerical(
+                    m[i] == -.infinity
+                        ? "softmax over an empty training set (slot \(i))"
+                        : "softmax normaliser of slot \(i) is \(s[i]) (the logits under- or overflowed)") }
             let inv = 1 / s[i]
             for j in 0..<valueLength { out[i * valueLength + j] = v[i * valueLength + j] * inv }
         }

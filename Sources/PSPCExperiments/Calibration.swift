@@ -76,13 +76,13 @@ public enum Calibration {
     public static func write(_ candidates: [Candidate], grid: [Double], to run: RunDirectory) throws -> [Candidate] {
         var text = "t_index,t,method,param,mse_to_network\n"
         for c in candidates {
-            text += "\(c.tIndex),\(RunNumber.text(c.t)),\(c.method),\(c.param.text),\(RunNumber.text(c.mseToNetwork))\n"
+            text += CSVText.line([String(c.tIndex), RunNumber.text(c.t), c.method, c.param.text, RunNumber.text(c.mseToNetwork)])
         }
         try run.writeText(text, to: "calibration.csv")
         let winners = best(candidates)
         var bestText = "t_index,t,method,best_param,mse_to_network\n"
         for c in winners {
-            bestText += "\(c.tIndex),\(RunNumber.text(c.t)),\(c.method),\(c.param.text),\(RunNumber.text(c.mseToNetwork))\n"
+            bestText += CSVText.line([String(c.tIndex), RunNumber.text(c.t), c.method, c.param.text, RunNumber.text(c.mseToNetwork)])
         }
         try run.writeText(bestText, to: "best.csv")
         for (method, file) in [("pspc-square", "patch-schedule.json"), ("pspc-flex", "lambda-schedule.json")] {

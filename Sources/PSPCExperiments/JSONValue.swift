@@ -143,143 +143,163 @@ public indirect enum JSONValue: Sendable, Equatable {
 
     // MARK: Reading
 
-    public static func parse(_ bytes: [UInt8]) throws -> JSONValue {
-        var parser = Parser(bytes: bytes)
-        let value = try parser.value()
-        parser.skipSpace()
-        guard parser.at == bytes.count else { throw parser.error("trailing characters") }
-        return value
+    /// Why a document did not parse (JSONSerialization's own words where it rejected it).
+    public struct ParseFailure: Error, CustomStringConvertible {
+        public var description: String
     }
 
-    /// A recursive-descent reader of RFC 8259 JSON.
-    private struct Parser {
+    /// Reads UTF-8 JSON. Foundation's JSONSerialization decides validity and decodes every string (escapes,
+    /// surrogate pairs); a scan of the validated bytes then recovers what it drops: the order of object keys
+    /// and each number's text, read with `Int(_:)` (no fraction or exponent) or `Double(_:)` so numbers come
+    /// back exactly as written (JSONSerialization rounds some 17-digit doubles through Decimal on Linux).
+    public static func parse(_ bytes: [UInt8]) throws -> JSONValue {
+        var body = bytes[...]
+        if body.starts(with: [0xEF, 0xBB, 0xBF]) { body = body.dropFirst(3) }
+        // JSONSerialization also reads UTF-16 and UTF-32; files here are UTF-8, where JSON never holds a NUL byte.
+        guard !body.contains(0) else { throw ParseFailure(description: "not UTF-8 JSON (holds a NUL byte)") }
+        let object: Any
+        do {
+            object = try JSONSerialization.jsonObject(with: Data(body), options: [.fragmentsAllowed])
+        } catch {
+            let reason = (error as NSError).userInfo["NSDebugDescription"] as? String ?? "\(error)"
+            throw ParseFailure(description: reason)
+        }
+        var scanner = Scanner(bytes: Array(body))
+        let shape = try scanner.value(depth: 0)
+        return try convert(object, shape)
+    }
+
+    /// What the scan records of a value: its number text, or its array items and object keys in order.
+    private indirect enum Shape {
+        case other
+        case number(String)
+        case array([Shape])
+        case object([(key: String, shape: Shape)])
+    }
+
+    private static func convert(_ object: Any, _ shape: Shape) throws -> JSONValue {
+        func mismatch() -> ParseFailure { ParseFailure(description: "the scan disagrees with JSONSerialization") }
+        switch shape {
+        case .number(let text):
+            guard object is NSNumber else { throw mismatch() }
+            if !text.contains(where: { $0 == "." || $0 == "e" || $0 == "E" }), let i = Int(text) { return .int(i) }
+            guard let d = Double(text), d.isFinite else {
+                throw ParseFailure(description: "number \(text) is not a finite double")
+            }
+            return .number(d)
+        case .other:
+            if object is NSNull { return .null }
+            if let s = object as? String { return .string(s) }
+            if let b = object as? Bool { return .bool(b) }
+            throw mismatch()
+        case .array(let shapes):
+            guard let items = object as? [Any], items.count == shapes.count else { throw mismatch() }
+            return .array(try zip(items, shapes).map { try convert($0, $1) })
+        case .object(let pairs):
+            guard let dictionary = object as? [String: Any] else { throw mismatch() }
+            // A repeated key keeps its first place and (as in JSONSerialization) its last value.
+            var keys: [String] = []
+            var shapes: [String: Shape] = [:]
+            for pair in pairs {
+                if shapes[pair.key] == nil { keys.append(pair.key) }
+                shapes[pair.key] = pair.shape
+            }
+            guard keys.count == dictionary.count else { throw mismatch() }
+            return .object(
+                try keys.map { key in
+                    guard let value = dictionary[key], let shape = shapes[key] else { throw mismatch() }
+                    return (key, try convert(value, shape))
+                })
+        }
+    }
+
+    /// Walks bytes JSONSerialization has already accepted; it never decides validity and only throws (never
+    /// traps) if the two ever disagree.
+    private struct Scanner {
         let bytes: [UInt8]
         var at = 0
 
-        struct Failure: Error, CustomStringConvertible {
-            var description: String
-        }
+        func failure() -> ParseFailure { ParseFailure(description: "unexpected byte at \(at)") }
 
-        func error(_ what: String) -> Failure { Failure(description: "\(what) at byte \(at)") }
+        func peek() -> UInt8? { at < bytes.count ? bytes[at] : nil }
 
         mutating func skipSpace() {
-            while at < bytes.count, [0x20, 0x0A, 0x0D, 0x09].contains(bytes[at]) { at += 1 }
+            while let c = peek(), c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09 { at += 1 }
         }
 
-        mutating func expect(_ word: String) throws {
-            let w = Array(word.utf8)
-            guard at + w.count <= bytes.count, Array(bytes[at..<(at + w.count)]) == w else {
-                throw error("expected \(word)")
-            }
-            at += w.count
-        }
-
-        mutating func value(depth: Int = 0) throws -> JSONValue {
-            guard depth < 512 else { throw error("nesting too deep") }
+        mutating func value(depth: Int) throws -> Shape {
+            guard depth < 1024 else { throw ParseFailure(description: "nesting too deep") }
             skipSpace()
-            guard at < bytes.count else { throw error("unexpected end") }
-            switch bytes[at] {
-            case UInt8(ascii: "n"): try expect("null"); return .null
-            case UInt8(ascii: "t"): try expect("true"); return .bool(true)
-            case UInt8(ascii: "f"): try expect("false"); return .bool(false)
-            case UInt8(ascii: "\""): return .string(try string())
+            guard let c = peek() else { throw failure() }
+            switch c {
             case UInt8(ascii: "["):
                 at += 1
-                var items: [JSONValue] = []
-                skipSpace()
-                if at < bytes.count, bytes[at] == UInt8(ascii: "]") { at += 1; return .array(items) }
+                var items: [Shape] = []
                 while true {
-                    items.append(try value(depth: depth + 1))
                     skipSpace()
-                    guard at < bytes.count else { throw error("unterminated array") }
-                    if bytes[at] == UInt8(ascii: "]") { at += 1; return .array(items) }
-                    guard bytes[at] == UInt8(ascii: ",") else { throw error("expected , or ]") }
-                    at += 1
+                    guard let c = peek() else { throw failure() }
+                    if c == UInt8(ascii: "]") { at += 1; return .array(items) }
+                    if c == UInt8(ascii: ",") { at += 1; continue }
+                    items.append(try value(depth: depth + 1))
                 }
             case UInt8(ascii: "{"):
                 at += 1
-                var pairs: [(String, JSONValue)] = []
-                skipSpace()
-                if at < bytes.count, bytes[at] == UInt8(ascii: "}") { at += 1; return .object(pairs) }
+                var pairs: [(key: String, shape: Shape)] = []
                 while true {
                     skipSpace()
-                    guard at < bytes.count, bytes[at] == UInt8(ascii: "\"") else { throw error("expected a key") }
+                    guard let c = peek() else { throw failure() }
+                    if c == UInt8(ascii: "}") { at += 1; return .object(pairs) }
+                    if c == UInt8(ascii: ",") { at += 1; continue }
+                    guard c == UInt8(ascii: "\"") else { throw failure() }
                     let key = try string()
                     skipSpace()
-                    guard at < bytes.count, bytes[at] == UInt8(ascii: ":") else { throw error("expected :") }
+                    guard peek() == UInt8(ascii: ":") else { throw failure() }
                     at += 1
                     pairs.append((key, try value(depth: depth + 1)))
-                    skipSpace()
-                    guard at < bytes.count else { throw error("unterminated object") }
-                    if bytes[at] == UInt8(ascii: "}") { at += 1; return .object(pairs) }
-                    guard bytes[at] == UInt8(ascii: ",") else { throw error("expected , or }") }
+                }
+            case UInt8(ascii: "\""):
+                _ = try rawString()
+                return .other
+            case UInt8(ascii: "a")...UInt8(ascii: "z"):
+                while let c = peek(), c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z") { at += 1 }
+                return .other
+            default:
+                let start = at
+                while let c = peek(),
+                    (c >= 0x30 && c <= 0x39) || c == UInt8(ascii: "-") || c == UInt8(ascii: "+")
+                        || c == UInt8(ascii: ".") || c == UInt8(ascii: "e") || c == UInt8(ascii: "E")
+                {
                     at += 1
                 }
-            default: return try number()
+                guard at > start else { throw failure() }
+                return .number(String(decoding: bytes[start..<at], as: UTF8.self))
             }
         }
 
-        mutating func number() throws -> JSONValue {
+        /// The bytes of the string at `at`, its quotes included; `at` moves past it.
+        mutating func rawString() throws -> ArraySlice<UInt8> {
             let start = at
-            var integral = true
-            while at < bytes.count, let c = Optional(bytes[at]),
-                (c >= 0x30 && c <= 0x39) || c == UInt8(ascii: "-") || c == UInt8(ascii: "+") || c == UInt8(ascii: ".")
-                    || c == UInt8(ascii: "e") || c == UInt8(ascii: "E")
-            {
-                if c == UInt8(ascii: ".") || c == UInt8(ascii: "e") || c == UInt8(ascii: "E") { integral = false }
-                at += 1
-            }
-            let text = String(decoding: bytes[start..<at], as: UTF8.self)
-            if integral, let i = Int(text) { return .int(i) }
-            guard !text.isEmpty, let d = Double(text) else { at = start; throw error("not a JSON value") }
-            return .number(d)
-        }
-
-        mutating func string() throws -> String {
             at += 1
-            var scalars = String.UnicodeScalarView()
-            var raw: [UInt8] = []
-            func flush() {
-                scalars.append(contentsOf: String(decoding: raw, as: UTF8.self).unicodeScalars)
-                raw.removeAll()
-            }
-            while at < bytes.count {
-                let c = bytes[at]
+            while let c = peek() {
                 at += 1
-                if c == UInt8(ascii: "\"") { flush(); return String(scalars) }
-                if c != UInt8(ascii: "\\") { raw.append(c); continue }
-                flush()
-                guard at < bytes.count else { break }
-                let e = bytes[at]
-                at += 1
-                switch e {
-                case UInt8(ascii: "n"): scalars.append("\n")
-                case UInt8(ascii: "t"): scalars.append("\t")
-                case UInt8(ascii: "r"): scalars.append("\r")
-                case UInt8(ascii: "b"): scalars.append("\u{08}")
-                case UInt8(ascii: "f"): scalars.append("\u{0C}")
-                case UInt8(ascii: "u"):
-                    var code = try hex4()
-                    if (0xD800..<0xDC00).contains(code), at + 1 < bytes.count, bytes[at] == UInt8(ascii: "\\"),
-                        bytes[at + 1] == UInt8(ascii: "u")
-                    {
-                        at += 2
-                        let low = try hex4()
-                        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
-                    }
-                    guard let scalar = Unicode.Scalar(code) else { throw error("bad \\u escape") }
-                    scalars.append(scalar)
-                default: scalars.append(Unicode.Scalar(e))
+                if c == UInt8(ascii: "\\") {
+                    at += 1
+                } else if c == UInt8(ascii: "\"") {
+                    return bytes[start..<min(at, bytes.count)]
                 }
             }
-            throw error("unterminated string")
+            throw failure()
         }
 
-        mutating func hex4() throws -> UInt32 {
-            guard at + 4 <= bytes.count, let v = UInt32(String(decoding: bytes[at..<(at + 4)], as: UTF8.self), radix: 16)
-            else { throw error("bad \\u escape") }
-            at += 4
-            return v
+        /// A key, decoded by JSONSerialization when it holds escapes.
+        mutating func string() throws -> String {
+            let raw = try rawString()
+            guard raw.contains(UInt8(ascii: "\\")) else {
+                return String(decoding: raw.dropFirst().dropLast(), as: UTF8.self)
+            }
+            guard let key = try? JSONSerialization.jsonObject(with: Data(raw), options: [.fragmentsAllowed]) as? String
+            else { throw failure() }
+            return key
         }
     }
 }

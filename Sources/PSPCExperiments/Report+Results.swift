@@ -81,7 +81,7 @@ extension Report {
             try csv.rows.indices.map { i in
                 CalibrationRow(
                     csvRow: i, tIndex: try csv.int(i, "t_index"), t: try csv.double(i, "t"),
-                    method: csv.string(i, "method"), param: csv.string(i, param),
+                    method: try csv.string(i, "method"), param: try csv.string(i, param),
                     mseToNetwork: try csv.double(i, "mse_to_network"))
             }
         }
@@ -164,7 +164,7 @@ extension Report {
             var labels: [String] = []
             var rowOf: [String: Int] = [:]
             for i in csv.rows.indices {
-                let a = csv.string(i, "method_a"), b = csv.string(i, "method_b")
+                let a = try csv.string(i, "method_a"), b = try csv.string(i, "method_b")
                 for label in [a, b] where !labels.contains(label) { labels.append(label) }
                 _ = try csv.double(i, "pearson")
                 _ = try csv.double(i, "mean_l2")

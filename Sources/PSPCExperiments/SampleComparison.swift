@@ -98,7 +98,7 @@ public struct SampleComparison: Sendable {
         var text = "method_a,method_b,pearson,mean_l2\n"
         for a in labels.indices {
             for b in labels.indices {
-                text += "\(labels[a]),\(labels[b]),\(RunNumber.text(pearson[a][b])),\(RunNumber.text(meanL2[a][b]))\n"
+                text += CSVText.line([labels[a], labels[b], RunNumber.text(pearson[a][b]), RunNumber.text(meanL2[a][b])])
             }
         }
         try run.writeText(text, to: "similarity.csv")

@@ -34,10 +34,10 @@ public enum SweepResults {
     public static func csv(_ rows: [SweepRow]) -> String {
         var text = header + "\n"
         for r in rows {
-            text += [
+            text += CSVText.line([
                 String(r.tIndex), RunNumber.text(r.t), r.method, r.param.text, r.label, RunNumber.text(r.mseToNetwork),
                 RunNumber.text(r.mseToX0), String(r.queries),
-            ].joined(separator: ",") + "\n"
+            ])
         }
         return text
     }
@@ -64,14 +64,13 @@ public enum SweepResults {
     public static func read(_ run: RunDirectory) throws -> [SweepRow] {
         let path = run.file("results.csv")
         let text = String(decoding: try FileIO.read(path), as: UTF8.self)
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        if lines.last == "" { lines.removeLast() }
-        guard lines.first == header else {
+        let records: [[String]]
+        do { records = try CSVText.records(text) } catch { throw DataError.corrupt(path: path, reason: "\(error)") }
+        guard records.first == header.split(separator: ",").map(String.init) else {
             throw DataError.corrupt(path: path, reason: "the first line is not the header '\(header)'")
         }
         guard text.hasSuffix("\n") else { throw DataError.corrupt(path: path, reason: "truncated (no final newline)") }
-        return try lines.dropFirst().enumerated().map { n, line in
-            let f = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        return try records.dropFirst().enumerated().map { n, f in
             func bad(_ why: String) -> DataError { .corrupt(path: path, reason: "line \(n + 2): \(why)") }
             guard f.count == 8 else { throw bad("\(f.count) fields, expected 8") }
             guard let tIndex = Int(f[0]), let t = Double(f[1]), let toNetwork = Double(f[5]), let toX0 = Double(f[6]),

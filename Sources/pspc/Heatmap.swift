@@ -80,7 +80,7 @@ struct Heatmap: AsyncParsableCommand {
             shape = array.shape
             maps += array.asDoubles().map(Float.init)
             let locality = try NPY.read(path: run.file("parts", String(format: "level-%02d.locality.npy", i))).asDoubles()
-            csv += "\(RunNumber.text(t)),\(locality.map(RunNumber.text).joined(separator: ","))\n"
+            csv += CSVText.line([RunNumber.text(t)] + locality.map(RunNumber.text))
             rows.append(
                 .object([
                     ("t", .number(t)), ("side50", .number(locality[0])), ("side75", .number(locality[1])),
