@@ -65,7 +65,7 @@ public enum FileIO {
 
     /// Writes `bytes` to `path` itself (created or truncated), naming `shown` in errors (the destination, when
     /// `path` is its temporary file). Every failing call says why: ENOSPC, EROFS, EACCES, EIO, ...
-    static func write(_ bytes: [UInt8], to path: String, naming shown: String? = nil) throws {
+    public static func write(_ bytes: [UInt8], to path: String, naming shown: String? = nil) throws {
         let shown = shown ?? path
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o666)
         guard fd >= 0 else {

@@ -2,7 +2,7 @@ import Foundation
 import PSPCData
 import XCTest
 
-@testable import PSPCExperiments
+import PSPCExperiments
 
 /// Outside input (run-directory JSON and CSV) only ever parses or throws; specific cases that once trapped or
 /// misread stay fixed.

@@ -2,7 +2,7 @@ import Foundation
 import PSPCData
 import XCTest
 
-@testable import PSPCExperiments
+import PSPCExperiments
 
 /// A run folder is locked by its writer: a second writer is refused while the first holds it.
 final class RunLockTests: XCTestCase {

@@ -2,7 +2,7 @@ import Foundation
 import PSPCTestSupport
 import XCTest
 
-@testable import PSPCData
+import PSPCData
 
 /// Every failed write says why (ENOSPC, EROFS, EACCES, ...), Foundation's errors are put in words, and outputs go
 /// to regular files only.
