@@ -4,13 +4,13 @@ import PSPCData
 extension Report {
     /// A results csv read whole and checked: the header must be the documented one (docs/runs.md) and every
     /// line must have as many fields, so a truncated or foreign file is reported by name instead of misread.
-    struct CSV {
+    public struct CSV {
         let path: String
         let header: [String]
         /// Data rows (the header excluded), each as long as the header.
         let rows: [[String]]
 
-        static func read(_ path: String, header expected: [String]) throws -> CSV {
+        public static func read(_ path: String, header expected: [String]) throws -> CSV {
             guard FileManager.default.fileExists(atPath: path) else {
                 throw DataError.io(path: path, reason: "missing (the run has not written it)")
             }
@@ -36,7 +36,7 @@ extension Report {
         }
 
         /// The index of column `name`; a name the header lacks is an error naming the column and the file.
-        func column(_ name: String) throws -> Int {
+        public func column(_ name: String) throws -> Int {
             guard let index = header.firstIndex(of: name) else {
                 throw DataError.corrupt(
                     path: path, reason: "no column \"\(name)\" (the header is \(header.joined(separator: ",")))")
@@ -44,7 +44,7 @@ extension Report {
             return index
         }
 
-        func string(_ row: Int, _ name: String) throws -> String { rows[row][try column(name)] }
+        public func string(_ row: Int, _ name: String) throws -> String { rows[row][try column(name)] }
 
         /// The number in `row` (0-based data row) and column `name`; `nan`/`inf` as `RunNumber.text` writes them.
         func double(_ row: Int, _ name: String) throws -> Double {

@@ -12,13 +12,13 @@ public final class SmallVolume {
         path = try CommandRunner.temporaryDirectory("volume")
         guard Self.mount(["-t", "tmpfs", "-o", "size=\(kilobytes)k", "tmpfs", path]) else {
             try? FileManager.default.removeItem(atPath: path)
-            throw XCTSkip("cannot mount a tmpfs here (needs root)")
+            throw VolumeError(reason: "cannot mount a tmpfs (the file-system tests need root)")
         }
     }
 
     /// Remounts the volume read-only (EROFS for every write).
     public func makeReadOnly() throws {
-        guard Self.mount(["-o", "remount,ro", path]) else { throw XCTSkip("cannot remount the tmpfs read-only") }
+        guard Self.mount(["-o", "remount,ro", path]) else { throw VolumeError(reason: "cannot remount the tmpfs read-only") }
     }
 
     /// Unmounts and removes the folder.
@@ -38,4 +38,10 @@ public final class SmallVolume {
         process.waitUntilExit()
         return process.terminationStatus == 0
     }
+}
+
+/// Why a test volume could not be made: the test fails with it (it does not skip).
+public struct VolumeError: Error, CustomStringConvertible {
+    public var reason: String
+    public var description: String { reason }
 }
