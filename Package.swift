@@ -2,7 +2,7 @@
 import PackageDescription
 
 /// pspc: exact patch-posterior denoisers (PSPC, the optimal empirical denoiser and baselines),
-/// distributed over shards of a training set. Modules are layered by dependency (see DESIGN.md):
+/// distributed over shards of a training set. Modules are layered by dependency (see docs/design.md):
 /// system shims -> PSPCKernels (vector C kernels) -> PSPCCore (math, no I/O) -> PSPCData (files),
 /// PSPCWire (protocol, no sockets) -> PSPCCluster (SwiftNIO) -> PSPCExperiments (sweeps, reports) -> pspc (command line).
 let package = Package(

@@ -60,7 +60,7 @@ public final class NetworkDenoiser: Sendable {
         return out
     }
 
-    /// Gradient-sensitivity maps G(y, x, t) of PAPER.md section 4, averaged over `samples` forward-process
+    /// Gradient-sensitivity maps G(y, x, t) of docs/science.md section 4, averaged over `samples` forward-process
     /// draws (seeded) from `images` (the endpoint's own training set when nil): `maps` is
     /// `[H, W, H, W]` (output pixel first), `locality` the mean side of the centred square holding 50 / 75 /
     /// 95 % of a map's mass.

@@ -1,4 +1,4 @@
-/// The crops whose patch posteriors a PSPC composite averages (PAPER.md section 3).
+/// The crops whose patch posteriors a PSPC composite averages (docs/science.md section 3).
 public enum CropSet: Sendable, Equatable {
     /// Every s x s square inside the image at stride 1, upper-left corner (y0, x0) row-major:
     /// (H - s + 1) (W - s + 1) crops.

@@ -1,4 +1,4 @@
-/// The denoisers of PAPER.md sections 2, 3 and 5, all computed exactly over the training set.
+/// The denoisers of docs/science.md sections 2, 3 and 5, all computed exactly over the training set.
 public enum DenoiseMethod: Sendable {
     /// The optimal empirical denoiser D*(z, t) = sum_i softmax_i(-||z - x_i||^2 / 2t^2) x_i.
     case empirical

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The EDM (Karras et al. 2022) variance-exploding diffusion: z = x + t eps, sigma(t) = t (PAPER.md section 1).
+/// The EDM (Karras et al. 2022) variance-exploding diffusion: z = x + t eps, sigma(t) = t (docs/science.md section 1).
 public enum EDM {
     public static let tMax = 80.0
     public static let tMin = 0.002
@@ -29,7 +29,7 @@ public enum EDM {
         return best
     }
 
-    /// The probability-flow ODE solvers of PAPER.md section 1.
+    /// The probability-flow ODE solvers of docs/science.md section 1.
     public enum Solver: String, Sendable, CaseIterable, Codable {
         /// z <- z + (tNext - t) d, d = (z - D(z, t)) / t; the last step lands on t = 0.
         case euler

@@ -1,4 +1,4 @@
-/// PSPC-Flex crops from gradient-sensitivity heatmaps (PAPER.md section 3): for output pixel (y, x) at time t,
+/// PSPC-Flex crops from gradient-sensitivity heatmaps (docs/science.md section 3): for output pixel (y, x) at time t,
 /// the map G(y, x, t) over input pixels, normalised to sum 1, keeps its largest values until their mass
 /// reaches lambda(t). lambda >= 1 keeps the whole image.
 public struct FlexMasks: Sendable {

@@ -1,7 +1,7 @@
 import CBLAS
 import Foundation
 
-/// The Gaussian baseline (PAPER.md section 5): the training set's mean mu and population covariance
+/// The Gaussian baseline (docs/science.md section 5): the training set's mean mu and population covariance
 /// Sigma = U diag(l) U^T, and D(z, t) = mu + U diag(l / (l + t^2)) U^T (z - mu).
 public struct GaussianModel: Sendable {
     public let mean: [Double]

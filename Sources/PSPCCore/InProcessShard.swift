@@ -218,7 +218,7 @@ public final class InProcessShard: PartialSumSource {
         return result
     }
 
-    /// The (m, s) merge of DESIGN.md section 2 without values.
+    /// The (m, s) merge of docs/design.md section 2 without values.
     @inline(__always)
     static func mergeNormalizer(_ m1: Double, _ s1: Double, _ m2: Double, _ s2: Double) -> (Double, Double) {
         if m2 == -.infinity { return (m1, s1) }

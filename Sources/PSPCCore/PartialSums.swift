@@ -1,5 +1,5 @@
 /// What a coordinator asks of a shard of the training set. Every method of the engine reduces to these
-/// requests, whether the shard is evaluated in this process or on a remote worker (DESIGN.md section 3).
+/// requests, whether the shard is evaluated in this process or on a remote worker (docs/design.md section 3).
 public enum PartialRequest: Sendable {
     /// Softmax over whole images: per query, (m, s, v) with v the weighted image sum.
     case empirical(queries: QueryBatch, t: Double)

@@ -1,4 +1,4 @@
-/// A value per time of a grid, looked up at the grid time nearest to t (PAPER.md section 3): the patch size
+/// A value per time of a grid, looked up at the grid time nearest to t (docs/science.md section 3): the patch size
 /// of PSPC-Square or the mask threshold lambda of PSPC-Flex.
 public struct Schedule<Value: Sendable & Equatable & Codable>: Sendable, Equatable, Codable {
     /// Grid times, any order.

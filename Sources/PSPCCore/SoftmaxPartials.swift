@@ -1,6 +1,6 @@
 import Foundation
 
-/// A batch of mergeable softmax partial sums (DESIGN.md section 2), one per slot (a query, or a query and
+/// A batch of mergeable softmax partial sums (docs/design.md section 2), one per slot (a query, or a query and
 /// crop): m = max logit, s = sum exp(l - m), and optionally v = sum exp(l - m) x (`valueLength` values
 /// per slot). The empty partial is (-inf, 0, 0). Merging is associative and commutative, so any
 /// sharding and any reduction order give the same posterior mean v / s up to rounding.

@@ -2,7 +2,7 @@ import Foundation
 import PSPCCore
 
 /// One shard: a contiguous range of a dataset's images, zstd-compressed in blocks, each block checked by
-/// CRC-32 before and after decompression (DESIGN.md section 4). Layout (little-endian):
+/// CRC-32 before and after decompression (docs/design.md section 4). Layout (little-endian):
 ///
 /// ```
 ///  0        8        12   16   20   24          32          40     44      48      52       56

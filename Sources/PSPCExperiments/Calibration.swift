@@ -2,7 +2,7 @@ import Foundation
 import PSPCCore
 import PSPCData
 
-/// Patch-size and lambda calibration (PAPER.md section 6): at each t, the pspc-square size and the pspc-flex
+/// Patch-size and lambda calibration (docs/science.md section 6): at each t, the pspc-square size and the pspc-flex
 /// lambda whose output is closest to the network's (MSE), over one or more sweeps on the same grid.
 public enum Calibration {
     /// One candidate's error at one t (with several sweeps: their query-weighted mean).

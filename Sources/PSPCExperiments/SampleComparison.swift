@@ -2,7 +2,7 @@ import Foundation
 import PSPCCore
 import PSPCData
 
-/// Samples of several denoisers from shared initial noise with the Euler PF-ODE (PAPER.md section 6), and how
+/// Samples of several denoisers from shared initial noise with the Euler PF-ODE (docs/science.md section 6), and how
 /// alike they are: per pair of variants, the mean over samples of the Pearson correlation (as Kamb & Ganguli)
 /// and of the L2 distance between the two variants' i-th samples. Each variant's samples are one unit.
 public struct SampleComparison: Sendable {

@@ -6,7 +6,7 @@ import PSPCData
 public typealias BatchDenoiser =
     @Sendable (_ z: [Double], _ t: Double, _ progress: @escaping @Sendable (Int) -> Void) async throws -> [Double]
 
-/// A forward or reverse sweep (PAPER.md section 6): every variant, the network included, evaluated on the
+/// A forward or reverse sweep (docs/science.md section 6): every variant, the network included, evaluated on the
 /// same queries at each t of a grid, and each compared with the network and with x0.
 ///
 /// The queries of t_index i are `z/tII.npy`, float32, and every variant sees exactly those values. A

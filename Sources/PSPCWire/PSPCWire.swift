@@ -1,4 +1,4 @@
-/// The wire protocol (DESIGN.md section 5): framed protobuf messages generated from
+/// The wire protocol (docs/design.md section 5): framed protobuf messages generated from
 /// protos/pspc/v1/pspc.proto (`Generated/`, never edited), the frame codec, the handshake and the
 /// conversions between the engine's types and the messages. No sockets: the cluster module wraps
 /// these in NIO channel handlers.

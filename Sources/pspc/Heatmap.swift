@@ -6,7 +6,7 @@ import PSPCExperiments
 
 struct Heatmap: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Gradient-sensitivity heatmaps of the network on a time grid, for pspc-flex (PAPER.md section 4).",
+        abstract: "Gradient-sensitivity heatmaps of the network on a time grid, for pspc-flex (docs/science.md section 4).",
         discussion: """
             Writes heatmaps (float32 [L, H, W, H, W], output pixel first), their times (read by pspc-flex from
             beside the .npy) and the locality per t (the mean side of the centred square holding 50 / 75 / 95 %

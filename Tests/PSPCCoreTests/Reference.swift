@@ -1,7 +1,7 @@
 import Foundation
 import PSPCCore
 
-/// Slow, literal float64 implementations of PAPER.md's denoisers, written straight from the equations and
+/// Slow, literal float64 implementations of docs/science.md's denoisers, written straight from the equations and
 /// sharing no code with the engine: one crop at a time, each crop's posterior mean over the training set.
 enum Reference {
     /// Training images `[n][D]` in [-1, 1] (u / 127.5 - 1), x-flipped copies appended when asked.

@@ -1,4 +1,4 @@
-"""Networks behind the endpoint, each seen as an x-prediction EDM denoiser D(z, t) (PAPER.md sections 1, 6).
+"""Networks behind the endpoint, each seen as an x-prediction EDM denoiser D(z, t) (docs/science.md sections 1, 6).
 
 A `Denoiser` takes z float32 `[B, C, H, W]` (variance-exploding: z = x + t eps, x in [-1, 1]) and t
 float32 `[B]`, both on its device, and returns D(z, t) float32 `[B, C, H, W]`. It is a plain function
@@ -14,7 +14,7 @@ Adapters:
   a TorchScript file or a torch.export archive (`.pt2`, batch dimension dynamic). The VP state is
   x_vp = alpha x + sigma_vp eps with alpha^2 + sigma_vp^2 = 1, so x_vp = alpha z with
   t = sigma_vp / alpha, i.e. alpha = 1 / sqrt(1 + t^2). The network's x-prediction
-  x = (x_vp - sigma_vp eps_hat) / alpha (PAPER.md section 6) is then D(z, t) = z - t eps_hat, with
+  x = (x_vp - sigma_vp eps_hat) / alpha (docs/science.md section 6) is then D(z, t) = z - t eps_hat, with
   eps_hat = eps(z / sqrt(1 + t^2), n(t)). The timestep n(t) inverts the model's discrete schedule
   t_n = sqrt((1 - alphabar_n) / alphabar_n), n = 0..T-1, by linear interpolation in log t (rounded to
   the nearest integer with `discrete`), clamped to [0, T-1] (outside [t_0, t_{T-1}] the network is

@@ -29,7 +29,7 @@ from .edm import heun_sample, net_denoiser, time_grid
 from .heatmap import LOCALITY_FRACTIONS, gradient_heatmaps, locality_sides
 from .model import EDMPrecond, count_parameters, load_checkpoint
 
-# Issue 4's checks on the generalization table (PAPER.md section 6 grid, 18 steps).
+# Issue 4's checks on the generalization table (docs/science.md section 6 grid, 18 steps).
 BEAT_EMPIRICAL_MAX_T = 1.09
 WITHIN_BEST_T = (1.5, 10.0)
 WITHIN_BEST_FACTOR = 1.10
@@ -44,7 +44,7 @@ NN_RATIO_LIMIT = 1.25
 COPY_QUANTILE = 0.01
 COPY_FRACTION = 0.5
 HEATMAP_TS = (0.03, 0.3, 3.0, 30.0)
-# PAPER.md section 4 (CIFAR-10 32x32, DDPM++): the 50 % square is 3x3 at t = 0.03 and 13x13 at t = 30.
+# docs/science.md section 4 (CIFAR-10 32x32, DDPM++): the 50 % square is 3x3 at t = 0.03 and 13x13 at t = 30.
 PAPER_LOCALITY_50 = {"image_side": 32, "points": [[0.03, 3], [30.0, 13]]}
 CHECKPOINT_FILE = "reference-network.pt"
 MAX_CHECKPOINT_BYTES = 20 * 1000 * 1000

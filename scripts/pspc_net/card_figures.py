@@ -123,7 +123,7 @@ def locality_figure(loc: dict[str, Any], image_side: int, path: str) -> None:
     paper = np.array(loc["paper_50"]["points"], dtype=float)
     ps = loc["paper_50"]["image_side"]
     ax.plot(paper[:, 0], paper[:, 1], "kx", ms=10, mew=2, ls="none",
-            label=f"paper, 50 %, CIFAR-10 {ps}x{ps} (PAPER.md s.4)")
+            label=f"paper, 50 %, CIFAR-10 {ps}x{ps} (docs/science.md s.4)")
     ax.axhline(image_side, color="gray", ls="--", lw=1, label=f"image side {image_side}")
     ax.set_xscale("log")
     ax.set_xlabel("t")

@@ -42,7 +42,7 @@ def render_readme(m: dict[str, Any]) -> str:
         "`torch.load(weights_only=True)`; no pickled code.\n")
 
     add("## Architecture\n")
-    add(f"- Denoiser D(z, t) = c_skip z + c_out F(c_in z, c_noise) ({net['preconditioning']}, PAPER.md section 1).")
+    add(f"- Denoiser D(z, t) = c_skip z + c_out F(c_in z, c_noise) ({net['preconditioning']}, docs/science.md section 1).")
     add(f"- F: U-Net on {cfg['img_resolution']}x{cfg['img_resolution']}x{cfg['img_channels']}, resolutions "
         f"{' -> '.join(map(str, arch['resolutions']))} with {'/'.join(map(str, arch['channels']))} channels, "
         f"{arch['blocks_per_level']['encoder']} residual block(s) per level in the encoder and "
@@ -144,7 +144,7 @@ def render_readme(m: dict[str, Any]) -> str:
         f"of them fall under the copy threshold (near-duplicates inside Fashion-MNIST's training set).\n")
 
     add("## Gradient heatmaps and locality\n")
-    add(f"G(y, x, t) = E |dD(z, t)[y, x] / dz| (PAPER.md section 4) over {loc['samples']} draws z = x0 + t eps per t "
+    add(f"G(y, x, t) = E |dD(z, t)[y, x] / dz| (docs/science.md section 4) over {loc['samples']} draws z = x0 + t eps per t "
         f"({loc['x0']}, seed {loc['seed']}), exact Jacobians (`pspc_net.heatmap`). Maps of the output pixels "
         f"{', '.join(f'({y}, {x})' for y, x in loc['pixels'])} (marked +; each map scaled to its own maximum, "
         "colour proportional to the square root so that diffuse tails show; the box is the centred square holding "

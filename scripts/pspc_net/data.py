@@ -65,5 +65,5 @@ def load_fashion_mnist(split: str = "train", root: str | None = None) -> torch.T
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels to float32 in [-1, 1]: x / 127.5 - 1 (PAPER.md section 1)."""
+    """uint8 pixels to float32 in [-1, 1]: x / 127.5 - 1 (docs/science.md section 1)."""
     return x.to(torch.float32) / 127.5 - 1.0

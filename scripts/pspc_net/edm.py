@@ -1,4 +1,4 @@
-"""EDM time grid, deterministic samplers and training loss (PAPER.md section 1; Karras et al. 2022)."""
+"""EDM time grid, deterministic samplers and training loss (docs/science.md section 1; Karras et al. 2022)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""Gradient-sensitivity heatmaps of a denoiser and their locality figure (PAPER.md section 4).
+"""Gradient-sensitivity heatmaps of a denoiser and their locality figure (docs/science.md section 4).
 
 G(y, x, t)[y', x'] = E_{x0, eps} sum_c sum_c' | dD(z, t)[c, y, x] / dz[c', y', x'] |, z = x0 + t eps:
 for each output pixel (y, x) an H x W map over input pixels, summed over output and over all input
-channels (PAPER.md leaves cross-channel terms open; we include them), averaged over the samples.
+channels (docs/science.md leaves cross-channel terms open; we include them), averaged over the samples.
 Maps are `[H, W, H, W]` float64 row-major, `maps[y, x, y', x']` (output pixel first, p = y W + x), as
 FlexMasks in Swift reads them; they are not normalised.
 

@@ -1,4 +1,4 @@
-"""Small U-Net for 28x28x1 images and its EDM preconditioning wrapper (PAPER.md section 1).
+"""Small U-Net for 28x28x1 images and its EDM preconditioning wrapper (docs/science.md section 1).
 
 Layout (preset "small"): 28x28 -> 14x14 -> 7x7 with 32/64/96 channels, residual blocks
 with GroupNorm + SiLU and a noise embedding (scale and shift), self-attention at 7x7. Tensors are
@@ -189,7 +189,7 @@ class UNet(nn.Module):
 
 
 class EDMPrecond(nn.Module):
-    """EDM denoiser D(z, t) = c_skip z + c_out F(c_in z, c_noise) with sigma_data = 0.5 (PAPER.md s.1).
+    """EDM denoiser D(z, t) = c_skip z + c_out F(c_in z, c_noise) with sigma_data = 0.5 (docs/science.md s.1).
 
     `forward(x, sigma)`: x `[B, 1, 28, 28]`, sigma a scalar or `[B]`; returns D, same shape as x.
     `config` holds the constructor arguments (plain types) so a checkpoint rebuilds the module.

@@ -1,4 +1,4 @@
-"""The network endpoint: D_theta(z, t) and gradient heatmaps over the pspc wire protocol (DESIGN.md s.5).
+"""The network endpoint: D_theta(z, t) and gradient heatmaps over the pspc wire protocol (docs/design.md s.5).
 
     PYTHONPATH=scripts .venv/bin/python -m pspc_net.serve --checkpoint ref.pt \\
         --listen 127.0.0.1:7700 --token-file token [--device cpu|cuda] [--batch 256] [--adapter edm|vp-eps]
@@ -20,7 +20,7 @@ by `request_id`:
   `[H, W, H, W]` (`maps[y, x, y', x']`, output pixel first), locality FLOAT64 `[3]`: the mean over
   output pixels of the side of the smallest centred square holding 50 / 75 / 95 % of the map's mass
   (see `heatmap`). x0 is drawn from `images` (uint8 `[N, C, H, W]`, used as given) or, when that is
-  absent or empty, from Fashion-MNIST train with its x-flipped copies (PAPER.md section 6).
+  absent or empty, from Fashion-MNIST train with its x-flipped copies (docs/science.md section 6).
 - `HealthRequest` -> `HealthResponse{info, in_flight, load, served}`.
 - `Cancel{target}`: a queued or running request (checked between chunks) is answered CANCELLED;
   the Cancel itself gets no answer. `Shutdown` stops the server when started with --allow-shutdown.

@@ -1,4 +1,4 @@
-"""The pspc wire protocol, version 2, in Python (DESIGN.md section 5; Swift: Sources/PSPCWire).
+"""The pspc wire protocol, version 2, in Python (docs/design.md section 5; Swift: Sources/PSPCWire).
 
 Byte for byte what the Swift side speaks. A plain frame:
 

@@ -8,7 +8,7 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
-/// The pspc wire protocol, version 1 (DESIGN.md section 5).
+/// The pspc wire protocol, version 1 (docs/design.md section 5).
 ///
 /// A connection carries frames: a 4-byte big-endian length, then one serialized `Frame`. The client
 /// (coordinator) opens with Hello, the server (worker or network endpoint) answers Challenge, the

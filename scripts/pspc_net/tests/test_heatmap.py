@@ -1,4 +1,4 @@
-"""Tests of the gradient heatmaps and the locality figure (pspc_net.heatmap, PAPER.md section 4)."""
+"""Tests of the gradient heatmaps and the locality figure (pspc_net.heatmap, docs/science.md section 4)."""
 
 from __future__ import annotations
 
