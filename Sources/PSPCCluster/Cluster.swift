@@ -1,25 +1,37 @@
+import Dispatch
 import Foundation
 import NIOCore
 import NIOPosix
 import PSPCCore
 import PSPCWire
 
-/// The coordinator's view of a cluster: a connection per worker, the shard table the workers reported at
-/// their handshakes, and failover. Each shard is a `PartialSumSource`; a request for a shard goes to its
-/// first live replica, and to the next one when that worker dies, hangs past the deadline or fails.
+/// The coordinator's view of a cluster: a connection per worker, the dataset the run agreed on at the start, and
+/// failover. Each shard is a `PartialSumSource`. Which worker answers what is decided by `Failover`, a plain state
+/// machine; this actor is its shell: it executes the machine's directives on sockets (connect, send, cancel,
+/// health checks, close) and feeds back what happened, with a tick of a monotonic clock twice a second.
 public actor Cluster {
     public let addresses: [HostPort]
     public nonisolated let shape: ImageShape
     /// Images per shard (x-flipped copies included), by shard id.
     public nonisolated let shardImageCounts: [Int]
-    public private(set) var router: ShardRouter
+    public nonisolated let dataset: RunDataset
     let token: [UInt8]
     let group: EventLoopGroup
-    let deadline: Double
-    let retryInterval: Double
+    private var machine: Failover
     private var connections: [Int: WorkerConnection] = [:]
-    private var connecting: [Int: Task<WorkerConnection, Error>] = [:]
-    private var downSince: [Int: Date] = [:]
+    /// The wire form of each request waiting for an answer, and who waits for it.
+    private var requests: [Failover.RequestID: Pspc_V1_PartialRequest] = [:]
+    private var kinds: [Failover.RequestID: PartialRequest] = [:]
+    private var waiters: [Failover.RequestID: CheckedContinuation<PartialResponse, Error>] = [:]
+    /// Attempts on the wire (worker, the connection's request id) and answers held until delivered.
+    private var inFlight: [Failover.AttemptID: (worker: Int, id: UInt64)] = [:]
+    private var answers: [Failover.AttemptID: PartialResponse] = [:]
+    private var nextRequest: UInt64 = 1
+    private var events: [Failover.Event] = []
+    private var handling = false
+    private var ticker: Task<Void, Never>?
+    private var closed = false
+    private let clock: @Sendable () -> Double
     private let log: @Sendable (String) -> Void
     /// Bytes on the wire to and from the workers since connecting (handshakes included).
     public nonisolated let traffic: WireTraffic
@@ -27,37 +39,90 @@ public actor Cluster {
     /// competes with the kernels on the same cores), so requests travel uncompressed unless asked.
     public var compression: TensorCompression = .none
 
-    /// Connects to every worker and learns which shards each holds. Unreachable workers start marked down;
-    /// it fails only when some shard has no reachable holder.
+    /// Seconds on a monotonic clock (wall-clock jumps never fire deadlines).
+    public static let monotonic: @Sendable () -> Double = { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+    /// Connects to every worker (all at once) and learns which shards each holds. Unreachable workers start
+    /// marked down and are tried again every `retryInterval`; it fails when the reachable workers disagree on the
+    /// dataset, or some shard has no reachable holder.
     public static func connect(
-        to addresses: [HostPort], token: [UInt8], group: EventLoopGroup, deadline: Double = 120,
-        retryInterval: Double = 5, xflip: Bool? = nil, log: @escaping @Sendable (String) -> Void = { _ in }
+        to addresses: [HostPort], token: [UInt8], group: EventLoopGroup, deadline: Double = 300,
+        retryInterval: Double = 5, xflip: Bool? = nil, policy: FailoverPolicy? = nil,
+        log: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws -> Cluster {
+        let traffic = WireTraffic()
+        // All at once: with many workers, one slow or blackholed host must not delay the others.
+        let attempts = await withTaskGroup(of: FirstContact.self) { tasks in
+            for (i, address) in addresses.enumerated() {
+                tasks.addTask {
+                    do {
+                        let connection = try await WorkerConnection.connect(
+                            to: address, token: token, group: group, traffic: traffic)
+                        return FirstContact(worker: i, connection: connection, failure: nil)
+                    } catch {
+                        return FirstContact(worker: i, connection: nil, failure: "\(error)")
+                    }
+                }
+            }
+            var all: [FirstContact] = []
+            for await attempt in tasks { all.append(attempt) }
+            return all.sorted { $0.worker < $1.worker }
+        }
         var peers: [Int: WorkerConnection] = [:]
         var failures: [String] = []
-        let traffic = WireTraffic()
-        for (i, address) in addresses.enumerated() {
-            do {
-                peers[i] = try await WorkerConnection.connect(to: address, token: token, group: group, traffic: traffic)
-            } catch {
-                failures.append("\(address): \(error)")
-                log("worker \(address) is unreachable: \(error)")
+        for attempt in attempts {
+            if let connection = attempt.connection {
+                peers[attempt.worker] = connection
+            } else {
+                let reason = attempt.failure ?? "unknown"
+                failures.append("\(addresses[attempt.worker]): \(reason)")
+                log("worker \(addresses[attempt.worker]) is unreachable: \(reason)")
             }
         }
-        guard let first = peers.values.first?.peer.info else {
+        do {
+            let identities = try peers.mapValues { try WorkerIdentity(info: $0.peer.info) }
+            let dataset = try agreedDataset(identities, addresses: addresses, failures: failures, xflip: xflip)
+            let machine = Failover(
+                dataset: dataset, names: addresses.map(\.description), connected: identities,
+                policy: policy ?? FailoverPolicy(deadline: deadline, retryInterval: retryInterval), now: monotonic())
+            let cluster = Cluster(
+                addresses: addresses, dataset: dataset, machine: machine, token: token, group: group,
+                traffic: traffic, clock: monotonic, log: log)
+            await cluster.start(peers)
+            return cluster
+        } catch {
+            for connection in peers.values { connection.close() }
+            throw error
+        }
+    }
+
+    struct FirstContact: Sendable {
+        var worker: Int
+        var connection: WorkerConnection?
+        var failure: String?
+    }
+
+    /// The dataset the reachable workers agree on: the same fingerprint, shape, x-flip and shard count, the same
+    /// size for every shard, every shard held by someone.
+    static func agreedDataset(
+        _ identities: [Int: WorkerIdentity], addresses: [HostPort], failures: [String], xflip: Bool?
+    ) throws -> RunDataset {
+        guard let (firstIndex, first) = identities.min(by: { $0.key < $1.key }) else {
             throw ClusterError.invalidConfiguration("no worker could be reached: \(failures.joined(separator: "; "))")
         }
-        let shape = try ImageShape(wire: first.shape)
-        for (i, connection) in peers {
-            guard let info = connection.peer.info else { continue }
+        for (i, info) in identities.sorted(by: { $0.key < $1.key }) {
             guard info.datasetShards == first.datasetShards, info.datasetID == first.datasetID else {
                 throw ClusterError.invalidConfiguration(
-                    "worker \(addresses[i]) serves another dataset (\(info.datasetShards) shards, id \(info.datasetID.prefix(12))) than the others (\(first.datasetShards) shards, id \(first.datasetID.prefix(12)))"
+                    "worker \(addresses[i]) serves another dataset (\(info.datasetShards) shards, id \(info.datasetID.prefix(12))) than worker \(addresses[firstIndex]) (\(first.datasetShards) shards, id \(first.datasetID.prefix(12)))"
                 )
             }
             guard info.xflip == first.xflip else {
                 throw ClusterError.invalidConfiguration(
                     "workers disagree on x-flip (worker \(addresses[i]): \(info.xflip ? "on" : "off"))")
+            }
+            guard info.shape == first.shape else {
+                throw ClusterError.invalidConfiguration(
+                    "worker \(addresses[i]) serves \(info.shape) images, others \(first.shape)")
             }
         }
         if let xflip, xflip != first.xflip {
@@ -66,57 +131,55 @@ public actor Cluster {
             )
         }
         var counts: [Int: Int] = [:]
-        var workerShards = [[Int]](repeating: [], count: addresses.count)
-        for (i, connection) in peers {
-            guard let info = connection.peer.info else { continue }
-            guard try ImageShape(wire: info.shape) == shape else {
-                throw ClusterError.invalidConfiguration(
-                    "worker \(addresses[i]) serves \(try ImageShape(wire: info.shape)) images, others \(shape)")
-            }
-            for shard in info.shards {
-                workerShards[i].append(Int(shard.id))
-                if let known = counts[Int(shard.id)], known != Int(shard.count) {
-                    throw ClusterError.invalidConfiguration("workers disagree on the size of shard \(shard.id)")
+        for (_, info) in identities.sorted(by: { $0.key < $1.key }) {
+            for (shard, count) in info.shards {
+                if let known = counts[shard], known != count {
+                    throw ClusterError.invalidConfiguration("workers disagree on the size of shard \(shard)")
                 }
-                counts[Int(shard.id)] = Int(shard.count)
+                counts[shard] = count
             }
         }
         // The dataset's own shard count, not the highest id seen: shards whose every holder is unreachable
         // must be noticed, not silently left out.
-        let shardCount = Int(first.datasetShards)
+        let shardCount = first.datasetShards
         let missing = (0..<shardCount).filter { counts[$0] == nil }
         guard missing.isEmpty, shardCount > 0, counts.keys.allSatisfy({ $0 < shardCount }) else {
             throw ClusterError.shardsLost(missing, reason: "no reachable worker holds them")
         }
-        var router = ShardRouter(shardCount: shardCount, workerShards: workerShards)
-        for i in addresses.indices where peers[i] == nil { router.markDown(i) }
-        let cluster = Cluster(
-            addresses: addresses, shape: shape, shardImageCounts: (0..<shardCount).map { counts[$0]! }, router: router,
-            token: token, group: group, deadline: deadline, retryInterval: retryInterval, traffic: traffic, log: log)
-        await cluster.adopt(peers)
-        return cluster
+        return RunDataset(
+            datasetID: first.datasetID, shape: first.shape, xflip: first.xflip,
+            shardImageCounts: (0..<shardCount).map { counts[$0]! })
     }
 
     private init(
-        addresses: [HostPort], shape: ImageShape, shardImageCounts: [Int], router: ShardRouter, token: [UInt8],
-        group: EventLoopGroup, deadline: Double, retryInterval: Double, traffic: WireTraffic,
-        log: @escaping @Sendable (String) -> Void
+        addresses: [HostPort], dataset: RunDataset, machine: Failover, token: [UInt8], group: EventLoopGroup,
+        traffic: WireTraffic, clock: @escaping @Sendable () -> Double, log: @escaping @Sendable (String) -> Void
     ) {
         self.traffic = traffic
         self.addresses = addresses
-        self.shape = shape
-        self.shardImageCounts = shardImageCounts
-        self.router = router
+        self.dataset = dataset
+        self.shape = dataset.shape
+        self.shardImageCounts = dataset.shardImageCounts
+        self.machine = machine
         self.token = token
         self.group = group
-        self.deadline = deadline
-        self.retryInterval = retryInterval
+        self.clock = clock
         self.log = log
-        let now = Date()
-        for i in router.down { downSince[i] = now }
     }
 
-    private func adopt(_ peers: [Int: WorkerConnection]) { connections = peers }
+    private func start(_ peers: [Int: WorkerConnection]) {
+        for (worker, connection) in peers { register(connection, of: worker) }
+        ticker = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(nanoseconds: 500_000_000)
+                await self?.post(.tick)
+            }
+        }
+    }
+
+    /// Holders of each shard and the workers down, as failover sees them now.
+    public var router: ShardRouter { machine.router }
+    public var policy: FailoverPolicy { machine.policy }
 
     /// One partial-sum source per shard, in shard order.
     public nonisolated func sources() -> [any PartialSumSource] {
@@ -124,8 +187,12 @@ public actor Cluster {
     }
 
     public func close() {
+        closed = true
+        ticker?.cancel()
         for connection in connections.values { connection.close() }
         connections.removeAll()
+        for (_, waiter) in waiters { waiter.resume(throwing: ClusterError.invalidConfiguration("the cluster was closed")) }
+        waiters.removeAll()
     }
 
     /// Evaluates `request` on `shard` at its first live replica, failing over until one answers. A worker whose
@@ -143,68 +210,194 @@ public actor Cluster {
     }
 
     private func evaluateWhole(_ request: PartialRequest, shard: Int) async throws -> PartialResponse {
-        await reviveDownWorkers()
-        let wire = Pspc_V1_PartialRequest(request, shards: [shard], compression: compression)
-        var lastFailure = "no replica was tried"
-        while true {
-            guard let worker = router.candidates(for: shard).first else {
-                throw ClusterError.shardsLost(
-                    router.lostShards.isEmpty ? [shard] : router.lostShards, reason: lastFailure)
+        guard !closed else { throw ClusterError.invalidConfiguration("the cluster was closed") }
+        try Task.checkCancellation()
+        let id = Failover.RequestID(nextRequest)
+        nextRequest += 1
+        requests[id] = Pspc_V1_PartialRequest(request, shards: [shard], compression: compression)
+        kinds[id] = request
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<PartialResponse, Error>) in
+                waiters[id] = waiter
+                post(.submit(id, shard: shard))
             }
-            do {
-                let connection = try await connection(to: worker)
-                let answer = try await connection.call(.partialRequest(wire), deadline: deadline)
-                guard case .partialResponse(let response) = answer else {
-                    throw ClusterError.workerFailed(
-                        worker: addresses[worker].description, reason: "answered with the wrong kind of frame")
+        } onCancel: {
+            Task { await self.post(.cancel(id)) }
+        }
+    }
+
+    /// Feeds one event to the machine and executes what it says; events raised while executing are queued and
+    /// handled in order after it, never inside it.
+    private func post(_ event: Failover.Event) {
+        events.append(event)
+        guard !handling else { return }
+        handling = true
+        defer { handling = false }
+        while !events.isEmpty {
+            let next = events.removeFirst()
+            for directive in machine.handle(next, now: clock()) { execute(directive) }
+        }
+    }
+
+    private func execute(_ directive: Failover.Directive) {
+        switch directive {
+        case .connect(let worker):
+            guard !closed else { return }
+            let address = addresses[worker], token = self.token, group = self.group, traffic = self.traffic
+            Task {
+                do {
+                    let connection = try await WorkerConnection.connect(
+                        to: address, token: token, group: group, traffic: traffic)
+                    self.connected(connection, of: worker)
+                } catch {
+                    self.post(.connectFailed(worker, reason: "\(error)"))
                 }
-                return try PartialResponse(wire: response, shape: shape)
-            } catch let error as ClusterError {
-                // The request itself was refused: no replica will differ.
-                if !error.isRetryable || error.isReplyTooLarge { throw error }
-                lastFailure = error.description
-                markDown(worker, because: error.description)
             }
+        case .send(let attempt, let request, _, let worker):
+            guard let connection = connections[worker], let wire = requests[request], let kind = kinds[request],
+                let (id, answer) = connection.start(.partialRequest(wire))
+            else {
+                events.append(.disconnected(worker, reason: "connection closed"))
+                return
+            }
+            inFlight[attempt] = (worker, id)
+            let shape = self.shape, name = addresses[worker].description
+            answer.whenComplete { result in
+                let outcome = Self.judge(result, for: kind, shape: shape, worker: name)
+                Task { await self.finished(attempt, worker: worker, on: connection, outcome) }
+            }
+        case .cancel(let attempt, _):
+            if let (worker, id) = inFlight.removeValue(forKey: attempt) { connections[worker]?.cancel(id) }
+        case .probe(let worker):
+            guard let connection = connections[worker], let (_, answer) = connection.start(.healthRequest(.init()))
+            else { return }
+            answer.whenSuccess { frame in
+                guard case .healthResponse = frame.body else { return }
+                Task { await self.post(.healthAnswered(worker)) }
+            }
+        case .disconnect(let worker):
+            connections.removeValue(forKey: worker)?.close()
+        case .deliver(let request, let attempt):
+            inFlight[attempt] = nil
+            let answer = answers.removeValue(forKey: attempt)
+            forget(request)
+            if let answer { waiters.removeValue(forKey: request)?.resume(returning: answer) }
+        case .discard(let attempt):
+            answers[attempt] = nil
+            inFlight[attempt] = nil
+        case .fail(let request, let error):
+            forget(request)
+            waiters.removeValue(forKey: request)?.resume(throwing: error)
+        case .log(let message):
+            log(message)
         }
     }
 
-    private func connection(to worker: Int) async throws -> WorkerConnection {
-        if let existing = connections[worker], existing.isActive { return existing }
-        if let pending = connecting[worker] { return try await pending.value }
-        let address = addresses[worker], token = self.token, group = self.group
-        let traffic = self.traffic
-        let task = Task {
-            try await WorkerConnection.connect(to: address, token: token, group: group, traffic: traffic)
-        }
-        connecting[worker] = task
-        defer { connecting[worker] = nil }
-        let connection = try await task.value
-        connections[worker] = connection
-        return connection
+    private func forget(_ request: Failover.RequestID) {
+        requests[request] = nil
+        kinds[request] = nil
     }
 
-    private func markDown(_ worker: Int, because reason: String) {
-        guard !router.down.contains(worker) else { return }
-        log("worker \(addresses[worker]) is down (\(reason)); its shards go to replicas")
-        router.markDown(worker)
-        downSince[worker] = Date()
+    private func register(_ connection: WorkerConnection, of worker: Int) {
         connections[worker]?.close()
-        connections[worker] = nil
+        connections[worker] = connection
+        connection.closeFuture.whenComplete { _ in
+            Task { await self.connectionClosed(connection, of: worker) }
+        }
     }
 
-    /// Tries again, at most once per `retryInterval`, the workers marked down: a restarted worker is taken back.
-    private func reviveDownWorkers() async {
-        let now = Date()
-        for (worker, since) in downSince where now.timeIntervalSince(since) >= retryInterval {
-            downSince[worker] = now
-            if let connection = try? await WorkerConnection.connect(
-                to: addresses[worker], token: token, group: group, timeout: .seconds(2))
-            {
-                connections[worker] = connection
-                downSince[worker] = nil
-                router.markUp(worker)
-                log("worker \(addresses[worker]) is back")
+    private func connected(_ connection: WorkerConnection, of worker: Int) {
+        guard !closed else { return connection.close() }
+        do {
+            let identity = try WorkerIdentity(info: connection.peer.info)
+            register(connection, of: worker)
+            post(.connected(worker, identity))
+        } catch {
+            connection.close()
+            post(.connectFailed(worker, reason: "\(error)"))
+        }
+    }
+
+    /// A connection closed: news to the machine only while it is still the one in use (not one it closed).
+    private func connectionClosed(_ connection: WorkerConnection, of worker: Int) {
+        guard connections[worker] === connection else { return }
+        connections[worker] = nil
+        post(.disconnected(worker, reason: "connection closed"))
+    }
+
+    private func finished(
+        _ attempt: Failover.AttemptID, worker: Int, on connection: WorkerConnection, _ outcome: Outcome
+    ) {
+        inFlight[attempt] = nil
+        switch outcome {
+        case .answer(let response):
+            answers[attempt] = response
+            post(.answered(attempt))
+        case .fault(let fault):
+            post(.refused(attempt, fault))
+        case .lost(let reason):
+            // The connection failed under this request: the worker is lost, if that connection is still in use.
+            if connections[worker] === connection {
+                connections.removeValue(forKey: worker)?.close()
+                post(.disconnected(worker, reason: reason))
             }
+        }
+    }
+
+    enum Outcome: Sendable {
+        case answer(PartialResponse)
+        case fault(Failover.Fault)
+        case lost(String)
+    }
+
+    /// What a worker's answer means, decided off the actor: a sound answer, a fault of the request or of the
+    /// worker (an error frame, an answer that does not decode or holds non-finite numbers), or a lost connection.
+    static func judge(
+        _ result: Result<Pspc_V1_Frame, Error>, for request: PartialRequest, shape: ImageShape, worker: String
+    ) -> Outcome {
+        let frame: Pspc_V1_Frame
+        switch result {
+        case .success(let value): frame = value
+        case .failure(let error as ClusterError) where error == .cancelled: return .fault(.worker("cancelled"))
+        case .failure(let error): return .lost("\(error)")
+        }
+        switch frame.body {
+        case .partialResponse(let wire):
+            do {
+                let response = try PartialResponse(wire: wire, shape: shape)
+                if let problem = response.unsoundness(for: request) { return .fault(.worker(problem)) }
+                return .answer(response)
+            } catch {
+                return .fault(.worker("its answer does not decode: \(error)"))
+            }
+        case .error(let reply):
+            let error = ClusterError.remote(worker: worker, message: WireError(reply: reply).description, code: reply.code)
+            if error.isReplyTooLarge { return .fault(.tooLarge(error)) }
+            if !error.isRetryable && reply.code != .cancelled { return .fault(.invalidRequest(error)) }
+            return .fault(.worker(error.description))
+        default:
+            return .fault(.worker("answered with the wrong kind of frame (\(frame.bodyName))"))
+        }
+    }
+}
+
+extension WorkerIdentity {
+    init(info: Pspc_V1_WorkerInfo?) throws {
+        guard let info else { throw ClusterError.invalidConfiguration("the worker did not describe itself") }
+        try self.init(
+            datasetID: info.datasetID, shape: ImageShape(wire: info.shape), xflip: info.xflip,
+            datasetShards: Int(info.datasetShards),
+            shards: Dictionary(info.shards.map { (Int($0.id), Int($0.count)) }, uniquingKeysWith: { a, _ in a }))
+    }
+}
+
+extension PartialResponse {
+    /// Why this cannot be a shard's answer to `request`: partials of another kind. (Decoding already refuses
+    /// non-finite numbers.) Nil when sound.
+    func unsoundness(for request: PartialRequest) -> String? {
+        switch (request, self) {
+        case (.empirical, .softmax), (.cropNormalizers, .softmax), (.cropComposite, .sums), (.moments, .moments): return nil
+        default: return "answered with partials of another kind"
         }
     }
 }

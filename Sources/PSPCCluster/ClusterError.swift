@@ -9,6 +9,8 @@ public enum ClusterError: Error, Sendable, Equatable, CustomStringConvertible {
     case deadlineExceeded(worker: String, seconds: Double)
     /// The worker refused the request with an error frame of this code.
     case remote(worker: String, message: String, code: Pspc_V1_ErrorCode = .invalidArgument)
+    /// The caller gave the request up.
+    case cancelled
 
     public var description: String {
         switch self {
@@ -19,12 +21,14 @@ public enum ClusterError: Error, Sendable, Equatable, CustomStringConvertible {
         case .deadlineExceeded(let worker, let seconds):
             return "worker \(worker) did not answer within \(seconds) s"
         case .remote(let worker, let message, _): return "worker \(worker) answered with an error: \(message)"
+        case .cancelled: return "the request was cancelled"
         }
     }
 
     /// Whether a replica may answer where this worker did not: false when the request itself is at fault (an
     /// invalid argument), so the run stops instead of trying every replica.
     public var isRetryable: Bool {
+        if case .cancelled = self { return false }
         guard case .remote(_, _, let code) = self else { return true }
         switch code {
         case .invalidArgument, .unknownOperation, .malformedFrame, .unexpectedMessage, .cancelled: return false

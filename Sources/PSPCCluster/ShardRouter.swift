@@ -30,6 +30,18 @@ public struct ShardRouter: Sendable, Equatable {
         return Array(live[start...] + live[..<start])
     }
 
+    /// The shards `worker` holds now (it reconnected with another placement, or joined late): it is a holder of
+    /// exactly these, in worker order among the other holders.
+    public mutating func setShards(_ shards: Set<Int>, of worker: Int) {
+        for k in holders.indices {
+            holders[k].removeAll { $0 == worker }
+            if shards.contains(k) {
+                holders[k].append(worker)
+                holders[k].sort()
+            }
+        }
+    }
+
     /// A worker failed (died, hung past its deadline, or answered with an error): route around it.
     public mutating func markDown(_ worker: Int) { down.insert(worker) }
 

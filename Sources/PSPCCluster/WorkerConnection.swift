@@ -70,9 +70,7 @@ final class WorkerConnection: @unchecked Sendable {
 
     /// Sends `body` and waits for the answer, at most `deadline` seconds.
     func call(_ body: Pspc_V1_Frame.OneOf_Body, deadline: Double) async throws -> Pspc_V1_Frame.OneOf_Body {
-        let id = state.nextRequestID()
-        let promise = channel.eventLoop.makePromise(of: Pspc_V1_Frame.self)
-        guard state.register(id, promise) else {
+        guard let (id, answer) = start(body) else {
             throw ClusterError.workerFailed(worker: address.description, reason: "connection closed")
         }
         let channel = self.channel, worker = address.description, state = self.state
@@ -80,17 +78,39 @@ final class WorkerConnection: @unchecked Sendable {
             state.fail(id, ClusterError.deadlineExceeded(worker: worker, seconds: deadline))
             channel.close(promise: nil)
         }
+        defer { timer.cancel() }
+        let frame = try await answer.get()
+        let body = try frame.requireBody()
+        if case .error(let reply) = body {
+            throw ClusterError.remote(worker: worker, message: WireError(reply: reply).description, code: reply.code)
+        }
+        return body
+    }
+
+    /// Sends `body` and returns its request id and the frame that will answer it (an error frame included); nil
+    /// when the connection is closed. The caller keeps the time: the cluster's failover watches deadlines.
+    func start(_ body: Pspc_V1_Frame.OneOf_Body) -> (UInt64, EventLoopFuture<Pspc_V1_Frame>)? {
+        let id = state.nextRequestID()
+        let promise = channel.eventLoop.makePromise(of: Pspc_V1_Frame.self)
+        guard state.register(id, promise) else { return nil }
+        let worker = address.description, state = self.state
         channel.writeAndFlush(Pspc_V1_Frame(requestID: id, body: body)).whenFailure { error in
             state.fail(id, ClusterError.workerFailed(worker: worker, reason: "send failed: \(error)"))
         }
-        defer { timer.cancel() }
-        let frame = try await promise.futureResult.get()
-        let answer = try frame.requireBody()
-        if case .error(let reply) = answer {
-            throw ClusterError.remote(worker: worker, message: WireError(reply: reply).description, code: reply.code)
-        }
-        return answer
+        return (id, promise.futureResult)
     }
+
+    /// Asks the worker to drop request `id` (it answers nothing more for it) and fails the local wait with
+    /// `cancelled`.
+    func cancel(_ id: UInt64) {
+        var cancel = Pspc_V1_Cancel()
+        cancel.targetRequestID = id
+        channel.writeAndFlush(Pspc_V1_Frame(requestID: state.nextRequestID(), body: .cancel(cancel)), promise: nil)
+        state.fail(id, ClusterError.cancelled)
+    }
+
+    /// Completes when the connection is closed, whoever closed it.
+    var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
 
     func close() {
         channel.close(promise: nil)

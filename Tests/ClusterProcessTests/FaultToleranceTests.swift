@@ -34,11 +34,13 @@ final class FaultToleranceTests: XCTestCase {
     var addresses: [String] = []
 
     /// Starts worker `i` of `n` (placement i/n/r) listening on `address` and returns the address it announced.
-    func startWorker(_ i: Int, of n: Int, replication: Int, address: String = "127.0.0.1:0") throws -> String {
+    func startWorker(
+        _ i: Int, of n: Int, replication: Int, address: String = "127.0.0.1:0", data: String? = nil
+    ) throws -> String {
         let process = Process()
         process.executableURL = CommandRunner.binary
         process.arguments = [
-            "worker", "--listen", address, "--data", "\(work)/data", "--placement", "\(i)/\(n)/\(replication)",
+            "worker", "--listen", address, "--data", data ?? "\(work)/data", "--placement", "\(i)/\(n)/\(replication)",
             "--token-file", "\(work)/token", "--threads", "1",
         ]
         let out = Pipe()
@@ -169,6 +171,33 @@ final class FaultToleranceTests: XCTestCase {
         XCTAssertEqual(
             try Data(contentsOf: URL(fileURLWithPath: "\(work)/restarted.npy")),
             try Data(contentsOf: URL(fileURLWithPath: "\(work)/clean.npy")))
+    }
+
+    /// Before: the reconnection never looked at the dataset again, so the restarted worker's answers (another
+    /// training set of the same shape and shard sizes) changed the output, exit 0.
+    func testWorkerRestartedWithAnotherDatasetIsRefusedAndTheReplicaKeepsTheBits() throws {
+        try CommandRunner.succeed([
+            "ingest", "--source", "fashion-mnist:test", "--limit", "1000", "--shards", "7", "--out", "\(work)/other",
+        ])
+        let cluster = try startWorkers(3, replication: 2, deadline: 60, retry: 0.3)
+        let duration = try timed {
+            try CommandRunner.succeed(denoiseArguments(cluster: cluster, output: "\(work)/clean.npy"))
+        }
+        let (status, stderr) = try runWithFault(
+            cluster: cluster, output: "\(work)/swapped.npy", faultAfter: duration * 0.25
+        ) {
+            kill(workers[1].processIdentifier, SIGKILL)
+            workers[1].waitUntilExit()
+            XCTAssertEqual(
+                try? startWorker(1, of: 3, replication: 2, address: addresses[1], data: "\(work)/other"), addresses[1])
+        }
+        XCTAssertEqual(status, 0, stderr)
+        XCTAssertTrue(
+            stderr.contains("worker \(addresses[1]) is refused and not used: it serves another dataset"), stderr)
+        XCTAssertFalse(stderr.contains("worker \(addresses[1]) is back"), stderr)
+        XCTAssertEqual(
+            try Data(contentsOf: URL(fileURLWithPath: "\(work)/swapped.npy")),
+            try Data(contentsOf: URL(fileURLWithPath: "\(work)/clean.npy")), "the other dataset changed the output")
     }
 
     func testKilledWorkerWithoutReplicaNamesLostShardsAndWritesNothing() throws {
