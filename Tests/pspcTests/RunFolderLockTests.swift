@@ -44,7 +44,7 @@ final class RunFolderLockTests: XCTestCase {
         while let relative = enumerator?.nextObject() as? String {
             var isDirectory: ObjCBool = false
             let full = folder + "/" + relative
-            FileManager.default.fileExists(atPath: full, isDirectory: &isDirectory)
+            _ = FileManager.default.fileExists(atPath: full, isDirectory: &isDirectory)
             files[relative] = isDirectory.boolValue ? Data("<folder>".utf8) : FileManager.default.contents(atPath: full)
         }
         return files
@@ -113,7 +113,12 @@ final class RunFolderLockTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: sweep + "/calibration/best.csv"))
         try CommandRunner.succeed(["calibrate", sweep, "--out", calibration])
         XCTAssertTrue(FileManager.default.fileExists(atPath: calibration + "/best.csv"))
-        try CommandRunner.succeed(["report", sweep])
-        XCTAssertTrue(FileManager.default.fileExists(atPath: sweep + "/report/index.html"))
+        // The report of the calibration run goes inside it (calibration/report/): refused while it is locked.
+        let inner = sweep + "/calibration"
+        let innerHolder = try LockHolder(inner)
+        try assertRefused(["report", inner], locked: inner)
+        innerHolder.release()
+        try CommandRunner.succeed(["report", inner])
+        XCTAssertTrue(FileManager.default.fileExists(atPath: inner + "/report/index.html"))
     }
 }
