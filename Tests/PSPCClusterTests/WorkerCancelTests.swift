@@ -169,6 +169,34 @@ final class WorkerCancelTests: XCTestCase {
         client.close()
         try await channel.close()
     }
+
+    /// The engine's safe points: a set flag stops the empirical softmax and both crop rounds with
+    /// `CancellationError`; a flag never set changes no bit of any answer.
+    func testTheEngineStopsAtItsSafePointsAndAnUnsetFlagChangesNothing() throws {
+        let source = T.shards[4].source
+        let queries = QueryBatch(values: T.query(0, t: 1) + T.query(1, t: 1), shape: Self.shape)
+        let crops = CropSet.square(patchSize: 5)
+        let logZ = [Double](repeating: 0, count: 2 * crops.cropCount(for: Self.shape))
+        let requests: [(String, PartialRequest)] = [
+            ("empirical", .empirical(queries: queries, t: 1)),
+            ("crop normalizers", .cropNormalizers(queries: queries, t: 1, crops: crops)),
+            ("crop composite", .cropComposite(queries: queries, t: 1, crops: crops, logZ: logZ)),
+        ]
+        for (name, request) in requests {
+            let stopped = CancellationFlag()
+            stopped.cancel()
+            XCTAssertThrowsError(try source.evaluateNow(request, cancellation: stopped), name) { error in
+                XCTAssertTrue(error is CancellationError, "\(name): \(error)")
+            }
+            let plain = try source.evaluateNow(request)
+            let flagged = try source.evaluateNow(request, cancellation: CancellationFlag())
+            switch (plain, flagged) {
+            case (.softmax(let a), .softmax(let b)): XCTAssertEqual(a, b, name)
+            case (.sums(let a), .sums(let b)): XCTAssertEqual(a, b, name)
+            default: XCTFail("\(name): answers of different kinds")
+            }
+        }
+    }
 }
 
 /// A coordinator's side of one connection, by hand: the handshake as `HandshakeClient` drives it (the same
