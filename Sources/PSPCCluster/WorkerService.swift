@@ -7,7 +7,9 @@ import PSPCWire
 
 /// A worker: answers partial-sum requests over the shards it holds, to peers that proved they know the
 /// cluster token. Requests are computed one at a time (each already uses every core), in arrival order;
-/// coordinators keep several in flight to hide the network.
+/// coordinators keep several in flight to hide the network. A `Cancel` frame drops a request still waiting
+/// or stops a computing one at its next safe point (both answered CANCELLED); a closed connection cancels
+/// every request it still has here, so a coordinator that gave up never keeps the worker busy.
 public final class WorkerService: Sendable {
     /// A shard this worker holds: its id in the dataset's manifest and its images.
     public struct HostedShard: Sendable {
@@ -27,7 +29,9 @@ public final class WorkerService: Sendable {
     public let nodeID: String
     let token: [UInt8]
     /// Requests being computed or waiting (a worker lets them finish before it exits).
-    public var inFlight: Int { counters.snapshot().0 }
+    public var inFlight: Int { counters.snapshot().inFlight }
+    /// What this worker has done with the partial requests it was sent, for health reports and tests.
+    public var statistics: Statistics { counters.snapshot() }
     let maxFrameSize: Int
     let compute = ComputeQueue()
     let counters = Counters()
@@ -101,39 +105,70 @@ public final class WorkerService: Sendable {
             .bind(host: host, port: port).get()
     }
 
-    /// The answer to one authenticated frame.
+    /// Counts a partial request in flight and queues it behind the ones already waiting; its answer comes from
+    /// `reply(to:requestID:)`, and `cancel()` on the job drops it or stops it.
+    func submit(_ request: Pspc_V1_PartialRequest) -> ComputeJob<Pspc_V1_PartialResponse> {
+        counters.started()
+        return compute.submit { flag in
+            self.counters.began()
+            return try self.evaluate(request, cancellation: flag)
+        }
+    }
+
+    /// The answer to a submitted partial request: its partials, CANCELLED, or the error that stopped it.
+    func reply(to job: ComputeJob<Pspc_V1_PartialResponse>, requestID id: UInt64) async -> Pspc_V1_Frame {
+        do {
+            let response = try await job.value()
+            counters.finished(.served)
+            return Pspc_V1_Frame(requestID: id, body: .partialResponse(response))
+        } catch is CancellationError {
+            let dropped = job.wasDropped
+            counters.finished(dropped ? .dropped : .stopped)
+            let when = dropped ? "before it started" : "while it was computing"
+            return .error(.cancelled("request \(id) was cancelled \(when)"), requestID: id)
+        } catch {
+            counters.finished(.served)
+            return Self.errorFrame(error, requestID: id)
+        }
+    }
+
+    /// The answer to one authenticated frame other than a partial request or a cancel (which have their own).
     func answer(_ frame: Pspc_V1_Frame) async -> Pspc_V1_Frame {
         let id = frame.requestID
         do {
             switch try frame.requireBody() {
-            case .partialRequest(let request):
-                counters.started()
-                defer { counters.finished() }
-                let response = try await compute.run { try self.evaluate(request) }
-                return Pspc_V1_Frame(requestID: id, body: .partialResponse(response))
             case .healthRequest:
                 var health = Pspc_V1_HealthResponse()
                 health.info = info
-                let (inFlight, served) = counters.snapshot()
-                health.inFlight = UInt32(inFlight)
-                health.served = UInt64(served)
-                health.load = Double(inFlight)
+                let counts = counters.snapshot()
+                health.inFlight = UInt32(counts.inFlight)
+                health.served = UInt64(counts.served)
+                health.load = Double(counts.inFlight)
                 return Pspc_V1_Frame(requestID: id, body: .healthResponse(health))
             default:
-                throw WireError.unexpectedMessage(expected: "partial_request or health_request", got: frame.bodyName)
+                throw WireError.unexpectedMessage(
+                    expected: "partial_request, health_request or cancel", got: frame.bodyName)
             }
-        } catch let error as WireError {
-            return .error(error, requestID: id)
-        } catch let error as PSPCError {
-            return .error(.invalidArgument(error.description), requestID: id)
         } catch {
-            return .error(.invalidArgument(String(describing: error)), requestID: id)
+            return Self.errorFrame(error, requestID: id)
+        }
+    }
+
+    /// The error reply telling the peer why request `id` failed.
+    static func errorFrame(_ error: Error, requestID id: UInt64) -> Pspc_V1_Frame {
+        switch error {
+        case let error as WireError: return .error(error, requestID: id)
+        case let error as PSPCError: return .error(.invalidArgument(error.description), requestID: id)
+        default: return .error(.invalidArgument(String(describing: error)), requestID: id)
         }
     }
 
     /// Evaluates a request on the shards it names (all when it names none), merging their partials in shard
-    /// order, so that the same request gives the same bits on any worker holding those shards.
-    func evaluate(_ wire: Pspc_V1_PartialRequest) throws -> Pspc_V1_PartialResponse {
+    /// order, so that the same request gives the same bits on any worker holding those shards. A set
+    /// `cancellation` flag stops it between shards and at the engine's safe points (`CancellationError`).
+    func evaluate(
+        _ wire: Pspc_V1_PartialRequest, cancellation: CancellationFlag? = nil
+    ) throws -> Pspc_V1_PartialResponse {
         let request = try PartialRequest(wire: wire, shape: ImageShape(wire: info.shape))
         let wanted = wire.shards.map(Int.init)
         let selected =
@@ -147,7 +182,8 @@ public final class WorkerService: Sendable {
             }
         var merged: PartialResponse?
         for shard in selected {
-            let answer = try shard.source.evaluateNow(request)
+            try cancellation?.check()
+            let answer = try shard.source.evaluateNow(request, cancellation: cancellation)
             merged = try merged.map { try $0.merging(answer) } ?? answer
         }
         guard let merged else { throw WireError.invalidArgument("the request names no shard") }
@@ -193,26 +229,123 @@ extension PartialResponse {
 final class ComputeQueue: Sendable {
     private let queue = DispatchQueue(label: "pspc.worker.compute")
 
-    func run<T: Sendable>(_ job: @escaping @Sendable () throws -> T) async throws -> T {
+    /// Queues `work` behind the jobs already submitted. It is handed the job's cancellation flag.
+    func submit<T: Sendable>(_ work: @escaping @Sendable (CancellationFlag) throws -> T) -> ComputeJob<T> {
+        let job = ComputeJob<T>()
+        queue.async { job.runIfWaiting(work) }
+        return job
+    }
+}
+
+/// One job of a `ComputeQueue`: waiting its turn, computing, or finished with an outcome that `value()`
+/// returns (to any number of callers, before or after it is known).
+final class ComputeJob<T: Sendable>: @unchecked Sendable {
+    private enum Phase { case waiting, computing, finished }
+
+    /// Set by `cancel()` while the job computes; the work reads it at its safe points.
+    let flag = CancellationFlag()
+    private let lock = NSLock()
+    private var phase = Phase.waiting
+    private var dropped = false
+    private var outcome: Result<T, Error>?
+    private var waiters: [CheckedContinuation<T, Error>] = []
+
+    /// Whether `cancel()` removed the job before it started (it was never computed).
+    var wasDropped: Bool { lock.withLock { dropped } }
+
+    /// A waiting job is dropped: it finishes at once with `CancellationError` and its turn on the queue does
+    /// nothing. A computing job gets its flag set and stops at its next safe point. A finished job keeps its
+    /// outcome.
+    func cancel() {
+        let drop: Bool = lock.withLock {
+            switch phase {
+            case .waiting:
+                dropped = true
+                return true
+            case .computing:
+                flag.cancel()
+                return false
+            case .finished:
+                return false
+            }
+        }
+        if drop { finish(.failure(CancellationError())) }
+    }
+
+    /// The queue's turn for this job: computes it unless it was dropped meanwhile.
+    fileprivate func runIfWaiting(_ work: @Sendable (CancellationFlag) throws -> T) {
+        let start: Bool = lock.withLock {
+            guard phase == .waiting else { return false }
+            phase = .computing
+            return true
+        }
+        guard start else { return }
+        let flag = self.flag
+        finish(Result { try work(flag) })
+    }
+
+    private func finish(_ result: Result<T, Error>) {
+        let resumed: [CheckedContinuation<T, Error>] = lock.withLock {
+            guard outcome == nil else { return [] }
+            phase = .finished
+            outcome = result
+            defer { waiters.removeAll() }
+            return waiters
+        }
+        for waiter in resumed { waiter.resume(with: result) }
+    }
+
+    /// The job's result, once it has finished.
+    func value() async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            queue.async { continuation.resume(with: Result { try job() }) }
+            let known: Result<T, Error>? = lock.withLock {
+                if let outcome { return outcome }
+                waiters.append(continuation)
+                return nil
+            }
+            if let known { continuation.resume(with: known) }
         }
     }
 }
 
-/// Requests in flight and served, for health reports.
-final class Counters: @unchecked Sendable {
-    private let lock = NSLock()
-    private var inFlight = 0
-    private var served = 0
+extension WorkerService {
+    /// What a worker has done with its partial requests since it started.
+    public struct Statistics: Sendable, Equatable {
+        /// Requests waiting or computing now.
+        public var inFlight = 0
+        /// Requests answered with their partials or an error other than CANCELLED.
+        public var served = 0
+        /// Requests that started computing (each once; dropped ones never do).
+        public var computeStarted = 0
+        /// Requests cancelled while they waited: never computed.
+        public var cancelledWaiting = 0
+        /// Requests cancelled while computing, which stopped at a safe point.
+        public var cancelledComputing = 0
 
-    func started() { lock.withLock { inFlight += 1 } }
-    func finished() {
+        public init() {}
+    }
+}
+
+/// Requests in flight and how they ended, for health reports.
+final class Counters: @unchecked Sendable {
+    enum Ending { case served, dropped, stopped }
+
+    private let lock = NSLock()
+    private var counts = WorkerService.Statistics()
+
+    func started() { lock.withLock { counts.inFlight += 1 } }
+    func began() { lock.withLock { counts.computeStarted += 1 } }
+    func finished(_ ending: Ending) {
         lock.withLock {
-            inFlight -= 1; served += 1
+            counts.inFlight -= 1
+            switch ending {
+            case .served: counts.served += 1
+            case .dropped: counts.cancelledWaiting += 1
+            case .stopped: counts.cancelledComputing += 1
+            }
         }
     }
-    func snapshot() -> (Int, Int) { lock.withLock { (inFlight, served) } }
+    func snapshot() -> WorkerService.Statistics { lock.withLock { counts } }
 }
 
 /// One connection on a worker: the handshake (within its timeout, under the handshake's frame limit), then
@@ -228,6 +361,8 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
     let admitted: Bool
     private var closing = false
     private var computing = 0
+    /// This connection's partial requests not yet answered, by request id, for `Cancel` and for closing.
+    private var requests: [UInt64: ComputeJob<Pspc_V1_PartialResponse>] = [:]
     private var lastRead = NIODeadline.now()
     private var timer: RepeatedTask?
 
@@ -259,6 +394,11 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
         if admitted { service.connections.leave() }
+        // Nobody is left to read the answers: drop the waiting requests and stop the computing one.
+        closing = true
+        let orphans = requests.values
+        requests.removeAll()
+        for job in orphans { job.cancel() }
         context.fireChannelInactive()
     }
 
@@ -300,12 +440,29 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         let service = self.service
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let id = frame.requestID
+        // A partial request is queued here, on the event loop, so that requests compute in arrival order.
+        let job: ComputeJob<Pspc_V1_PartialResponse>?
+        switch frame.body {
+        case .cancel(let cancel)?:
+            // No reply of its own: the cancelled request is answered CANCELLED (or with its result, if it had
+            // finished). An id this connection has not sent, or already had answered, is ignored.
+            requests[cancel.targetRequestID]?.cancel()
+            return
+        case .partialRequest(let request)?:
+            job = service.submit(request)
+            requests[id] = job
+        default:
+            job = nil
+        }
         computing += 1
         Task {
-            let reply = await service.answer(frame)
+            let reply: Pspc_V1_Frame
+            if let job { reply = await service.reply(to: job, requestID: id) } else { reply = await service.answer(frame) }
             bound.eventLoop.execute {
                 handler.value.computing -= 1
                 handler.value.lastRead = .now()
+                if let job, handler.value.requests[id] === job { handler.value.requests[id] = nil }
                 guard !handler.value.closing else { return }
                 bound.value.writeAndFlush(handler.value.wrapOutboundOut(reply)).whenFailure { error in
                     // The encoder refused it (too large for a frame): say so in a frame that fits.

@@ -27,23 +27,26 @@ public final class InProcessShard: PartialSumSource {
         try evaluateNow(request)
     }
 
-    /// `evaluate` on the calling thread (it blocks while the shard's threads work).
-    public func evaluateNow(_ request: PartialRequest) throws -> PartialResponse {
+    /// `evaluate` on the calling thread (it blocks while the shard's threads work). With a `cancellation`
+    /// flag, the empirical softmax reads it once per block of training images and the crop methods once per
+    /// work item; once it is set the evaluation throws `CancellationError` (the moments, one short pass, run
+    /// to the end).
+    public func evaluateNow(_ request: PartialRequest, cancellation: CancellationFlag? = nil) throws -> PartialResponse {
         switch request {
         case .empirical(let queries, let t):
             try check(queries, t: t)
-            return .softmax(empirical(queries, t: t))
+            return .softmax(try empirical(queries, t: t, cancellation: cancellation))
         case .cropNormalizers(let queries, let t, let crops):
             try check(queries, t: t)
             try crops.validate(for: shape)
-            return .softmax(cropNormalizers(queries, t: t, crops: crops))
+            return .softmax(try cropNormalizers(queries, t: t, crops: crops, cancellation: cancellation))
         case .cropComposite(let queries, let t, let crops, let logZ):
             try check(queries, t: t)
             try crops.validate(for: shape)
             guard logZ.count == queries.count * crops.cropCount(for: shape) else {
                 throw PSPCError.shapeMismatch("logZ holds \(logZ.count) values, expected queries x crops")
             }
-            return .sums(cropComposite(queries, t: t, crops: crops, logZ: logZ))
+            return .sums(try cropComposite(queries, t: t, crops: crops, logZ: logZ, cancellation: cancellation))
         case .moments:
             return .moments(moments())
         }
@@ -60,7 +63,7 @@ public final class InProcessShard: PartialSumSource {
 
     /// For each block of training images: dots = Z X^T (dgemm), logits and weights in place
     /// (`pspc_softmax_block`), then v = v * scale + W X (dgemm).
-    func empirical(_ queries: QueryBatch, t: Double) -> SoftmaxPartials {
+    func empirical(_ queries: QueryBatch, t: Double, cancellation: CancellationFlag? = nil) throws -> SoftmaxPartials {
         let b = queries.count, dim = shape.dimension
         var result = SoftmaxPartials.empty(slots: b, valueLength: dim)
         guard b > 0, images.count > 0 else { return result }
@@ -75,9 +78,10 @@ public final class InProcessShard: PartialSumSource {
         var xnorm = [Double](repeating: 0, count: block)
         var dots = [Double](repeating: 0, count: b * block)
         var scale = [Double](repeating: 0, count: b)
-        images.withTiles { set in
+        try images.withTiles { set in
             var first = 0
             while first < images.count {
+                try cancellation?.check()
                 let n = min(block, images.count - first)
                 pspc_tiles_to_rows(set, first, n, &rows, &xnorm)
                 cblas_dgemm(
@@ -144,10 +148,12 @@ public final class InProcessShard: PartialSumSource {
         let z: UnsafePointer<Double>
     }
 
-    /// Runs `body` for every (query, tile chunk) pair, numbered query-major, on the shard's threads.
+    /// Runs `body` for every (query, tile chunk) pair, numbered query-major, on the shard's threads. Once
+    /// `cancellation` is set the items not yet started are skipped and this throws `CancellationError`.
     private func forEachCropWork(
-        _ queries: QueryBatch, crops: CropSet, chunks: [Range<Int>], _ body: @Sendable (CropWork) -> Void
-    ) {
+        _ queries: QueryBatch, crops: CropSet, chunks: [Range<Int>], cancellation: CancellationFlag?,
+        _ body: @Sendable (CropWork) -> Void
+    ) throws {
         let dim = shape.dimension
         let scratchSize = pspc_crop_scratch_doubles(
             Int32(shape.channels), Int32(shape.height), Int32(shape.width), crops.cropCount(for: shape))
@@ -156,6 +162,7 @@ public final class InProcessShard: PartialSumSource {
                 queries.values.withUnsafeBufferPointer { z in
                     let views = KernelViews(set: set, masks: masks, z: z.baseAddress!)
                     parallelFor(count: queries.count * chunks.count, threads: threads) { item in
+                        if cancellation?.isCancelled == true { return }
                         let scratch = UnsafeMutablePointer<Double>.allocate(capacity: scratchSize)
                         defer { scratch.deallocate() }
                         let q = item / chunks.count
@@ -167,9 +174,12 @@ public final class InProcessShard: PartialSumSource {
                 }
             }
         }
+        try cancellation?.check()
     }
 
-    func cropNormalizers(_ queries: QueryBatch, t: Double, crops: CropSet) -> SoftmaxPartials {
+    func cropNormalizers(
+        _ queries: QueryBatch, t: Double, crops: CropSet, cancellation: CancellationFlag? = nil
+    ) throws -> SoftmaxPartials {
         let b = queries.count, k = crops.cropCount(for: shape), lanes = ImageSet.lanes
         let chunks = tileChunks()
         let items = b * chunks.count
@@ -181,7 +191,7 @@ public final class InProcessShard: PartialSumSource {
             s.base.deallocate()
         }
         let invTwoT2 = 1 / (2 * t * t)
-        forEachCropWork(queries, crops: crops, chunks: chunks) { work in
+        try forEachCropWork(queries, crops: crops, chunks: chunks, cancellation: cancellation) { work in
             let laneM = UnsafeMutablePointer<Double>.allocate(capacity: k * lanes)
             let laneS = UnsafeMutablePointer<Double>.allocate(capacity: k * lanes)
             defer {
@@ -227,7 +237,9 @@ public final class InProcessShard: PartialSumSource {
         return (mNew, s1 * exp(m1 - mNew) + s2 * exp(m2 - mNew))
     }
 
-    func cropComposite(_ queries: QueryBatch, t: Double, crops: CropSet, logZ: [Double]) -> [Double] {
+    func cropComposite(
+        _ queries: QueryBatch, t: Double, crops: CropSet, logZ: [Double], cancellation: CancellationFlag? = nil
+    ) throws -> [Double] {
         let b = queries.count, k = crops.cropCount(for: shape), dim = shape.dimension
         let chunks = tileChunks()
         let items = b * chunks.count
@@ -239,7 +251,7 @@ public final class InProcessShard: PartialSumSource {
         }
         for i in logZ.indices { logZCopy.base[i] = logZ[i] }
         let invTwoT2 = 1 / (2 * t * t)
-        forEachCropWork(queries, crops: crops, chunks: chunks) { work in
+        try forEachCropWork(queries, crops: crops, chunks: chunks, cancellation: cancellation) { work in
             let lz = UnsafePointer(logZCopy.base + work.query * k), acc = partial.base + work.index * dim
             let lo = work.tiles.lowerBound, hi = work.tiles.upperBound
             if let masks = work.masks {

@@ -4,9 +4,12 @@ import Foundation
 /// quotes (a quote doubled); reading undoes exactly that and rejects anything else (a stray quote, text after a
 /// closing quote, an unterminated quoted field, a lone CR), naming the line.
 ///
-/// Why not a package: the mirror holds yaslab/CSV.swift and SwiftCSV, but both are lenient readers, while these
-/// files are written by pspc itself and a malformed one must be an error naming its line; the strict reader
-/// below is one state machine over Unicode scalars (so CRLF, which Swift's Character merges, stays two).
+/// Why not a package: the mirror holds yaslab/CSV.swift 2.5.2 and swiftcsv/SwiftCSV 0.10.0. CSV.swift's streaming
+/// CSVWriter quotes as `field` does, but its reader lets text after a closing quote and an unterminated quoted
+/// field through, and its one format error names no line. SwiftCSV reads by Character (a lone CR ends a record),
+/// drops blanks at the start of a field, throws without a line number, and its serializer quotes only fields
+/// holding the delimiter, without doubling quotes. pspc writes these files itself, so a malformed one must be an
+/// error naming its line: the strict reader below (one state machine over Unicode scalars) is smaller than either.
 public enum CSVText {
     public struct Failure: Error, CustomStringConvertible {
         /// 1-based physical line of the text where reading stopped.

@@ -36,3 +36,42 @@ public final class RunLock: @unchecked Sendable {
 
     deinit { release() }
 }
+
+/// The run-folder locks one command holds for the whole of its write: the folder it writes, when that is a run
+/// (or becomes one), and the run folder directly enclosing it (a run's `calibration/` or `report/`), outer one
+/// first. Taking them fails like `RunLock` when another process holds either, before anything is written.
+public final class RunLocks: @unchecked Sendable {
+    private var held: [(lock: RunLock, path: String, created: Bool)] = []
+
+    /// Locks for writing into `path`; `makesRun` says the command turns `path` into a run folder (it is locked
+    /// even when it does not exist yet).
+    public init(writing path: String, makesRun: Bool) throws {
+        let parent = (path as NSString).deletingLastPathComponent
+        var folders: [String] = []
+        if Self.isRun(parent.isEmpty ? "." : parent) { folders.append(parent.isEmpty ? "." : parent) }
+        if makesRun || Self.isRun(path) { folders.append(path) }
+        for folder in folders {
+            let existed = FileManager.default.fileExists(atPath: folder)
+            held.append((try RunLock(folder), folder, !existed))
+        }
+    }
+
+    /// Whether `path` holds a run (a config.json naming its kind).
+    static func isRun(_ path: String) -> Bool { (try? RunDirectory(path).kind()) != nil }
+
+    /// Releases the locks, inner one first. A folder the lock created that still holds nothing but the lock
+    /// (the command failed before writing) is removed again, so the corrected command starts afresh.
+    public func release() {
+        for entry in held.reversed() {
+            entry.lock.release()
+            guard entry.created,
+                (try? FileManager.default.contentsOfDirectory(atPath: entry.path)) == [".lock"]
+            else { continue }
+            unlink((entry.path as NSString).appendingPathComponent(".lock"))
+            rmdir(entry.path)
+        }
+        held.removeAll()
+    }
+
+    deinit { release() }
+}

@@ -29,6 +29,8 @@ public enum WireError: Error, Sendable, Equatable, CustomStringConvertible {
     case replyTooLarge(length: Int, limit: Int)
     /// The peer cannot serve now (too many connections, shutting down): another replica may.
     case unavailable(String)
+    /// The request was dropped because its sender asked so (a `Cancel` frame) or went away.
+    case cancelled(String)
     /// The peer's `ErrorReply`, as it sent it.
     case peerError(code: Pspc_V1_ErrorCode, message: String)
 
@@ -63,6 +65,8 @@ public enum WireError: Error, Sendable, Equatable, CustomStringConvertible {
             return "the answer of \(length) bytes exceeds the frame limit of \(limit) bytes"
         case .unavailable(let reason):
             return "unavailable: \(reason)"
+        case .cancelled(let reason):
+            return "cancelled: \(reason)"
         case .peerError(let code, let message):
             return "peer reported \(code): \(message)"
         }
@@ -73,6 +77,7 @@ public enum WireError: Error, Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .frameTooLarge, .replyTooLarge: return .frameTooLarge
         case .unavailable: return .unavailable
+        case .cancelled: return .cancelled
         case .malformedFrame: return .malformedFrame
         case .badMagic: return .badMagic
         case .unsupportedVersion: return .unsupportedVersion

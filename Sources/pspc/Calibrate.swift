@@ -18,6 +18,11 @@ struct Calibrate: AsyncParsableCommand {
     @Option(help: "Output run directory (default: RUN/calibration for the first RUN).") var out: String?
 
     func run() async throws {
+        guard let first = runs.first else { throw ValidationError("give at least one RUN") }
+        let output = RunDirectory(out ?? RunDirectory(first).file("calibration"))
+        // Held for the whole write, on the calibration run and on the sweep run holding it (the default).
+        let locks = try RunLocks(writing: output.path, makesRun: true)
+        defer { locks.release() }
         let found = try RunDirectory.discover(runs).filter { run in
             let kind = try run.kind()
             switch on {
@@ -43,7 +48,6 @@ struct Calibrate: AsyncParsableCommand {
         guard !candidates.isEmpty else {
             throw DataError.invalid("the sweeps hold no pspc-square sizes or pspc-flex lambdas to calibrate")
         }
-        let output = RunDirectory(out ?? RunDirectory(runs[0]).file("calibration"))
         try FileIO.createDirectory(output.path)
         try output.writeJSON(
             .object([

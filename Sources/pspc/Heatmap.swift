@@ -44,6 +44,9 @@ struct Heatmap: AsyncParsableCommand {
         let levels = try times()
         let isRunDirectory = !out.hasSuffix(".npy")
         let run = RunDirectory(isRunDirectory ? out : out + ".parts")
+        // Held for the whole write (the .parts folder of an .npy output is a run until it is removed).
+        let locks = try RunLocks(writing: run.path, makesRun: true)
+        defer { locks.release() }
         let config: JSONValue = .object([
             ("kind", .string("heatmap")), ("version", .int(1)),
             ("command", .string(CommandLine.arguments.joined(separator: " "))), ("grid", .doubles(levels)),

@@ -42,6 +42,9 @@ struct Report: ParsableCommand {
     func run() throws {
         let found = try RunDirectory.discover(runs)
         let directory = out ?? Report.defaultOut(arguments: runs, runs: found)
+        // index.html inside a run (the default report/ of a single RUN) is a write into that run.
+        let locks = try RunLocks(writing: directory, makesRun: false)
+        defer { locks.release() }
         let path = try PSPCExperiments.Report.write(runs: found, to: directory, imageTimes: try times())
         print(path)
     }

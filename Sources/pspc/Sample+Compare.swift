@@ -8,6 +8,9 @@ extension Sample {
     /// `pspc sample --compare`: every method from the same noise, then their similarity.
     func runCompare() async throws {
         let names = methods!.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        // Held for the whole write, before the engine or the network is started.
+        let locks = try RunLocks(writing: out, makesRun: true)
+        defer { locks.release() }
         let needsEngine = names.contains { $0 != "network" }
         let context = needsEngine ? try await engineOptions.context() : nil
         var network: NetworkOptions.Connected?
