@@ -22,6 +22,7 @@ final class ClusterTrustTests: XCTestCase {
 
     /// A worker on its own event loop, so that stopping it closes every connection it has (as a killed process).
     struct Running {
+        let service: WorkerService
         let channel: Channel
         let group: MultiThreadedEventLoopGroup
         var port: Int { channel.localAddress!.port! }
@@ -36,7 +37,7 @@ final class ClusterTrustTests: XCTestCase {
             nodeID: "trust-\(datasetID)", threads: 2, datasetShards: Base.shards.count, datasetID: datasetID,
             xflip: true)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        return Running(channel: try await service.bind(host: "127.0.0.1", port: port, group: group), group: group)
+        return Running(service: service, channel: try await service.bind(host: "127.0.0.1", port: port, group: group), group: group)
     }
 
     func queries() -> [Double] { (0..<6).flatMap { Base.query($0, t: 1.09) } }
@@ -126,6 +127,33 @@ final class ClusterTrustTests: XCTestCase {
         await cluster.close()
         try await good.stop()
         try await silent.channel.close()
+    }
+
+    /// A caller that stops waiting (its task cancelled) stops the worker: the requests it had queued there are
+    /// dropped and the one computing stops at a safe point.
+    func testACancelledRunCancelsItsRequestsOnTheWorker() async throws {
+        let worker = try await Self.worker(Base.shards)
+        let cluster = try await Cluster.connect(
+            to: [HostPort(host: "127.0.0.1", port: worker.port)], token: Base.token, group: Base.group,
+            policy: Self.quick)
+        let remote = try DenoisingEngine(
+            sources: cluster.sources(), batchSize: 100, concurrentSources: true, batchesInFlight: 4)
+        let z = (0..<2000).flatMap { Base.query($0 % 8, t: 1.09) }
+        let run = Task { try await remote.denoise(z, t: 1.09, method: .empirical) }
+        try await waitUntil { worker.service.statistics.computeStarted >= 1 }
+        run.cancel()
+        do {
+            _ = try await run.value
+            XCTFail("the cancelled run finished")
+        } catch is CancellationError {
+        } catch ClusterError.cancelled {
+        }
+        try await waitUntil { worker.service.statistics.inFlight == 0 }
+        let stats = worker.service.statistics
+        XCTAssertGreaterThan(stats.cancelledWaiting + stats.cancelledComputing, 0, "\(stats)")
+        XCTAssertLessThan(stats.served, 20 * 7, "every request was computed: \(stats)")
+        await cluster.close()
+        try await worker.stop()
     }
 
     /// Polls `condition` every 50 ms for up to 20 s.
