@@ -8,6 +8,9 @@ cd "$here/.."
 
 scripts/setup.sh
 scripts/setup-python.sh
+# The namespace hosts of the cluster tests are removed whatever happens to the run (they also remove earlier
+# ones when they start).
+trap 'scripts/netns.sh down >/dev/null 2>&1 || true' EXIT
 
 echo "== swift build (release, with tests)"
 swift build -c release --build-tests
