@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what pspc needs on a Debian machine, idempotently: the native libraries (OpenBLAS, zstd, zlib),
-# pkg-config, and the embedded Fashion-MNIST dataset. Runs apt-get only when something is missing.
+# pkg-config, the embedded Fashion-MNIST dataset, and iproute2 (ip, tc: the namespace hosts of the cluster tests). Runs apt-get only when something is missing.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
 
-packages=(libopenblas-dev libzstd-dev zlib1g-dev pkg-config dataset-fashion-mnist python3-venv)
+packages=(libopenblas-dev libzstd-dev zlib1g-dev pkg-config dataset-fashion-mnist python3-venv iproute2)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
