@@ -387,8 +387,8 @@ final class WireConversionTests: XCTestCase {
         assertWireError(try PartialRequest(wire: moments(start: 3, count: 0))) {
             $0 == .invalidArgument("moments.row_start is 3 with row_count 0 (every row)")
         }
-        assertWireError(try PartialRequest(wire: moments(start: 18, count: 3), shape: shape)) {
-            $0 == .invalidArgument("moments rows 18..<21 are outside the 40 rows of 2x5x4 images")
+        assertWireError(try PartialRequest(wire: moments(start: 38, count: 3), shape: shape)) {
+            $0 == .invalidArgument("moments rows 38..<41 are outside the 40 rows of 2x5x4 images")
         }
         // Answers: rows must lie inside the D x D outer sum; a message without row_start holds every row.
         var block = Pspc_V1_MomentsMsg(Moments(count: 2, sum: [1, 2, 3], outer: [1, 2, 3, 4, 5, 6], rows: 1..<3))
