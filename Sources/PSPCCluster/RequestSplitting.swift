@@ -48,8 +48,8 @@ extension PartialResponse {
                 throw ClusterError.invalidConfiguration(
                     "moments rows \(a.rows) and \(b.rows) are not adjacent blocks of one shard's outer sum")
             }
-            return .moments(
-                Moments(count: a.count, sum: a.sum, outer: a.outer + b.outer, rows: a.rows.lowerBound..<b.rows.upperBound))
+            let rows = a.rows.lowerBound..<b.rows.upperBound
+            return .moments(Moments(count: a.count, sum: a.sum, outer: a.outer + b.outer, rows: rows))
         default:
             throw ClusterError.invalidConfiguration("the halves of a split request came back as different kinds")
         }

@@ -370,14 +370,19 @@ static inline __attribute__((always_inline)) void outer_block(const double *x, c
 void PSPC_VARIANT(pspc_outer_rows)(const double *rows, long count, long dim, long row_start, long row_count,
                                    double *outer) {
     double *panel = malloc(sizeof(double) * PSPC_OUTER_CHUNK * PSPC_OUTER_PANEL);
+    if (panel == NULL) abort();  // out of memory, as a Swift allocation would trap
     for (long i0 = 0; i0 < count; i0 += PSPC_OUTER_CHUNK) {
         long n = count - i0 < PSPC_OUTER_CHUNK ? count - i0 : PSPC_OUTER_CHUNK;
         const double *x = rows + i0 * dim;
         for (long j0 = 0; j0 < dim; j0 += PSPC_OUTER_PANEL) {
             long width = dim - j0 < PSPC_OUTER_PANEL ? dim - j0 : PSPC_OUTER_PANEL;
-            for (long i = 0; i < n; i++) memcpy(panel + i * PSPC_OUTER_PANEL, x + i * dim + j0, sizeof(double) * width);
+            for (long i = 0; i < n; i++) {
+                memcpy(panel + i * PSPC_OUTER_PANEL, x + i * dim + j0, sizeof(double) * width);
+            }
             long r = 0;
-            for (; r + 4 <= row_count; r += 4) outer_block(x, panel, n, dim, row_start + r, 4, width, outer + r * dim + j0);
+            for (; r + 4 <= row_count; r += 4) {
+                outer_block(x, panel, n, dim, row_start + r, 4, width, outer + r * dim + j0);
+            }
             for (; r < row_count; r++) outer_block(x, panel, n, dim, row_start + r, 1, width, outer + r * dim + j0);
         }
     }

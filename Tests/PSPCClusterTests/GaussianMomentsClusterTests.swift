@@ -162,7 +162,8 @@ final class GaussianMomentsClusterTests: XCTestCase {
         XCTAssertEqual(joined.count, whole.count)
         XCTAssertTrue(zip(joined.outer, whole.outer).allSatisfy { $0.bitPattern == $1.bitPattern })
         XCTAssertTrue(zip(joined.sum, whole.sum).allSatisfy { $0.bitPattern == $1.bitPattern })
-        let otherBlocking = try moments(.moments(rows: nil), on: InProcessShard(images: images, threads: 1, blockImages: 64))
+        let otherBlocking = try moments(
+            .moments(rows: nil), on: InProcessShard(images: images, threads: 1, blockImages: 64))
         XCTAssertTrue(zip(otherBlocking.outer, whole.outer).allSatisfy { $0.bitPattern == $1.bitPattern })
 
         XCTAssertNil(PartialRequest.moments(rows: nil).halves())

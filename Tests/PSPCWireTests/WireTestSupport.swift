@@ -77,7 +77,8 @@ enum WireTestSupport {
             .sums(awkwardValues(40, rng: &rng)),
             .sums([]),
             .moments(Moments(wireTestCount: 12, sum: awkwardValues(3, rng: &rng), outer: awkwardValues(9, rng: &rng))),
-            .moments(Moments(count: 5, sum: awkwardValues(3, rng: &rng), outer: awkwardValues(6, rng: &rng), rows: 1..<3)),
+            .moments(
+                Moments(count: 5, sum: awkwardValues(3, rng: &rng), outer: awkwardValues(6, rng: &rng), rows: 1..<3)),
             .moments(.zero(dimension: 0)),
         ]
     }
