@@ -169,7 +169,13 @@ public final class WorkerService: Sendable {
     func evaluate(
         _ wire: Pspc_V1_PartialRequest, cancellation: CancellationFlag? = nil
     ) throws -> Pspc_V1_PartialResponse {
-        let request = try PartialRequest(wire: wire, shape: ImageShape(wire: info.shape))
+        let shape = try ImageShape(wire: info.shape)
+        let request = try PartialRequest(wire: wire, shape: shape)
+        if case .moments(let rows) = request {
+            // Its size is known before it is computed: a block of rows that cannot fit is refused at no cost.
+            let dim = shape.dimension
+            try requireFrameFits(PartialResponse.momentsPayloadBytes(rows: rows?.count ?? dim, dimension: dim))
+        }
         let wanted = wire.shards.map(Int.init)
         let selected =
             wanted.isEmpty
@@ -187,12 +193,17 @@ public final class WorkerService: Sendable {
             merged = try merged.map { try $0.merging(answer) } ?? answer
         }
         guard let merged else { throw WireError.invalidArgument("the request names no shard") }
-        // An answer the frame cannot carry is refused in words, never written: the coordinator splits the batch
-        // and asks again. Its size is the float64 payload plus framing (a few bytes per tensor, the MAC).
-        let size = merged.payloadBytes + 4096
-        guard size <= maxFrameSize else { throw WireError.replyTooLarge(length: size, limit: maxFrameSize) }
+        try requireFrameFits(merged.payloadBytes)
         // Partial sums are float64 with little redundancy: zstd would cost more CPU than it saves on the wire.
         return Pspc_V1_PartialResponse(merged, compression: .none)
+    }
+
+    /// An answer the frame cannot carry is refused in words, never written: the coordinator splits the request
+    /// (its queries, or the rows of moments) and asks again. Its size is the float64 payload plus framing (a few
+    /// bytes per tensor, the MAC).
+    private func requireFrameFits(_ payloadBytes: Int) throws {
+        let size = payloadBytes + 4096
+        guard size <= maxFrameSize else { throw WireError.replyTooLarge(length: size, limit: maxFrameSize) }
     }
 }
 
@@ -202,9 +213,13 @@ extension PartialResponse {
         switch self {
         case .softmax(let p): return 8 * (p.m.count + p.s.count + p.v.count)
         case .sums(let s): return 8 * s.count
-        case .moments(let m): return 8 * (m.sum.count + m.outer.count) + 16
+        case .moments(let m): return Self.momentsPayloadBytes(rows: m.rows.count, dimension: m.sum.count)
         }
     }
+
+    /// Bytes of a moments answer over `rows` rows of the outer sum of `dimension`-pixel images: the sum, those
+    /// rows, the count and the first row.
+    static func momentsPayloadBytes(rows: Int, dimension: Int) -> Int { 8 * (dimension + rows * dimension) + 16 }
 
     /// Combines two shards' answers to the same request.
     func merging(_ other: PartialResponse) throws -> PartialResponse {
@@ -216,7 +231,7 @@ extension PartialResponse {
             for i in a.indices { a[i] += b[i] }
             return .sums(a)
         case (.moments(var a), .moments(let b)):
-            a.merge(b)
+            try a.merge(b)
             return .moments(a)
         default:
             throw PSPCError.shapeMismatch("shards answered one request with partials of different kinds")

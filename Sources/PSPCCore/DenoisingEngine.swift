@@ -239,11 +239,11 @@ public actor DenoisingEngine {
 
     private func computeGaussianModel() async throws -> GaussianModel {
         var moments = Moments.zero(dimension: shape.dimension)
-        for answer in try await gather(.moments) {
+        for answer in try await gather(.moments(rows: moments.rows)) {
             guard case .moments(let part) = answer, part.sum.count == shape.dimension else {
                 throw PSPCError.shapeMismatch("a shard answered a moments request with the wrong kind or size")
             }
-            moments.merge(part)
+            try moments.merge(part)
         }
         return try GaussianModel(moments: moments)
     }

@@ -14,6 +14,9 @@ public struct GaussianModel: Sendable {
     public init(moments: Moments) throws {
         let dim = moments.sum.count
         guard moments.count > 0 else { throw PSPCError.numerical("Gaussian baseline over an empty training set") }
+        guard moments.rows == 0..<dim && moments.outer.count == dim * dim else {
+            throw PSPCError.shapeMismatch("the Gaussian baseline needs every row of the outer sum, got \(moments.rows)")
+        }
         let n = Double(moments.count)
         let mean = moments.sum.map { $0 / n }
         var cov = [Double](repeating: 0, count: dim * dim)

@@ -4,11 +4,12 @@ import PSPCKernels
 
 /// A part of the training set evaluated in this process: the engine's compute, and what a worker runs
 /// behind the wire. Crop methods run the vector kernels over (query, range of tiles) work items on
-/// `threads` threads; the empirical softmax and the moments use float64 BLAS.
+/// `threads` threads; the empirical softmax uses float64 BLAS, the moments a kernel whose rounding does not
+/// depend on which rows are asked.
 public final class InProcessShard: PartialSumSource {
     public let images: ImageSet
     public let threads: Int
-    /// Training images per BLAS block of the empirical softmax (a multiple of 8; tests shrink it to
+    /// Training images per block of the empirical softmax and the moments (a multiple of 8; tests shrink it to
     /// force ragged edges).
     public let blockImages: Int
 
@@ -47,8 +48,13 @@ public final class InProcessShard: PartialSumSource {
                 throw PSPCError.shapeMismatch("logZ holds \(logZ.count) values, expected queries x crops")
             }
             return .sums(try cropComposite(queries, t: t, crops: crops, logZ: logZ, cancellation: cancellation))
-        case .moments:
-            return .moments(moments())
+        case .moments(let rows):
+            let rows = rows ?? 0..<shape.dimension
+            guard rows.lowerBound >= 0 && rows.upperBound <= shape.dimension else {
+                throw PSPCError.invalidArgument(
+                    "moments rows \(rows) are outside the \(shape.dimension) rows of \(shape) images")
+            }
+            return .moments(moments(rows: rows))
         }
     }
 
@@ -268,32 +274,49 @@ public final class InProcessShard: PartialSumSource {
         return result
     }
 
-    // MARK: - Moments (BLAS)
+    // MARK: - Moments
 
-    func moments() -> Moments {
+    /// Rows of the outer sum per parallel work item (whole micro-tiles of 4 rows).
+    private static let momentsRowsPerItem = 64
+
+    /// Count, sum x and rows `rows` of sum x x^T. Every element of the outer sum adds the shard's images one
+    /// at a time in order (`pspc_outer_rows`), so a block of rows asked on its own is, bit for bit, those rows
+    /// of the whole matrix: a coordinator that asks for the matrix in blocks gets what one request gives.
+    func moments(rows: Range<Int>) -> Moments {
         let dim = shape.dimension
-        var result = Moments.zero(dimension: dim)
+        var result = Moments.zero(dimension: dim, rows: rows)
         result.count = images.count
         let block = blockImages
-        var rows = [Double](repeating: 0, count: block * dim)
+        let perItem = Self.momentsRowsPerItem
+        let items = (rows.count + perItem - 1) / perItem
+        var x = [Double](repeating: 0, count: block * dim)
         images.withTiles { set in
             var first = 0
             while first < images.count {
                 let n = min(block, images.count - first)
-                pspc_tiles_to_rows(set, first, n, &rows, nil)
+                pspc_tiles_to_rows(set, first, n, &x, nil)
                 for i in 0..<n {
-                    for d in 0..<dim { result.sum[d] += rows[i * dim + d] }
+                    for d in 0..<dim { result.sum[d] += x[i * dim + d] }
                 }
-                cblas_dsyrk(
-                    CblasRowMajor, CblasUpper, CblasTrans, Int32(dim), Int32(n), 1, rows, Int32(dim), 1,
-                    &result.outer, Int32(dim))
+                x.withUnsafeBufferPointer { xBuffer in
+                    result.outer.withUnsafeMutableBufferPointer { outerBuffer in
+                        let views = OuterViews(x: xBuffer.baseAddress!, outer: outerBuffer.baseAddress!)
+                        parallelFor(count: items, threads: threads) { item in
+                            let lo = item * perItem, hi = min(rows.count, lo + perItem)
+                            pspc_outer_rows(
+                                views.x, n, dim, rows.lowerBound + lo, hi - lo, views.outer + lo * dim)
+                        }
+                    }
+                }
                 first += n
             }
         }
-        // dsyrk fills the upper triangle; mirror it so the matrix is whole.
-        for i in 0..<dim {
-            for j in 0..<i { result.outer[i * dim + j] = result.outer[j * dim + i] }
-        }
         return result
+    }
+
+    /// The rows of one block of images, read by every work item, and the outer rows they write (disjoint).
+    private struct OuterViews: @unchecked Sendable {
+        let x: UnsafePointer<Double>
+        let outer: UnsafeMutablePointer<Double>
     }
 }

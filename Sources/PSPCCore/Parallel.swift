@@ -29,7 +29,7 @@ struct SharedBuffer<Element>: @unchecked Sendable {
     }
 }
 
-/// OpenBLAS's own thread pool, which the empirical denoiser and the moments use.
+/// OpenBLAS's own thread pool, which the empirical denoiser and the Gaussian baseline's linear algebra use.
 public enum BLASThreads {
     /// Sets how many threads OpenBLAS uses; a worker sharing a machine with others sets its share, since
     /// OpenBLAS threads spin while waiting and oversubscribed cores make them crawl.

@@ -8,8 +8,10 @@ public enum PartialRequest: Sendable {
     /// PSPC round 2: per query, the composite numerator sum_i x_i(p) sum_{C covers p} exp(l_i(C) - logZ_C),
     /// `[B, C, H, W]`; plain sums across shards. `logZ` is `[B][crops]`.
     case cropComposite(queries: QueryBatch, t: Double, crops: CropSet, logZ: [Double])
-    /// Sum of images and of their outer products, for the Gaussian baseline.
-    case moments
+    /// Sum of images and rows `rows` of the sum of their outer products (every row when nil), for the Gaussian
+    /// baseline. The engine names the rows, 0..<D, so that a coordinator whose workers cannot send a D x D
+    /// matrix in one frame can ask for it in blocks of rows.
+    case moments(rows: Range<Int>?)
 }
 
 /// A shard's answer to a `PartialRequest`.
@@ -32,19 +34,38 @@ public struct QueryBatch: Sendable {
     }
 }
 
-/// First and second moments of a set of images in [-1, 1]: count, sum x `[D]`, sum x x^T `[D, D]` row-major.
+/// First and second moments of a set of images in [-1, 1]: count, sum x `[D]`, and rows `rows` of
+/// sum x x^T `[D, D]` row-major (all of them unless a block of rows was asked for).
 public struct Moments: Sendable, Equatable {
     public var count: Int
     public var sum: [Double]
+    /// Rows `rows` of sum x x^T, `[rows.count, D]` row-major.
     public var outer: [Double]
+    /// Which rows of the `[D, D]` outer-product sum `outer` holds.
+    public var rows: Range<Int>
 
-    public static func zero(dimension: Int) -> Moments {
-        Moments(
-            count: 0, sum: [Double](repeating: 0, count: dimension),
-            outer: [Double](repeating: 0, count: dimension * dimension))
+    public init(count: Int, sum: [Double], outer: [Double], rows: Range<Int>) {
+        self.count = count
+        self.sum = sum
+        self.outer = outer
+        self.rows = rows
     }
 
-    public mutating func merge(_ other: Moments) {
+    /// No images, over `rows` (every row when nil) of a `dimension`-pixel outer sum.
+    public static func zero(dimension: Int, rows: Range<Int>? = nil) -> Moments {
+        let rows = rows ?? 0..<dimension
+        return Moments(
+            count: 0, sum: [Double](repeating: 0, count: dimension),
+            outer: [Double](repeating: 0, count: rows.count * dimension), rows: rows)
+    }
+
+    /// Adds the moments of another part of the training set, over the same rows.
+    public mutating func merge(_ other: Moments) throws {
+        guard other.rows == rows, other.sum.count == sum.count, other.outer.count == outer.count else {
+            throw PSPCError.shapeMismatch(
+                "moments over rows \(other.rows) of dimension \(other.sum.count) cannot be added to rows \(rows) "
+                    + "of dimension \(sum.count)")
+        }
         count += other.count
         for i in sum.indices { sum[i] += other.sum[i] }
         for i in outer.indices { outer[i] += other.outer[i] }

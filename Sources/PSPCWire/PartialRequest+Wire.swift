@@ -32,8 +32,17 @@ extension Pspc_V1_PartialRequest {
                 cropCount >= 0 && logZ.count == queries.count * cropCount ? [queries.count, cropCount] : [logZ.count]
             op.logZ = Pspc_V1_Tensor(float64: logZ, shape: shape, compression: compression)
             self.op = .cropComposite(op)
-        case .moments:
-            self.op = .moments(Pspc_V1_MomentsOp())
+        case .moments(let rows):
+            var op = Pspc_V1_MomentsOp()
+            if let rows {
+                // row_count 0 means every row, so an empty block has no encoding (and no use).
+                guard !rows.isEmpty, let start = UInt32(exactly: rows.lowerBound),
+                    let count = UInt32(exactly: rows.count)
+                else { preconditionFailure("moments rows \(rows) do not fit the wire") }
+                op.rowStart = start
+                op.rowCount = count
+            }
+            self.op = .moments(op)
         }
     }
 }
@@ -69,13 +78,21 @@ extension PartialRequest {
                 limits: limits)
             try WireValues.requireLogDomain(logZ, field: "crop_composite.log_z")
             self = .cropComposite(queries: queries, t: op.t, crops: crops, logZ: logZ)
-        case .moments:
-            self = .moments
+        case .moments(let op):
+            if op.rowCount == 0 {
+                guard op.rowStart == 0 else {
+                    throw WireError.invalidArgument("moments.row_start is \(op.rowStart) with row_count 0 (every row)")
+                }
+                self = .moments(rows: nil)
+            } else {
+                let start = Int(op.rowStart)
+                self = .moments(rows: start..<(start + Int(op.rowCount)))
+            }
         }
     }
 
     /// As `init(wire:limits:)`, and the queries must be images of `shape` (the training set's), which the crops
-    /// are then checked against.
+    /// are then checked against; moments rows must be rows of the `[D, D]` outer sum of such images.
     public init(wire: Pspc_V1_PartialRequest, shape: ImageShape, limits: WireLimits = .default) throws {
         try self.init(wire: wire, limits: limits)
         switch self {
@@ -84,8 +101,11 @@ extension PartialRequest {
                 throw WireError.invalidArgument(
                     "the queries are \(queries.shape) images, the training set's are \(shape)")
             }
-        case .moments:
-            break
+        case .moments(let rows):
+            if let rows, rows.upperBound > shape.dimension {
+                throw WireError.invalidArgument(
+                    "moments rows \(rows) are outside the \(shape.dimension) rows of \(shape) images")
+            }
         }
     }
 

@@ -234,7 +234,7 @@ final class HandshakeTests: XCTestCase {
         var s = try server()
         var c = try client()
         guard case .send = s.receive(c.start()) else { return XCTFail() }
-        let op = Pspc_V1_Frame(requestID: 9, body: .partialRequest(Pspc_V1_PartialRequest(.moments)))
+        let op = Pspc_V1_Frame(requestID: 9, body: .partialRequest(Pspc_V1_PartialRequest(.moments(rows: nil))))
         guard case .fail(.unexpectedMessage(expected: "proof", got: "partial_request"), let reply?) = s.receive(op)
         else {
             return XCTFail()

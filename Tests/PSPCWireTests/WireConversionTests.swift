@@ -38,7 +38,7 @@ final class WireConversionTests: XCTestCase {
     func testEveryRequestRoundTripsBitExactly() throws {
         var rng = SplitMix64(seed: 11)
         let requests = WireTestSupport.requests(rng: &rng)
-        XCTAssertEqual(requests.count, 16)
+        XCTAssertEqual(requests.count, 18)
         for (i, request) in requests.enumerated() {
             for compression in [TensorCompression.automatic, .none, .zstd] {
                 let back = try roundTrip(request, compression: compression)
@@ -367,6 +367,42 @@ final class WireConversionTests: XCTestCase {
         ) {
             $0 == .invalidArgument("the queries are 2x5x4 images, the training set's are 1x5x4")
         }
+    }
+
+    func testMomentsRowsAreChecked() throws {
+        func moments(start: UInt32, count: UInt32) -> Pspc_V1_PartialRequest {
+            var op = Pspc_V1_MomentsOp()
+            op.rowStart = start
+            op.rowCount = count
+            var request = Pspc_V1_PartialRequest()
+            request.op = .moments(op)
+            return request
+        }
+        // An empty MomentsOp (what a sender without row blocks writes) asks for every row.
+        guard case .moments(let every) = try PartialRequest(wire: moments(start: 0, count: 0), shape: shape),
+            case .moments(let last) = try PartialRequest(wire: moments(start: 39, count: 1), shape: shape)
+        else { return XCTFail("moments requests decoded as another kind") }
+        XCTAssertNil(every)
+        XCTAssertEqual(last, 39..<40)
+        assertWireError(try PartialRequest(wire: moments(start: 3, count: 0))) {
+            $0 == .invalidArgument("moments.row_start is 3 with row_count 0 (every row)")
+        }
+        assertWireError(try PartialRequest(wire: moments(start: 38, count: 3), shape: shape)) {
+            $0 == .invalidArgument("moments rows 38..<41 are outside the 40 rows of 2x5x4 images")
+        }
+        // Answers: rows must lie inside the D x D outer sum; a message without row_start holds every row.
+        var block = Pspc_V1_MomentsMsg(Moments(count: 2, sum: [1, 2, 3], outer: [1, 2, 3, 4, 5, 6], rows: 1..<3))
+        XCTAssertEqual(block.rowStart, 1)
+        XCTAssertEqual(try Moments(wire: block).rows, 1..<3)
+        block.rowStart = 2
+        assertWireError(try Moments(wire: block)) {
+            $0 == .invalidArgument("moments rows 2..<4 are outside the 3 rows of the outer sum")
+        }
+        var whole = Pspc_V1_MomentsMsg()
+        whole.count = 1
+        whole.sum = Pspc_V1_Tensor(float64: [1, 2], shape: [2])
+        whole.outer = Pspc_V1_Tensor(float64: [1, 2, 2, 4], shape: [2, 2])
+        XCTAssertEqual(try Moments(wire: whole), Moments(count: 1, sum: [1, 2], outer: [1, 2, 2, 4], rows: 0..<2))
     }
 
     func testMalformedMasksAreRejected() throws {

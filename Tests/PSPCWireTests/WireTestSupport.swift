@@ -51,7 +51,7 @@ enum WireTestSupport {
 
     /// Every kind of request, with and without queries.
     static func requests(rng: inout SplitMix64) -> [PartialRequest] {
-        var out: [PartialRequest] = [.moments]
+        var out: [PartialRequest] = [.moments(rows: nil), .moments(rows: 0..<1), .moments(rows: 2..<5)]
         for count in [0, 1, 3] {
             let q = queries(count, rng: &rng)
             out.append(.empirical(queries: q, t: 0.5))
@@ -77,6 +77,8 @@ enum WireTestSupport {
             .sums(awkwardValues(40, rng: &rng)),
             .sums([]),
             .moments(Moments(wireTestCount: 12, sum: awkwardValues(3, rng: &rng), outer: awkwardValues(9, rng: &rng))),
+            .moments(
+                Moments(count: 5, sum: awkwardValues(3, rng: &rng), outer: awkwardValues(6, rng: &rng), rows: 1..<3)),
             .moments(.zero(dimension: 0)),
         ]
     }
@@ -97,8 +99,8 @@ enum WireTestSupport {
             return sameBatch(q1, q2) && t1.bitPattern == t2.bitPattern && c1 == c2
         case (.cropComposite(let q1, let t1, let c1, let l1), .cropComposite(let q2, let t2, let c2, let l2)):
             return sameBatch(q1, q2) && t1.bitPattern == t2.bitPattern && c1 == c2 && bitsEqual(l1, l2)
-        case (.moments, .moments):
-            return true
+        case (.moments(let r1), .moments(let r2)):
+            return r1 == r2
         default:
             return false
         }
@@ -112,7 +114,8 @@ enum WireTestSupport {
         case (.sums(let s1), .sums(let s2)):
             return bitsEqual(s1, s2)
         case (.moments(let m1), .moments(let m2)):
-            return m1.count == m2.count && bitsEqual(m1.sum, m2.sum) && bitsEqual(m1.outer, m2.outer)
+            return m1.count == m2.count && m1.rows == m2.rows && bitsEqual(m1.sum, m2.sum)
+                && bitsEqual(m1.outer, m2.outer)
         default:
             return false
         }
@@ -199,11 +202,9 @@ enum WireTestSupport {
 }
 
 extension Moments {
+    /// Every row of the outer sum.
     init(wireTestCount count: Int, sum: [Double], outer: [Double]) {
-        self = .zero(dimension: 0)
-        self.count = count
-        self.sum = sum
-        self.outer = outer
+        self.init(count: count, sum: sum, outer: outer, rows: 0..<sum.count)
     }
 }
 

@@ -751,11 +751,17 @@ public nonisolated struct Pspc_V1_CropCompositeOp: Sendable {
   fileprivate var _logZ: Pspc_V1_Tensor? = nil
 }
 
-/// Sum x and sum x x^T, for the Gaussian baseline.
+/// Sum x and rows row_start ..< row_start + row_count of sum x x^T, for the Gaussian baseline.
+/// row_count 0 asks for every row (row_start must then be 0): a D x D matrix of float64 does not fit
+/// in a frame for large images (D = 3072: 75 MB), so a coordinator asks for it in blocks of rows.
 public nonisolated struct Pspc_V1_MomentsOp: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
+
+  public var rowStart: UInt32 = 0
+
+  public var rowCount: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -905,7 +911,8 @@ public nonisolated struct Pspc_V1_SoftmaxPartialsMsg: Sendable {
   fileprivate var _v: Pspc_V1_Tensor? = nil
 }
 
-/// count, sum x [D], sum x x^T [D, D].
+/// count, sum x [D], and rows row_start ..< row_start + R of sum x x^T as `outer` [R, D] (R = D and
+/// row_start 0 when every row was asked for).
 public nonisolated struct Pspc_V1_MomentsMsg: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -930,6 +937,8 @@ public nonisolated struct Pspc_V1_MomentsMsg: Sendable {
   public var hasOuter: Bool {self._outer != nil}
   /// Clears the value of `outer`. Subsequent reads from it will return its default value.
   public mutating func clearOuter() {self._outer = nil}
+
+  public var rowStart: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2092,18 +2101,34 @@ nonisolated extension Pspc_V1_CropCompositeOp: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Pspc_V1_MomentsOp: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MomentsOp"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}row_start\0\u{3}row_count\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.rowStart) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.rowCount) }()
+      default: break
+      }
+    }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.rowStart != 0 {
+      try visitor.visitSingularUInt32Field(value: self.rowStart, fieldNumber: 1)
+    }
+    if self.rowCount != 0 {
+      try visitor.visitSingularUInt32Field(value: self.rowCount, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pspc_V1_MomentsOp, rhs: Pspc_V1_MomentsOp) -> Bool {
+    if lhs.rowStart != rhs.rowStart {return false}
+    if lhs.rowCount != rhs.rowCount {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2351,7 +2376,7 @@ nonisolated extension Pspc_V1_SoftmaxPartialsMsg: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Pspc_V1_MomentsMsg: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MomentsMsg"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}count\0\u{1}sum\0\u{1}outer\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}count\0\u{1}sum\0\u{1}outer\0\u{3}row_start\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2362,6 +2387,7 @@ nonisolated extension Pspc_V1_MomentsMsg: SwiftProtobuf.Message, SwiftProtobuf._
       case 1: try { try decoder.decodeSingularInt64Field(value: &self.count) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._sum) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._outer) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.rowStart) }()
       default: break
       }
     }
@@ -2381,6 +2407,9 @@ nonisolated extension Pspc_V1_MomentsMsg: SwiftProtobuf.Message, SwiftProtobuf._
     try { if let v = self._outer {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     } }()
+    if self.rowStart != 0 {
+      try visitor.visitSingularUInt32Field(value: self.rowStart, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2388,6 +2417,7 @@ nonisolated extension Pspc_V1_MomentsMsg: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.count != rhs.count {return false}
     if lhs._sum != rhs._sum {return false}
     if lhs._outer != rhs._outer {return false}
+    if lhs.rowStart != rhs.rowStart {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
