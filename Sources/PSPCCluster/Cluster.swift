@@ -19,14 +19,33 @@ public actor Cluster {
     let group: EventLoopGroup
     private var machine: Failover
     private var connections: [Int: WorkerConnection] = [:]
-    /// The wire form of each request waiting for an answer, and who waits for it.
-    private var requests: [Failover.RequestID: Pspc_V1_PartialRequest] = [:]
+    /// What each request waiting for an answer asks, the batch it belongs to (requests of one batch going to
+    /// the same worker travel in one frame), who waits for it, and outcomes that came before their waiter.
     private var kinds: [Failover.RequestID: PartialRequest] = [:]
+    private var batchOf: [Failover.RequestID: UInt64] = [:]
     private var waiters: [Failover.RequestID: CheckedContinuation<PartialResponse, Error>] = [:]
-    /// Attempts on the wire (worker, the connection's request id) and answers held until delivered.
-    private var inFlight: [Failover.AttemptID: (worker: Int, id: UInt64)] = [:]
+    private var outcomes: [Failover.RequestID: Result<PartialResponse, Error>] = [:]
+    /// Sends the machine asked for while handling the current events, put in frames when they are handled.
+    private var sends: [Send] = []
+    /// The frame each attempt travels in, and the attempts of each frame still wanted.
+    private var frameOf: [Failover.AttemptID: FrameKey] = [:]
+    private var frameAttempts: [FrameKey: Set<Failover.AttemptID>] = [:]
     private var answers: [Failover.AttemptID: PartialResponse] = [:]
+    private var nextBatch: UInt64 = 1
     private var nextRequest: UInt64 = 1
+
+    struct Send {
+        var attempt: Failover.AttemptID
+        var request: Failover.RequestID
+        var shard: Int
+        var worker: Int
+    }
+
+    /// A frame on the wire: its worker and the connection's request id.
+    struct FrameKey: Hashable {
+        var worker: Int
+        var id: UInt64
+    }
     private var events: [Failover.Event] = []
     private var handling = false
     private var ticker: Task<Void, Never>?
@@ -193,6 +212,7 @@ public actor Cluster {
         connections.removeAll()
         for (_, waiter) in waiters { waiter.resume(throwing: ClusterError.invalidConfiguration("the cluster was closed")) }
         waiters.removeAll()
+        outcomes.removeAll()
     }
 
     /// Evaluates `request` on `shard` at its first live replica, failing over until one answers. A worker whose
@@ -212,31 +232,136 @@ public actor Cluster {
     private func evaluateWhole(_ request: PartialRequest, shard: Int) async throws -> PartialResponse {
         guard !closed else { throw ClusterError.invalidConfiguration("the cluster was closed") }
         try Task.checkCancellation()
-        let id = Failover.RequestID(nextRequest)
-        nextRequest += 1
-        requests[id] = Pspc_V1_PartialRequest(request, shards: [shard], compression: compression)
-        kinds[id] = request
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<PartialResponse, Error>) in
-                waiters[id] = waiter
-                post(.submit(id, shard: shard))
+        let id = newRequest(request, batch: newBatch())
+        post([.submit(id, shard: shard)])
+        return try await outcome(of: id)
+    }
+
+    /// The answers of `shards` to `request`, each shard's own, in that order. The shards that go to the same
+    /// worker travel in one frame (the queries once), answered shard by shard; failover still works per shard.
+    public func evaluate(_ request: PartialRequest, shards: [Int]) async throws -> [PartialResponse] {
+        guard !closed else { throw ClusterError.invalidConfiguration("the cluster was closed") }
+        try Task.checkCancellation()
+        let batch = newBatch()
+        let ids = shards.map { _ in newRequest(request, batch: batch) }
+        post(zip(ids, shards).map { .submit($0, shard: $1) })
+        do {
+            return try await withThrowingTaskGroup(of: (Int, PartialResponse).self) { tasks in
+                for (i, id) in ids.enumerated() { tasks.addTask { (i, try await self.outcome(of: id)) } }
+                var answers = [PartialResponse?](repeating: nil, count: ids.count)
+                for try await (i, answer) in tasks { answers[i] = answer }
+                return answers.map { $0! }
             }
-        } onCancel: {
-            Task { await self.post(.cancel(id)) }
+        } catch let error as ClusterError where error.isReplyTooLarge {
+            // Together the answers exceed a frame: shard by shard, each split further when it must be.
+            return try await withThrowingTaskGroup(of: (Int, PartialResponse).self) { tasks in
+                for (i, shard) in shards.enumerated() {
+                    tasks.addTask { (i, try await self.evaluate(request, shard: shard)) }
+                }
+                var answers = [PartialResponse?](repeating: nil, count: shards.count)
+                for try await (i, answer) in tasks { answers[i] = answer }
+                return answers.map { $0! }
+            }
         }
     }
 
-    /// Feeds one event to the machine and executes what it says; events raised while executing are queued and
-    /// handled in order after it, never inside it.
-    private func post(_ event: Failover.Event) {
-        events.append(event)
+    private func newBatch() -> UInt64 {
+        defer { nextBatch += 1 }
+        return nextBatch
+    }
+
+    private func newRequest(_ request: PartialRequest, batch: UInt64) -> Failover.RequestID {
+        let id = Failover.RequestID(nextRequest)
+        nextRequest += 1
+        kinds[id] = request
+        batchOf[id] = batch
+        return id
+    }
+
+    /// Waits for the outcome of request `id` (which may have come already). A cancelled wait cancels the request.
+    private func outcome(of id: Failover.RequestID) async throws -> PartialResponse {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<PartialResponse, Error>) in
+                if let outcome = outcomes.removeValue(forKey: id) {
+                    waiter.resume(with: outcome)
+                } else {
+                    waiters[id] = waiter
+                }
+            }
+        } onCancel: {
+            Task { await self.post([.cancel(id)]) }
+        }
+    }
+
+    private func resolve(_ request: Failover.RequestID, _ outcome: Result<PartialResponse, Error>) {
+        kinds[request] = nil
+        batchOf[request] = nil
+        if let waiter = waiters.removeValue(forKey: request) {
+            waiter.resume(with: outcome)
+        } else if case .failure(ClusterError.cancelled) = outcome {
+            // Cancelled before anyone waited: nobody will.
+        } else {
+            outcomes[request] = outcome
+        }
+    }
+
+    private func post(_ event: Failover.Event) { post([event]) }
+
+    /// Feeds events to the machine and executes what it says; events raised while executing are queued and
+    /// handled in order after it, never inside it. The sends of one round go out grouped into frames.
+    private func post(_ batch: [Failover.Event]) {
+        events.append(contentsOf: batch)
         guard !handling else { return }
         handling = true
         defer { handling = false }
         while !events.isEmpty {
             let next = events.removeFirst()
             for directive in machine.handle(next, now: clock()) { execute(directive) }
+            if events.isEmpty { flushSends() }
         }
+    }
+
+    /// Puts the sends asked for into frames: one per worker and batch, naming its shards in order.
+    private func flushSends() {
+        var index: [FrameGroup: Int] = [:]
+        var grouped: [[Send]] = []
+        for send in sends {
+            let key = FrameGroup(worker: send.worker, batch: batchOf[send.request] ?? 0)
+            if let i = index[key] {
+                grouped[i].append(send)
+            } else {
+                index[key] = grouped.count
+                grouped.append([send])
+            }
+        }
+        sends.removeAll()
+        for items in grouped {
+            let worker = items[0].worker
+            guard let connection = connections[worker], let kind = kinds[items[0].request] else {
+                events.append(.disconnected(worker, reason: "connection closed"))
+                continue
+            }
+            var wire = Pspc_V1_PartialRequest(kind, shards: items.map(\.shard), compression: compression)
+            wire.perShard = items.count > 1
+            guard let (id, answer) = connection.start(.partialRequest(wire)) else {
+                events.append(.disconnected(worker, reason: "connection closed"))
+                continue
+            }
+            let key = FrameKey(worker: worker, id: id)
+            let attempts = items.map(\.attempt)
+            frameAttempts[key] = Set(attempts)
+            for attempt in attempts { frameOf[attempt] = key }
+            let shape = self.shape, name = addresses[worker].description
+            answer.whenComplete { result in
+                let outcomes = Self.judge(result, for: kind, count: attempts.count, shape: shape, worker: name)
+                Task { await self.finished(attempts, frame: key, on: connection, outcomes) }
+            }
+        }
+    }
+
+    struct FrameGroup: Hashable {
+        var worker: Int
+        var batch: UInt64
     }
 
     private func execute(_ directive: Failover.Directive) {
@@ -253,21 +378,16 @@ public actor Cluster {
                     self.post(.connectFailed(worker, reason: "\(error)"))
                 }
             }
-        case .send(let attempt, let request, _, let worker):
-            guard let connection = connections[worker], let wire = requests[request], let kind = kinds[request],
-                let (id, answer) = connection.start(.partialRequest(wire))
-            else {
-                events.append(.disconnected(worker, reason: "connection closed"))
-                return
-            }
-            inFlight[attempt] = (worker, id)
-            let shape = self.shape, name = addresses[worker].description
-            answer.whenComplete { result in
-                let outcome = Self.judge(result, for: kind, shape: shape, worker: name)
-                Task { await self.finished(attempt, worker: worker, on: connection, outcome) }
-            }
+        case .send(let attempt, let request, let shard, let worker):
+            sends.append(Send(attempt: attempt, request: request, shard: shard, worker: worker))
         case .cancel(let attempt, _):
-            if let (worker, id) = inFlight.removeValue(forKey: attempt) { connections[worker]?.cancel(id) }
+            // A frame is cancelled on the worker once none of its attempts is wanted.
+            guard let key = frameOf.removeValue(forKey: attempt) else { return }
+            frameAttempts[key]?.remove(attempt)
+            if frameAttempts[key]?.isEmpty == true {
+                frameAttempts[key] = nil
+                connections[key.worker]?.cancel(key.id)
+            }
         case .probe(let worker):
             guard let connection = connections[worker], let (_, answer) = connection.start(.healthRequest(.init()))
             else { return }
@@ -278,24 +398,18 @@ public actor Cluster {
         case .disconnect(let worker):
             connections.removeValue(forKey: worker)?.close()
         case .deliver(let request, let attempt):
-            inFlight[attempt] = nil
-            let answer = answers.removeValue(forKey: attempt)
-            forget(request)
-            if let answer { waiters.removeValue(forKey: request)?.resume(returning: answer) }
+            if let answer = answers.removeValue(forKey: attempt) {
+                resolve(request, .success(answer))
+            } else {
+                resolve(request, .failure(ClusterError.invalidConfiguration("attempt \(attempt) has no answer")))
+            }
         case .discard(let attempt):
             answers[attempt] = nil
-            inFlight[attempt] = nil
         case .fail(let request, let error):
-            forget(request)
-            waiters.removeValue(forKey: request)?.resume(throwing: error)
+            resolve(request, .failure(error))
         case .log(let message):
             log(message)
         }
-    }
-
-    private func forget(_ request: Failover.RequestID) {
-        requests[request] = nil
-        kinds[request] = nil
     }
 
     private func register(_ connection: WorkerConnection, of worker: Int) {
@@ -326,22 +440,27 @@ public actor Cluster {
     }
 
     private func finished(
-        _ attempt: Failover.AttemptID, worker: Int, on connection: WorkerConnection, _ outcome: Outcome
+        _ attempts: [Failover.AttemptID], frame: FrameKey, on connection: WorkerConnection, _ outcomes: [Outcome]
     ) {
-        inFlight[attempt] = nil
-        switch outcome {
-        case .answer(let response):
-            answers[attempt] = response
-            post(.answered(attempt))
-        case .fault(let fault):
-            post(.refused(attempt, fault))
-        case .lost(let reason):
-            // The connection failed under this request: the worker is lost, if that connection is still in use.
-            if connections[worker] === connection {
-                connections.removeValue(forKey: worker)?.close()
-                post(.disconnected(worker, reason: reason))
+        frameAttempts[frame] = nil
+        for attempt in attempts { frameOf[attempt] = nil }
+        var events: [Failover.Event] = []
+        for (attempt, outcome) in zip(attempts, outcomes) {
+            switch outcome {
+            case .answer(let response):
+                answers[attempt] = response
+                events.append(.answered(attempt))
+            case .fault(let fault):
+                events.append(.refused(attempt, fault))
+            case .lost(let reason):
+                // The connection failed under this frame: the worker is lost, if that connection is still in use.
+                if connections[frame.worker] === connection {
+                    connections.removeValue(forKey: frame.worker)?.close()
+                    events.append(.disconnected(frame.worker, reason: reason))
+                }
             }
         }
+        post(events)
     }
 
     enum Outcome: Sendable {
@@ -350,33 +469,41 @@ public actor Cluster {
         case lost(String)
     }
 
-    /// What a worker's answer means, decided off the actor: a sound answer, a fault of the request or of the
-    /// worker (an error frame, an answer that does not decode or holds non-finite numbers), or a lost connection.
+    /// What a worker's answer to a frame of `count` attempts means for each, decided off the actor: a sound
+    /// answer, a fault of the request or of the worker (an error frame, an answer that does not decode), or a
+    /// lost connection. A frame of several shards is answered per shard.
     static func judge(
-        _ result: Result<Pspc_V1_Frame, Error>, for request: PartialRequest, shape: ImageShape, worker: String
-    ) -> Outcome {
+        _ result: Result<Pspc_V1_Frame, Error>, for request: PartialRequest, count: Int, shape: ImageShape,
+        worker: String
+    ) -> [Outcome] {
+        let all = { (outcome: Outcome) in [Outcome](repeating: outcome, count: count) }
         let frame: Pspc_V1_Frame
         switch result {
         case .success(let value): frame = value
-        case .failure(let error as ClusterError) where error == .cancelled: return .fault(.worker("cancelled"))
-        case .failure(let error): return .lost("\(error)")
+        case .failure(let error as ClusterError) where error == .cancelled: return all(.fault(.worker("cancelled")))
+        case .failure(let error): return all(.lost("\(error)"))
         }
         switch frame.body {
         case .partialResponse(let wire):
             do {
-                let response = try PartialResponse(wire: wire, shape: shape)
-                if let problem = response.unsoundness(for: request) { return .fault(.worker(problem)) }
-                return .answer(response)
+                let responses =
+                    count > 1
+                    ? try wire.perShardPartials(count: count, shape: shape)
+                    : [try PartialResponse(wire: wire, shape: shape)]
+                if let problem = responses.lazy.compactMap({ $0.unsoundness(for: request) }).first {
+                    return all(.fault(.worker(problem)))
+                }
+                return responses.map { .answer($0) }
             } catch {
-                return .fault(.worker("its answer does not decode: \(error)"))
+                return all(.fault(.worker("its answer does not decode: \(error)")))
             }
         case .error(let reply):
             let error = ClusterError.remote(worker: worker, message: WireError(reply: reply).description, code: reply.code)
-            if error.isReplyTooLarge { return .fault(.tooLarge(error)) }
-            if !error.isRetryable && reply.code != .cancelled { return .fault(.invalidRequest(error)) }
-            return .fault(.worker(error.description))
+            if error.isReplyTooLarge { return all(.fault(.tooLarge(error))) }
+            if !error.isRetryable && reply.code != .cancelled { return all(.fault(.invalidRequest(error))) }
+            return all(.fault(.worker(error.description)))
         default:
-            return .fault(.worker("answered with the wrong kind of frame (\(frame.bodyName))"))
+            return all(.fault(.worker("answered with the wrong kind of frame (\(frame.bodyName))")))
         }
     }
 }
@@ -414,3 +541,5 @@ public struct RemoteShardSource: PartialSumSource {
         try await cluster.evaluate(request, shard: shard)
     }
 }
+
+extension Cluster: PartialSumGroup {}

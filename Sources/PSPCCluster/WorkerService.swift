@@ -177,15 +177,31 @@ public final class WorkerService: Sendable {
             try requireFrameFits(PartialResponse.momentsPayloadBytes(rows: rows?.count ?? dim, dimension: dim))
         }
         let wanted = wire.shards.map(Int.init)
-        let selected =
-            wanted.isEmpty
-            ? shards
-            : try wanted.sorted().map { id in
-                guard let shard = shards.first(where: { $0.id == id }) else {
-                    throw WireError.invalidArgument("this worker does not hold shard \(id)")
-                }
-                return shard
+        func held(_ id: Int) throws -> HostedShard {
+            guard let shard = shards.first(where: { $0.id == id }) else {
+                throw WireError.invalidArgument("this worker does not hold shard \(id)")
             }
+            return shard
+        }
+        if wire.perShard {
+            // Each named shard's own answer, in the order asked: the coordinator merges them in shard order.
+            guard !wanted.isEmpty, Set(wanted).count == wanted.count else {
+                throw WireError.invalidArgument("a per-shard request must name distinct shards")
+            }
+            var answers: [PartialResponse] = []
+            for id in wanted {
+                let shard = try held(id)
+                try cancellation?.check()
+                answers.append(try shard.source.evaluateNow(request, cancellation: cancellation))
+            }
+            try requireFrameFits(answers.reduce(0) { $0 + $1.payloadBytes + 64 })
+            var perShard = Pspc_V1_PerShardPartials()
+            perShard.shards = answers.map { Pspc_V1_PartialResponse($0, compression: .none) }
+            var response = Pspc_V1_PartialResponse()
+            response.result = .perShard(perShard)
+            return response
+        }
+        let selected = wanted.isEmpty ? shards : try wanted.sorted().map(held)
         var merged: PartialResponse?
         for shard in selected {
             try cancellation?.check()

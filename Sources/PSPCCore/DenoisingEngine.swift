@@ -11,11 +11,15 @@ public actor DenoisingEngine {
     /// every core).
     public let concurrentSources: Bool
     public let batchesInFlight: Int
+    /// When set, every request goes to all shards through it at once (see `PartialSumGroup`).
+    public let group: (any PartialSumGroup)?
     private var gaussianCache: Task<GaussianModel, Error>?
 
     /// `batchesInFlight` > 1 overlaps batches (for remote sources); in-process shards already use every core.
+    /// `group`, when given, answers for `sources` together (a cluster: one frame per worker per request).
     public init(
-        sources: [any PartialSumSource], batchSize: Int = 256, concurrentSources: Bool = false, batchesInFlight: Int = 1
+        sources: [any PartialSumSource], batchSize: Int = 256, concurrentSources: Bool = false, batchesInFlight: Int = 1,
+        group: (any PartialSumGroup)? = nil
     ) throws {
         guard let first = sources.first else { throw PSPCError.invalidArgument("the engine needs at least one shard") }
         for source in sources where source.shape != first.shape {
@@ -29,6 +33,7 @@ public actor DenoisingEngine {
         self.batchSize = max(1, batchSize)
         self.concurrentSources = concurrentSources
         self.batchesInFlight = max(1, batchesInFlight)
+        self.group = group
     }
 
     /// Training images over all shards (x-flipped copies included).
@@ -155,6 +160,9 @@ public actor DenoisingEngine {
     /// Sends `request` to every source and returns the answers in source order (so the merge order, and
     /// hence the rounding, never depends on which answer arrives first).
     private func gather(_ request: PartialRequest) async throws -> [PartialResponse] {
+        if let group {
+            return try await group.evaluate(request, shards: sources.indices.filter { sources[$0].imageCount > 0 })
+        }
         if !concurrentSources {
             var answers: [PartialResponse] = []
             for source in sources where source.imageCount > 0 { answers.append(try await source.evaluate(request)) }

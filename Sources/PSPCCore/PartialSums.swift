@@ -80,3 +80,11 @@ public protocol PartialSumSource: Sendable {
     var imageCount: Int { get }
     func evaluate(_ request: PartialRequest) async throws -> PartialResponse
 }
+
+/// Shards answered together: a cluster asks each worker once per request for all the shards it routes to it
+/// (the queries travel once per worker instead of once per shard) and hands back each shard's own partials, so
+/// the engine merges them in shard order exactly as it merges separate sources.
+public protocol PartialSumGroup: Sendable {
+    /// The answers of `shards` (indices into the engine's sources) to `request`, in that order.
+    func evaluate(_ request: PartialRequest, shards: [Int]) async throws -> [PartialResponse]
+}

@@ -34,6 +34,9 @@ extension PartialResponse {
             self = .sums(sums)
         case .moments(let moments):
             self = .moments(try Moments(wire: moments, field: "moments", limits: limits))
+        case .perShard:
+            throw WireError.unexpectedMessage(
+                expected: "one shard's partials", got: "per-shard partials (read them with perShardPartials)")
         }
     }
 
@@ -57,5 +60,20 @@ extension PartialResponse {
                 throw WireError.invalidArgument("moments of dimension \(moments.sum.count), expected \(d) (\(shape))")
             }
         }
+    }
+}
+
+extension Pspc_V1_PartialResponse {
+    /// The answers of a per-shard request, `count` of them, each checked as `PartialResponse(wire:shape:)`.
+    public func perShardPartials(count: Int, shape: ImageShape, limits: WireLimits = .default) throws
+        -> [PartialResponse]
+    {
+        guard case .perShard(let list) = result else {
+            throw WireError.unexpectedMessage(expected: "per-shard partials", got: "one merged answer")
+        }
+        guard list.shards.count == count else {
+            throw WireError.invalidArgument("per-shard partials for \(list.shards.count) shards; \(count) were asked")
+        }
+        return try list.shards.map { try PartialResponse(wire: $0, shape: shape, limits: limits) }
     }
 }

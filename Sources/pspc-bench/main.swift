@@ -230,7 +230,8 @@ if settings.clusterWorkers > 0 {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let cluster = try await Cluster.connect(
         to: local.addresses, token: try readClusterToken(local.tokenFile), group: group)
-    let remote = try DenoisingEngine(sources: cluster.sources(), concurrentSources: true, batchesInFlight: 3)
+    let remote = try DenoisingEngine(
+        sources: cluster.sources(), concurrentSources: true, batchesInFlight: 3, group: cluster)
     _ = try await remote.denoise(Array(z[0..<dim]), t: settings.t, method: .empirical)  // warm up
 
     func measure(_ method: DenoiseMethod, _ reference: [Double]) async throws -> (

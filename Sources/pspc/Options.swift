@@ -115,7 +115,7 @@ struct EngineOptions: ParsableArguments {
             }
             let engine = try DenoisingEngine(
                 sources: connected.sources(), batchSize: batchSize, concurrentSources: true,
-                batchesInFlight: batchesInFlight)
+                batchesInFlight: batchesInFlight, group: connected)
             return Context(
                 shape: connected.shape, source: source, engine: engine, cluster: connected, local: local, group: group)
         } catch {

@@ -65,11 +65,14 @@ final class ClusterTests: XCTestCase {
             .cfdm(smoothing: 0.1, copies: 2, seed: 5),
         ]
         let local = try DenoisingEngine(sources: Self.shards.map { $0.source }, batchSize: 3)
-        for (n, r) in [(1, 1), (3, 2)] {
+        // Shard by shard (a frame per shard), and grouped (a frame per worker carrying its shards, answered per
+        // shard): the same bits as in process either way.
+        for (n, r, grouped) in [(1, 1, false), (3, 2, false), (1, 1, true), (3, 2, true)] {
             let channels = try await Self.startWorkers(n, replication: r)
             let cluster = try await Cluster.connect(to: Self.addresses(channels), token: Self.token, group: Self.group)
             let remote = try DenoisingEngine(
-                sources: cluster.sources(), batchSize: 3, concurrentSources: true, batchesInFlight: 2)
+                sources: cluster.sources(), batchSize: 3, concurrentSources: true, batchesInFlight: 2,
+                group: grouped ? cluster : nil)
             for method in methods {
                 for (ti, t) in EDM.grid(steps: 18).enumerated() {
                     let z =
@@ -77,12 +80,35 @@ final class ClusterTests: XCTestCase {
                         + Self.query(ti % 4, t: t)
                     let expected = try await local.denoise(z, t: t, method: method).values
                     let got = try await remote.denoise(z, t: t, method: method).values
-                    XCTAssertEqual(got, expected, "\(method.name) at t=\(t) through \(n) workers (r=\(r)) differs")
+                    XCTAssertEqual(
+                        got, expected, "\(method.name) at t=\(t) through \(n) workers (r=\(r), grouped: \(grouped)) differs")
                 }
             }
             await cluster.close()
             for channel in channels { try await channel.close() }
         }
+    }
+
+    /// Grouped requests send the queries once per worker instead of once per shard.
+    func testGroupedRequestsSendTheQueriesOncePerWorker() async throws {
+        let z = (0..<64).flatMap { Self.query($0 % 8, t: 1.09) }
+        var sent: [Bool: Int] = [:]
+        for grouped in [false, true] {
+            let channels = try await Self.startWorkers(2, replication: 1)
+            let cluster = try await Cluster.connect(to: Self.addresses(channels), token: Self.token, group: Self.group)
+            let before = cluster.traffic.totals
+            let remote = try DenoisingEngine(
+                sources: cluster.sources(), batchSize: 32, concurrentSources: true, group: grouped ? cluster : nil)
+            _ = try await remote.denoise(z, t: 1.09, method: .empirical)
+            sent[grouped] = cluster.traffic.totals.sent - before.sent
+            await cluster.close()
+            for channel in channels { try await channel.close() }
+        }
+        // 64 queries of 784 float64 to 7 shards on 2 workers: 7 copies shard by shard, 2 grouped.
+        let queryBytes = 64 * 784 * 8
+        print("wire bytes sent for 64 queries: \(sent[false]!) shard by shard, \(sent[true]!) grouped")
+        XCTAssertGreaterThan(sent[false]!, 7 * queryBytes)
+        XCTAssertLessThan(sent[true]!, 3 * queryBytes)
     }
 
     func testUnheldShardsAndMismatchedSettingsAreRefused() async throws {

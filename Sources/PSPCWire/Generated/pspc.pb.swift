@@ -594,46 +594,59 @@ public nonisolated struct Pspc_V1_ErrorReply: Sendable {
   public init() {}
 }
 
-public nonisolated struct Pspc_V1_PartialRequest: Sendable {
+public nonisolated struct Pspc_V1_PartialRequest: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Which of the worker's shards to evaluate; empty means all of them.
-  public var shards: [UInt32] = []
+  public var shards: [UInt32] {
+    get {_storage._shards}
+    set {_uniqueStorage()._shards = newValue}
+  }
 
-  public var op: Pspc_V1_PartialRequest.OneOf_Op? = nil
+  /// Answer each named shard on its own (PartialResponse.per_shard, in the order of `shards`) instead of
+  /// merged: a coordinator sends the queries once per worker and still merges the shards in shard order.
+  public var perShard: Bool {
+    get {_storage._perShard}
+    set {_uniqueStorage()._perShard = newValue}
+  }
+
+  public var op: OneOf_Op? {
+    get {return _storage._op}
+    set {_uniqueStorage()._op = newValue}
+  }
 
   public var empirical: Pspc_V1_EmpiricalOp {
     get {
-      if case .empirical(let v)? = op {return v}
+      if case .empirical(let v)? = _storage._op {return v}
       return Pspc_V1_EmpiricalOp()
     }
-    set {op = .empirical(newValue)}
+    set {_uniqueStorage()._op = .empirical(newValue)}
   }
 
   public var cropNormalizers: Pspc_V1_CropNormalizersOp {
     get {
-      if case .cropNormalizers(let v)? = op {return v}
+      if case .cropNormalizers(let v)? = _storage._op {return v}
       return Pspc_V1_CropNormalizersOp()
     }
-    set {op = .cropNormalizers(newValue)}
+    set {_uniqueStorage()._op = .cropNormalizers(newValue)}
   }
 
   public var cropComposite: Pspc_V1_CropCompositeOp {
     get {
-      if case .cropComposite(let v)? = op {return v}
+      if case .cropComposite(let v)? = _storage._op {return v}
       return Pspc_V1_CropCompositeOp()
     }
-    set {op = .cropComposite(newValue)}
+    set {_uniqueStorage()._op = .cropComposite(newValue)}
   }
 
   public var moments: Pspc_V1_MomentsOp {
     get {
-      if case .moments(let v)? = op {return v}
+      if case .moments(let v)? = _storage._op {return v}
       return Pspc_V1_MomentsOp()
     }
-    set {op = .moments(newValue)}
+    set {_uniqueStorage()._op = .moments(newValue)}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -647,6 +660,8 @@ public nonisolated struct Pspc_V1_PartialRequest: Sendable {
   }
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// Softmax over whole images. `queries` is [B, C, H, W].
@@ -855,14 +870,36 @@ public nonisolated struct Pspc_V1_PartialResponse: Sendable {
     set {result = .moments(newValue)}
   }
 
+  public var perShard: Pspc_V1_PerShardPartials {
+    get {
+      if case .perShard(let v)? = result {return v}
+      return Pspc_V1_PerShardPartials()
+    }
+    set {result = .perShard(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Result: Equatable, Sendable {
     case softmax(Pspc_V1_SoftmaxPartialsMsg)
     case sums(Pspc_V1_Tensor)
     case moments(Pspc_V1_MomentsMsg)
+    case perShard(Pspc_V1_PerShardPartials)
 
   }
+
+  public init() {}
+}
+
+/// The answers of the shards a per-shard request named, in its order.
+public nonisolated struct Pspc_V1_PerShardPartials: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var shards: [Pspc_V1_PartialResponse] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -1863,105 +1900,150 @@ nonisolated extension Pspc_V1_ErrorReply: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Pspc_V1_PartialRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PartialRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}shards\0\u{2}\u{9}empirical\0\u{3}crop_normalizers\0\u{3}crop_composite\0\u{1}moments\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}shards\0\u{3}per_shard\0\u{2}\u{8}empirical\0\u{3}crop_normalizers\0\u{3}crop_composite\0\u{1}moments\0")
+
+  fileprivate class _StorageClass {
+    var _shards: [UInt32] = []
+    var _perShard: Bool = false
+    var _op: Pspc_V1_PartialRequest.OneOf_Op?
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _shards = source._shards
+      _perShard = source._perShard
+      _op = source._op
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeRepeatedUInt32Field(value: &self.shards) }()
-      case 10: try {
-        var v: Pspc_V1_EmpiricalOp?
-        var hadOneofValue = false
-        if let current = self.op {
-          hadOneofValue = true
-          if case .empirical(let m) = current {v = m}
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeRepeatedUInt32Field(value: &_storage._shards) }()
+        case 2: try { try decoder.decodeSingularBoolField(value: &_storage._perShard) }()
+        case 10: try {
+          var v: Pspc_V1_EmpiricalOp?
+          var hadOneofValue = false
+          if let current = _storage._op {
+            hadOneofValue = true
+            if case .empirical(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._op = .empirical(v)
+          }
+        }()
+        case 11: try {
+          var v: Pspc_V1_CropNormalizersOp?
+          var hadOneofValue = false
+          if let current = _storage._op {
+            hadOneofValue = true
+            if case .cropNormalizers(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._op = .cropNormalizers(v)
+          }
+        }()
+        case 12: try {
+          var v: Pspc_V1_CropCompositeOp?
+          var hadOneofValue = false
+          if let current = _storage._op {
+            hadOneofValue = true
+            if case .cropComposite(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._op = .cropComposite(v)
+          }
+        }()
+        case 13: try {
+          var v: Pspc_V1_MomentsOp?
+          var hadOneofValue = false
+          if let current = _storage._op {
+            hadOneofValue = true
+            if case .moments(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._op = .moments(v)
+          }
+        }()
+        default: break
         }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.op = .empirical(v)
-        }
-      }()
-      case 11: try {
-        var v: Pspc_V1_CropNormalizersOp?
-        var hadOneofValue = false
-        if let current = self.op {
-          hadOneofValue = true
-          if case .cropNormalizers(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.op = .cropNormalizers(v)
-        }
-      }()
-      case 12: try {
-        var v: Pspc_V1_CropCompositeOp?
-        var hadOneofValue = false
-        if let current = self.op {
-          hadOneofValue = true
-          if case .cropComposite(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.op = .cropComposite(v)
-        }
-      }()
-      case 13: try {
-        var v: Pspc_V1_MomentsOp?
-        var hadOneofValue = false
-        if let current = self.op {
-          hadOneofValue = true
-          if case .moments(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.op = .moments(v)
-        }
-      }()
-      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.shards.isEmpty {
-      try visitor.visitPackedUInt32Field(value: self.shards, fieldNumber: 1)
-    }
-    switch self.op {
-    case .empirical?: try {
-      guard case .empirical(let v)? = self.op else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
-    }()
-    case .cropNormalizers?: try {
-      guard case .cropNormalizers(let v)? = self.op else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
-    }()
-    case .cropComposite?: try {
-      guard case .cropComposite(let v)? = self.op else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
-    }()
-    case .moments?: try {
-      guard case .moments(let v)? = self.op else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
-    }()
-    case nil: break
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._shards.isEmpty {
+        try visitor.visitPackedUInt32Field(value: _storage._shards, fieldNumber: 1)
+      }
+      if _storage._perShard != false {
+        try visitor.visitSingularBoolField(value: _storage._perShard, fieldNumber: 2)
+      }
+      switch _storage._op {
+      case .empirical?: try {
+        guard case .empirical(let v)? = _storage._op else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      }()
+      case .cropNormalizers?: try {
+        guard case .cropNormalizers(let v)? = _storage._op else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+      }()
+      case .cropComposite?: try {
+        guard case .cropComposite(let v)? = _storage._op else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+      }()
+      case .moments?: try {
+        guard case .moments(let v)? = _storage._op else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+      }()
+      case nil: break
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pspc_V1_PartialRequest, rhs: Pspc_V1_PartialRequest) -> Bool {
-    if lhs.shards != rhs.shards {return false}
-    if lhs.op != rhs.op {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._shards != rhs_storage._shards {return false}
+        if _storage._perShard != rhs_storage._perShard {return false}
+        if _storage._op != rhs_storage._op {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2243,7 +2325,7 @@ nonisolated extension Pspc_V1_MaskSetSpec: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Pspc_V1_PartialResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PartialResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}softmax\0\u{1}sums\0\u{1}moments\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}softmax\0\u{1}sums\0\u{1}moments\0\u{3}per_shard\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2290,6 +2372,19 @@ nonisolated extension Pspc_V1_PartialResponse: SwiftProtobuf.Message, SwiftProto
           self.result = .moments(v)
         }
       }()
+      case 4: try {
+        var v: Pspc_V1_PerShardPartials?
+        var hadOneofValue = false
+        if let current = self.result {
+          hadOneofValue = true
+          if case .perShard(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.result = .perShard(v)
+        }
+      }()
       default: break
       }
     }
@@ -2313,6 +2408,10 @@ nonisolated extension Pspc_V1_PartialResponse: SwiftProtobuf.Message, SwiftProto
       guard case .moments(let v)? = self.result else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     }()
+    case .perShard?: try {
+      guard case .perShard(let v)? = self.result else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -2320,6 +2419,36 @@ nonisolated extension Pspc_V1_PartialResponse: SwiftProtobuf.Message, SwiftProto
 
   public static func ==(lhs: Pspc_V1_PartialResponse, rhs: Pspc_V1_PartialResponse) -> Bool {
     if lhs.result != rhs.result {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pspc_V1_PerShardPartials: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PerShardPartials"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}shards\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.shards) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.shards.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.shards, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pspc_V1_PerShardPartials, rhs: Pspc_V1_PerShardPartials) -> Bool {
+    if lhs.shards != rhs.shards {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
