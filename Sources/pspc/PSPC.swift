@@ -14,7 +14,7 @@ struct PSPC: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             Ingest.self, Queries.self, Denoise.self, Sample.self, SweepCommand.self, Calibrate.self, Heatmap.self,
-            Report.self, Grid.self, Worker.self, Info.self,
+            Report.self, Grid.self, Worker.self, Status.self, Info.self,
         ]
     )
 

@@ -200,6 +200,42 @@ final class FaultToleranceTests: XCTestCase {
             try Data(contentsOf: URL(fileURLWithPath: "\(work)/clean.npy")), "the other dataset changed the output")
     }
 
+    /// `pspc status`: every worker and every shard's live replicas; exit 1 once a shard has none, or when a
+    /// worker serves another dataset.
+    func testStatusBeforeAndAfterWorkersAreKilled() throws {
+        let cluster = try startWorkers(3, replication: 2, deadline: 60)
+        let healthy = try CommandRunner.run(["status", "--cluster", cluster])
+        XCTAssertEqual(healthy.status, 0, healthy.stderr)
+        for address in addresses { XCTAssertTrue(healthy.stdout.contains("worker \(address)  up  "), healthy.stdout) }
+        XCTAssertTrue(healthy.stdout.hasSuffix("status: ok\n"), healthy.stdout)
+        print("pspc status, 3 workers up:\n\(healthy.stdout)")
+
+        kill(workers[1].processIdentifier, SIGKILL)
+        workers[1].waitUntilExit()
+        let oneDown = try CommandRunner.run(["status", "--cluster", cluster])
+        XCTAssertEqual(oneDown.status, 0, "replication 2 survives one worker: \(oneDown.stdout)")
+        XCTAssertTrue(oneDown.stdout.contains("worker \(addresses[1])  down  cannot connect"), oneDown.stdout)
+        print("pspc status, worker 1 killed (exit \(oneDown.status)):\n\(oneDown.stdout)")
+
+        kill(workers[2].processIdentifier, SIGKILL)
+        workers[2].waitUntilExit()
+        let twoDown = try CommandRunner.run(["status", "--cluster", cluster, "--json"])
+        XCTAssertEqual(twoDown.status, 1)
+        let report = try JSONSerialization.jsonObject(with: Data(twoDown.stdout.utf8)) as! [String: Any]
+        // Placement i/3/2: worker 0 holds shards k with k % 3 in {0, 2}; shards 1 and 4 were on workers 1 and 2.
+        XCTAssertEqual(report["lostShards"] as? [Int], [1, 4])
+        XCTAssertEqual(report["ok"] as? Bool, false)
+        print("pspc status --json, workers 1 and 2 killed (exit \(twoDown.status)): lost \(report["lostShards"]!)")
+
+        try CommandRunner.succeed([
+            "ingest", "--source", "fashion-mnist:test", "--limit", "1000", "--shards", "7", "--out", "\(work)/other",
+        ])
+        _ = try startWorker(1, of: 3, replication: 2, address: addresses[1], data: "\(work)/other")
+        let wrong = try CommandRunner.run(["status", "--cluster", cluster])
+        XCTAssertEqual(wrong.status, 1)
+        XCTAssertTrue(wrong.stdout.contains("status: worker \(addresses[1]) serves another dataset"), wrong.stdout)
+    }
+
     func testKilledWorkerWithoutReplicaNamesLostShardsAndWritesNothing() throws {
         let cluster = try startWorkers(3, replication: 1, deadline: 60)
         let duration = try timed {
