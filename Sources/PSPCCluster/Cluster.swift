@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Logging
 import NIOCore
 import NIOPosix
 import PSPCCore
@@ -52,6 +53,7 @@ public actor Cluster {
     private var closed = false
     private let clock: @Sendable () -> Double
     private let log: @Sendable (String) -> Void
+    private let logger: Logger
     /// Bytes on the wire to and from the workers since connecting (handshakes included).
     public nonisolated let traffic: WireTraffic
     /// Float64 queries and partials are mostly noise to zstd (it saves a few percent for a CPU cost that
@@ -67,7 +69,7 @@ public actor Cluster {
     public static func connect(
         to addresses: [HostPort], token: [UInt8], group: EventLoopGroup, deadline: Double = 300,
         retryInterval: Double = 5, xflip: Bool? = nil, policy: FailoverPolicy? = nil,
-        log: @escaping @Sendable (String) -> Void = { _ in }
+        log: @escaping @Sendable (String) -> Void = { _ in }, logger: Logger = Cluster.silent
     ) async throws -> Cluster {
         let traffic = WireTraffic()
         // All at once: with many workers, one slow or blackholed host must not delay the others.
@@ -96,6 +98,9 @@ public actor Cluster {
                 let reason = attempt.failure ?? "unknown"
                 failures.append("\(addresses[attempt.worker]): \(reason)")
                 log("worker \(addresses[attempt.worker]) is unreachable: \(reason)")
+                logger.warning(
+                    "worker \(addresses[attempt.worker]) is unreachable: \(reason)",
+                    metadata: ["worker": "\(addresses[attempt.worker])"])
             }
         }
         do {
@@ -106,7 +111,7 @@ public actor Cluster {
                 policy: policy ?? FailoverPolicy(deadline: deadline, retryInterval: retryInterval), now: monotonic())
             let cluster = Cluster(
                 addresses: addresses, dataset: dataset, machine: machine, token: token, group: group,
-                traffic: traffic, clock: monotonic, log: log)
+                traffic: traffic, clock: monotonic, log: log, logger: logger)
             await cluster.start(peers)
             return cluster
         } catch {
@@ -172,7 +177,8 @@ public actor Cluster {
 
     private init(
         addresses: [HostPort], dataset: RunDataset, machine: Failover, token: [UInt8], group: EventLoopGroup,
-        traffic: WireTraffic, clock: @escaping @Sendable () -> Double, log: @escaping @Sendable (String) -> Void
+        traffic: WireTraffic, clock: @escaping @Sendable () -> Double, log: @escaping @Sendable (String) -> Void,
+        logger: Logger
     ) {
         self.traffic = traffic
         self.addresses = addresses
@@ -184,7 +190,11 @@ public actor Cluster {
         self.group = group
         self.clock = clock
         self.log = log
+        self.logger = logger
     }
+
+    /// A logger that drops everything (the default of library callers that pass `log` instead).
+    public static let silent = Logger(label: "pspc.coordinator", factory: { _ in SwiftLogNoOpLogHandler() })
 
     private func start(_ peers: [Int: WorkerConnection]) {
         for (worker, connection) in peers { register(connection, of: worker) }
@@ -407,8 +417,9 @@ public actor Cluster {
             answers[attempt] = nil
         case .fail(let request, let error):
             resolve(request, .failure(error))
-        case .log(let message):
+        case .log(let level, let message):
             log(message)
+            logger.log(level: level, "\(message)")
         }
     }
 

@@ -1,3 +1,4 @@
+import Logging
 import PSPCCore
 
 /// What a worker says about itself when it connects, as far as trust goes: which dataset it serves and which
@@ -155,7 +156,8 @@ public struct Failover: Sendable {
         /// The answer of this attempt came too late: drop it.
         case discard(AttemptID)
         case fail(RequestID, ClusterError)
-        case log(String)
+        /// Something an operator should see: a worker lost, refused, back or joined, with its cause.
+        case log(Logger.Level, String)
     }
 
     enum Link: Equatable {
@@ -241,7 +243,7 @@ public struct Failover: Sendable {
                 out.append(.disconnect(worker))
                 if refusal[worker] != why {
                     refusal[worker] = why
-                    out.append(.log("worker \(names[worker]) is refused and not used: it \(why)"))
+                    out.append(.log(.warning, "worker \(names[worker]) is refused and not used: it \(why)"))
                 }
             } else {
                 let shards = Set(identity.shards.keys)
@@ -252,7 +254,7 @@ public struct Failover: Sendable {
                 links[worker] = .up(lastHeard: now, probeSentAt: nil)
                 router.markUp(worker)
                 let list = shards.sorted().map(String.init).joined(separator: ", ")
-                out.append(.log("worker \(names[worker]) \(wasKnown ? "is back" : "joined") (shards \(list))"))
+                out.append(.log(.notice, "worker \(names[worker]) \(wasKnown ? "is back" : "joined") (shards \(list))"))
             }
             redispatchWaiting(now: now, into: &out)
 
@@ -346,7 +348,7 @@ public struct Failover: Sendable {
         guard case .up = links[worker] else { return }
         links[worker] = .down(lastTry: now)
         router.markDown(worker)
-        out.append(.log("worker \(names[worker]) is down (\(reason)); its shards go to replicas"))
+        out.append(.log(.warning, "worker \(names[worker]) is down (\(reason)); its shards go to replicas"))
         out.append(.disconnect(worker))
         let orphans = attempts.filter { $0.value.worker == worker }.keys.sorted()
         for id in orphans {

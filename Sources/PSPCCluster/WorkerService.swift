@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Logging
 import NIOCore
 import NIOPosix
 import PSPCCore
@@ -37,6 +38,8 @@ public final class WorkerService: Sendable {
     let counters = Counters()
     let limits: Limits
     let connections = ConnectionCount()
+    /// Refused connections, bad frames and error replies (warning), connections (info), each request (debug).
+    public let logger: Logger
 
     /// What bounds a worker's exposure to its peers.
     public struct Limits: Sendable {
@@ -56,9 +59,11 @@ public final class WorkerService: Sendable {
     public init(
         shards: [HostedShard], shape: ImageShape, token: [UInt8], nodeID: String, threads: Int,
         datasetShards: Int, datasetID: String, xflip: Bool, maxFrameSize: Int = FrameCodec.defaultMaxFrameSize,
-        limits: Limits = Limits()
+        limits: Limits = Limits(),
+        logger: Logger = Logger(label: "pspc.worker", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
         self.limits = limits
+        self.logger = logger
         self.shards = shards.sorted { $0.id < $1.id }
         self.token = token
         self.nodeID = nodeID
@@ -396,8 +401,10 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
     private var requests: [UInt64: ComputeJob<Pspc_V1_PartialResponse>] = [:]
     private var lastRead = NIODeadline.now()
     private var timer: RepeatedTask?
+    private var logger: Logger
 
     init(service: WorkerService, handshake: HandshakeServer, security: FrameSecurity, admitted: Bool) {
+        logger = service.logger
         self.service = service
         self.handshake = handshake
         self.security = security
@@ -405,10 +412,13 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        if let peer = context.remoteAddress, let ip = peer.ipAddress {
+            logger[metadataKey: "peer"] = "\(ip):\(peer.port ?? 0)"
+        }
         guard admitted else {
             closeAfter(
                 .error(.unavailable("too many connections (limit \(service.limits.maxConnections))")),
-                context: context)
+                context: context, because: "too many connections (limit \(service.limits.maxConnections))")
             return
         }
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
@@ -437,13 +447,13 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
         let now = NIODeadline.now()
         if !handshake.isEstablished {
             if now - opened >= service.limits.handshakeTimeout {
+                let seconds = service.limits.handshakeTimeout.nanoseconds / 1_000_000_000
                 closeAfter(
-                    .error(.unexpectedMessage(
-                        expected: "a handshake within \(service.limits.handshakeTimeout.nanoseconds / 1_000_000_000) s",
-                        got: "nothing")),
-                    context: context)
+                    .error(.unexpectedMessage(expected: "a handshake within \(seconds) s", got: "nothing")),
+                    context: context, because: "no handshake within \(seconds) s")
             }
         } else if computing == 0 && now - lastRead >= service.limits.idleTimeout {
+            logger.info("closing an idle connection")
             closeAfter(nil, context: context)
         }
     }
@@ -463,8 +473,9 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
                     security.sealOutbound(key: keys.serverToClient)
                 }
                 if let reply { context.writeAndFlush(wrapOutboundOut(reply), promise: nil) }
-            case .fail(_, let reply):
-                closeAfter(reply, context: context)
+                logger.info("coordinator connected")
+            case .fail(let error, let reply):
+                closeAfter(reply, context: context, because: "handshake failed: \(error)")
             }
             return
         }
@@ -487,9 +498,19 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
             job = nil
         }
         computing += 1
+        let logger = self.logger, started = NIODeadline.now(), op = frame.bodyName
         Task {
             let reply: Pspc_V1_Frame
             if let job { reply = await service.reply(to: job, requestID: id) } else { reply = await service.answer(frame) }
+            if case .error(let error)? = reply.body, error.code != .cancelled {
+                logger.warning(
+                    "request \(id) (\(op)) answered with an error: \(WireError(reply: error))",
+                    metadata: ["request": "\(id)"])
+            } else {
+                let ms = Double((NIODeadline.now() - started).nanoseconds) / 1e6
+                logger.debug(
+                    "request \(id) (\(op)) answered in \(String(format: "%.1f", ms)) ms", metadata: ["request": "\(id)"])
+            }
             bound.eventLoop.execute {
                 handler.value.computing -= 1
                 handler.value.lastRead = .now()
@@ -509,12 +530,14 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         guard !closing else { return }
         let wire = (error as? WireError) ?? .malformedFrame(String(describing: error))
-        closeAfter(.error(wire), context: context)
+        closeAfter(.error(wire), context: context, because: "bad frame: \(wire)")
     }
 
-    /// Sends `frame` (if any) and closes, once: errors while closing do not start it again.
-    private func closeAfter(_ frame: Pspc_V1_Frame?, context: ChannelHandlerContext) {
+    /// Sends `frame` (if any) and closes, once: errors while closing do not start it again. A `reason` is logged
+    /// (a connection refused or dropped for a fault of its peer).
+    private func closeAfter(_ frame: Pspc_V1_Frame?, context: ChannelHandlerContext, because reason: String? = nil) {
         guard !closing else { return }
+        if let reason { logger.warning("closing the connection: \(reason)") }
         closing = true
         timer?.cancel()
         guard let frame else {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import NIOCore
 import NIOPosix
 import PSPCCluster
@@ -23,6 +24,8 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Copies of each shard across local workers (with --local-workers).") var replication: Int = 1
     @Option(help: "Seconds a worker may take to answer one request before its replica is asked (default 300, at most 86400).")
     var deadline: Double?
+    @Option(help: "Log level of the coordinator's messages on stderr: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .notice
     @Option(help: "Queries per request.") var batchSize: Int = 256
     @Option(help: "Batches in flight at once with workers (default 3; in-process: 1).") var batchesInFlight: Int = 3
 
@@ -101,7 +104,7 @@ struct EngineOptions: ParsableArguments {
         do {
             let connected = try await Cluster.connect(
                 to: addresses, token: try readClusterToken(tokenFile), group: group, deadline: deadline,
-                retryInterval: retry, xflip: xflip == .on, log: note)
+                retryInterval: retry, xflip: xflip == .on, logger: Logs.logger("pspc.coordinator", level: logLevel))
             if let wanted = expectedReplication {
                 let holders = await connected.router.holders
                 // A warning, not an error: a worker unreachable at start leaves its shards with fewer holders,

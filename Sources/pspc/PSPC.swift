@@ -20,6 +20,7 @@ struct PSPC: AsyncParsableCommand {
 
     /// Runs the command; errors of pspc's own and file errors become one line `pspc: error: ...` and exit status 1.
     static func main() async {
+        Logs.bootstrap()
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? AsyncParsableCommand {

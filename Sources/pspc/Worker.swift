@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import Logging
 import NIOCore
 import NIOPosix
 import PSPCCluster
@@ -22,6 +23,8 @@ struct Worker: AsyncParsableCommand {
     @Option(help: "INDEX/COUNT[/REPLICATION]: serve the shards placed on worker INDEX of COUNT.") var placement: String?
     @Option(help: "File holding the shared cluster token (at least 16 bytes).") var tokenFile: String
     @Option(help: "Kernel threads (default: all cores).") var threads: Int?
+    @Option(help: "Log level on stderr: trace, debug (every request), info (connections), notice, warning (refused connections, bad frames, error replies), error, critical.")
+    var logLevel: Logger.Level = .info
     @Option(help: "Append x-flipped copies of the images, as the coordinator expects.") var xflip: Switch = .on
     @Flag(help: "Stop when standard input closes: a parent that starts the worker holds it, so a killed parent leaves no worker behind.")
     var exitWithParent = false
@@ -65,7 +68,7 @@ struct Worker: AsyncParsableCommand {
             shards: hosted, shape: manifest.shape, token: token,
             nodeID: "\(ProcessInfo.processInfo.hostName):\(getpid())",
             threads: threadCount, datasetShards: manifest.shards.count, datasetID: manifest.fingerprint,
-            xflip: xflip == .on)
+            xflip: xflip == .on, logger: Logs.logger("pspc.worker", level: logLevel))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let channel: Channel
         do {
