@@ -86,7 +86,8 @@ let package = Package(
         .testTarget(name: "PSPCCoreTests", dependencies: ["PSPCCore", "PSPCData"]),
         .testTarget(name: "PSPCDataTests", dependencies: ["PSPCData"]),
         .testTarget(name: "PSPCWireTests", dependencies: ["PSPCWire", "PSPCCore"]),
-        .testTarget(name: "PSPCClusterTests", dependencies: ["PSPCCluster", "PSPCCore", "PSPCData", "PSPCWire"]),
+        .testTarget(
+            name: "PSPCClusterTests", dependencies: ["PSPCCluster", "PSPCCore", "PSPCData", "PSPCWire", "PSPCTestSupport"]),
         .testTarget(name: "PSPCExperimentsTests", dependencies: ["PSPCExperiments", "PSPCCore", "PSPCData"]),
         .testTarget(name: "pspcTests", dependencies: ["PSPCCore", "PSPCData", "PSPCTestSupport"]),
         // Slow: real worker processes killed, stopped and restarted.

@@ -1,6 +1,7 @@
 import Foundation
 import PSPCCluster
 import PSPCCore
+import PSPCTestSupport
 import XCTest
 
 /// Drives the failover state machine through thousands of random fault schedules on a simulated cluster with a
@@ -124,18 +125,6 @@ final class FailoverScheduleTests: XCTestCase {
         _ = machine.handle(.submit(.init(2), shard: 0), now: 2)
         XCTAssertEqual(machine.handle(.cancel(.init(2)), now: 3), [.cancel(.init(2), worker: 0), .fail(.init(2), .cancelled)])
         XCTAssertEqual(machine.pendingCount, 0)
-    }
-}
-
-/// A small deterministic generator (SplitMix64), so that every schedule can be replayed from its seed.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

@@ -2,8 +2,8 @@ import Foundation
 import XCTest
 
 /// A tiny tmpfs mounted for one test, to meet real ENOSPC and EROFS: tests run as root, so file permissions
-/// cannot make a write fail, but a full or read-only file system can. Skips the test where mounting is not
-/// allowed (not root, no CAP_SYS_ADMIN).
+/// cannot make a write fail, but a full or read-only file system can. Where mounting is not allowed (not root,
+/// no CAP_SYS_ADMIN) it throws `VolumeError`, so the test fails instead of passing without its check.
 public final class SmallVolume {
     public let path: String
 
