@@ -88,6 +88,16 @@ public enum FileIO {
         }
     }
 
+    /// `path` split at its last slash (trailing slashes dropped): the folder, with its slash ("" for a bare
+    /// name), and the name. NSString's path methods crash on one-character paths in swift-corelibs-foundation
+    /// ("x".deletingLastPathComponent), so pspc splits paths itself.
+    public static func splitPath(_ path: String) -> (folder: String, name: String) {
+        var trimmed = Substring(path)
+        while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed = trimmed.dropLast() }
+        guard let slash = trimmed.lastIndex(of: "/") else { return ("", String(trimmed)) }
+        return (String(trimmed[...slash]), String(trimmed[trimmed.index(after: slash)...]))
+    }
+
     /// Creates `path` and its parents when missing (mkdir -p), with an error that names the folder and the cause.
     public static func createDirectory(_ path: String) throws {
         var prefix = path.hasPrefix("/") ? "/" : ""
@@ -220,7 +230,7 @@ public final class OutputFile {
 
     public init(path: String) throws {
         try FileIO.checkRegularOutput(path)
-        let directory = (path as NSString).deletingLastPathComponent
+        let directory = FileIO.splitPath(path).folder
         if !directory.isEmpty { try FileIO.createDirectory(directory) }
         self.path = path
         self.temporary = path + ".tmp-\(getpid())"

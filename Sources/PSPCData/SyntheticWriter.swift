@@ -98,7 +98,7 @@ public enum SyntheticWriter {
         }
         try FileIO.createDirectory(path)
         var files: [OutputFile] = []
-        for name in split { files.append(try OutputFile(path: (path as NSString).appendingPathComponent(name))) }
+        for name in split { files.append(try OutputFile(path: path + (path.hasSuffix("/") ? "" : "/") + name)) }
         try batches(images, count: count, threads: threads, progress: progress) { $0.pixels } write: {
             index, pixels, label in
             let file = files[index * split.count / count]

@@ -57,9 +57,8 @@ struct Ingest: AsyncParsableCommand {
 
     /// A hidden folder beside `path` for this process.
     static func sibling(_ path: String, _ purpose: String) -> String {
-        let parent = (path as NSString).deletingLastPathComponent
-        let name = "." + (path as NSString).lastPathComponent + ".\(purpose)-\(getpid())"
-        return parent.isEmpty ? name : (parent as NSString).appendingPathComponent(name)
+        let (folder, name) = FileIO.splitPath(path)
+        return folder + "." + name + ".\(purpose)-\(getpid())"
     }
 
     /// --out must be new, empty, or hold only a dataset (manifest.json and shard files), which is replaced.

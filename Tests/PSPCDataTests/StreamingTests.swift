@@ -113,4 +113,13 @@ final class StreamingTests: XCTestCase {
         let bytes = (0..<8).flatMap { pinned.image($0).pixels } + (0..<8).map { pinned.image($0).label }
         XCTAssertEqual(Manifest.sha256Hex(bytes), "9a2badd96661bcefb0584a7fcdfe9eb59a9329ffd1e9c41d3ec2927f1ad2db77")
     }
+
+    func testSplitPathHandlesOneCharacterNames() {
+        XCTAssertEqual(FileIO.splitPath("s").folder, "")
+        XCTAssertEqual(FileIO.splitPath("s").name, "s")
+        XCTAssertEqual(FileIO.splitPath("a/b/").folder, "a/")
+        XCTAssertEqual(FileIO.splitPath("a/b/").name, "b")
+        XCTAssertEqual(FileIO.splitPath("/x").folder, "/")
+        XCTAssertEqual(FileIO.splitPath("/x").name, "x")
+    }
 }
