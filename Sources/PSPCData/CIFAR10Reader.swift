@@ -24,6 +24,12 @@ public enum CIFAR10Reader {
     /// `cifar-10-batches-bin` subfolder (where the tarball unpacks). `limit` keeps the first N and
     /// stops reading batches once it has them.
     public static func read(directory: String, split: Split, limit: Int? = nil) throws -> ImageArray {
+        try open(directory: directory, split: split, limit: limit).readAll()
+    }
+
+    /// The same images as `read`, read record by record from the batch files as the stream is read.
+    /// Every batch needed is opened and its size checked first; none is read whole.
+    public static func open(directory: String, split: Split, limit: Int? = nil) throws -> ImageStream {
         if let limit, limit < 1 {
             throw DataError.invalid("\(directory): image limit \(limit) must be at least 1")
         }
@@ -33,27 +39,32 @@ public enum CIFAR10Reader {
         if !FileManager.default.fileExists(atPath: first) && FileManager.default.fileExists(atPath: nested) {
             folder = nested
         }
-        let dimension = shape.dimension
-        var pixels: [UInt8] = []
+        var batches: [(file: ReadableFile, records: Int)] = []
         var count = 0
         for fileName in split.fileNames {
             if let limit, count >= limit { break }
-            let path = (folder as NSString).appendingPathComponent(fileName)
-            let bytes = try FileIO.read(path)
-            guard !bytes.isEmpty, bytes.count % recordSize == 0 else {
+            let file = try ReadableFile(path: (folder as NSString).appendingPathComponent(fileName))
+            guard file.size > 0, file.size % recordSize == 0 else {
                 throw DataError.corrupt(
-                    path: path,
-                    reason: "\(bytes.count) bytes is not a whole number of \(recordSize)-byte CIFAR-10 records")
+                    path: file.path,
+                    reason: "\(file.size) bytes is not a whole number of \(recordSize)-byte CIFAR-10 records")
             }
-            var records = bytes.count / recordSize
+            var records = file.size / recordSize
             if let limit { records = min(records, limit - count) }
-            pixels.reserveCapacity((count + records) * dimension)
-            for record in 0..<records {
-                let start = record * recordSize + 1
-                pixels += bytes[start..<(start + dimension)]
-            }
+            batches.append((file, records))
             count += records
         }
-        return ImageArray(pixels: pixels, count: count, shape: shape)
+        var batch = 0, record = 0
+        return ImageStream(shape: shape, count: count) { _, buffer in
+            while record == batches[batch].records {
+                batch += 1
+                record = 0
+            }
+            let start = buffer.count
+            buffer += repeatElement(0, count: shape.dimension)
+            try batches[batch].file.read(
+                at: record * recordSize + 1, into: &buffer, from: start, count: shape.dimension)
+            record += 1
+        }
     }
 }

@@ -69,19 +69,30 @@ public enum DatasetSource: Sendable, Equatable, CustomStringConvertible {
         case .cifar10(let directory, let split):
             return try CIFAR10Reader.read(directory: directory, split: split, limit: limit)
         case .npy(let path, let channelsLast):
-            return try Self.images(fromNPY: path, channelsLast: channelsLast, limit: limit)
+            return try Self.images(fromNPY: path, channelsLast: channelsLast, limit: limit).readAll()
         case .edmZip(let path):
             return try EDMZipReader.read(path: path, limit: limit, progress: progress)
         }
     }
 
-    /// uint8 `[N, C, H, W]`, `[N, H, W, C]` (channelsLast) or `[N, H, W]` arrays.
-    static func images(fromNPY path: String, channelsLast: Bool, limit: Int?) throws -> ImageArray {
-        let array = try NPY.read(path: path)
-        guard case .uint8(let data) = array.data else {
-            throw DataError.unsupported(path: path, reason: "images must be uint8 arrays (dtype u1)")
+    /// The images (the first `limit` when given) as a stream: zips, npy files and CIFAR-10 batches are
+    /// read image by image from disk, never whole; IDX files (gzipped, small) are read whole first.
+    public func open(limit: Int? = nil) throws -> ImageStream {
+        switch self {
+        case .fashionMNIST, .idx:
+            return ImageStream(try load(limit: limit))
+        case .cifar10(let directory, let split):
+            return try CIFAR10Reader.open(directory: directory, split: split, limit: limit)
+        case .npy(let path, let channelsLast):
+            return try Self.images(fromNPY: path, channelsLast: channelsLast, limit: limit)
+        case .edmZip(let path):
+            return try EDMZipReader.open(path: path, limit: limit)
         }
-        let s = array.shape
+    }
+
+    /// uint8 `[N, C, H, W]`, `[N, H, W, C]` (channelsLast) or `[N, H, W]` arrays, read image by image.
+    static func images(fromNPY path: String, channelsLast: Bool, limit: Int?) throws -> ImageStream {
+        let (s, file, dataOffset) = try NPY.openUInt8(path: path)
         let shape: ImageShape
         switch s.count {
         case 3: shape = ImageShape(channels: 1, height: s[1], width: s[2])
@@ -92,18 +103,21 @@ public enum DatasetSource: Sendable, Equatable, CustomStringConvertible {
                 path: path, reason: "image arrays are [N, C, H, W], [N, H, W, C] or [N, H, W]; this one is \(s)")
         }
         let n = min(s[0], limit ?? s[0])
-        var pixels = Array(data[0..<(n * shape.dimension)])
-        if channelsLast && shape.channels > 1 {
-            let c = shape.channels, hw = shape.pixelCount
-            var planar = [UInt8](repeating: 0, count: pixels.count)
-            for i in 0..<n {
-                for p in 0..<hw {
-                    for k in 0..<c { planar[i * c * hw + k * hw + p] = pixels[i * c * hw + p * c + k] }
-                }
+        let dimension = shape.dimension
+        let c = shape.channels, hw = shape.pixelCount
+        var interleaved = [UInt8](repeating: 0, count: channelsLast && c > 1 ? dimension : 0)
+        return ImageStream(shape: shape, count: n) { index, buffer in
+            let start = buffer.count
+            buffer += repeatElement(0, count: dimension)
+            guard channelsLast && c > 1 else {
+                try file.read(at: dataOffset + index * dimension, into: &buffer, from: start, count: dimension)
+                return
             }
-            pixels = planar
+            try file.read(at: dataOffset + index * dimension, into: &interleaved, from: 0, count: dimension)
+            for p in 0..<hw {
+                for k in 0..<c { buffer[start + k * hw + p] = interleaved[p * c + k] }
+            }
         }
-        return ImageArray(pixels: pixels, count: n, shape: shape)
     }
 
     private static func required(_ argument: String?, _ kind: String) throws -> String {

@@ -11,6 +11,12 @@ public enum EDMZipReader {
     public static func read(path: String, limit: Int? = nil, progress: ((Int, Int) -> Void)? = nil) throws
         -> ImageArray
     {
+        try open(path: path, limit: limit).readAll(progress: progress)
+    }
+
+    /// The same images as `read`, decoded one at a time from the file as the stream is read: only the
+    /// central directory and the current entry are in memory, whatever the zip's size.
+    public static func open(path: String, limit: Int? = nil) throws -> ImageStream {
         if let limit, limit < 1 {
             throw DataError.invalid("\(path): image limit \(limit) must be at least 1")
         }
@@ -23,35 +29,45 @@ public enum EDMZipReader {
         }
         if let limit, images.count > limit { images.removeLast(images.count - limit) }
 
-        var shape: ImageShape?
-        var pixels: [UInt8] = []
-        for (index, entry) in images.enumerated() {
-            let decoded = try PNG.decode(try archive.read(entry), name: "\(path):\(entry.name)")
-            // Gray(+alpha) keeps one plane, RGB(A) three; the alpha plane is not part of the data.
-            let planes = decoded.channels <= 2 ? 1 : 3
-            let entryShape = ImageShape(channels: planes, height: decoded.height, width: decoded.width)
-            if let shape {
-                guard shape == entryShape else {
-                    throw DataError.unsupported(
-                        path: path,
-                        reason: "entry '\(entry.name)' is \(entryShape) but '\(images[0].name)' is \(shape); "
-                            + "all images must share one shape")
-                }
-            } else {
-                shape = entryShape
-                pixels.reserveCapacity(images.count * entryShape.dimension)
+        // The first image fixes the shape; it is decoded now and handed out first.
+        var first: [UInt8]? = []
+        let shape = try decode(images[0], of: archive, path: path, into: &first!)
+        return ImageStream(shape: shape, count: images.count) { [images] index, buffer in
+            if index == 0, let decoded = first {
+                buffer += decoded
+                first = nil
+                return
             }
-            // Interleaved HWC -> planar CHW.
-            let pixelCount = entryShape.pixelCount
-            let base = pixels.count
-            pixels += [UInt8](repeating: 0, count: entryShape.dimension)
-            for plane in 0..<planes {
-                for position in 0..<pixelCount {
-                    pixels[base + plane * pixelCount + position] = decoded.pixels[position * decoded.channels + plane]
-                }
+            let entryShape = try decode(images[index], of: archive, path: path, into: &buffer, expecting: shape)
+            guard entryShape == shape else {
+                throw DataError.unsupported(
+                    path: path,
+                    reason: "entry '\(images[index].name)' is \(entryShape) but '\(images[0].name)' is \(shape); "
+                        + "all images must share one shape")
             }
-            progress?(index + 1, images.count)
         }
-        return ImageArray(pixels: pixels, count: images.count, shape: shape!)
+    }
+
+    /// Decodes `entry` and appends its planes (planar CHW) to `buffer`, unless its shape is not `expecting`;
+    /// returns its shape.
+    private static func decode(
+        _ entry: ZipArchive.Entry, of archive: ZipArchive, path: String, into buffer: inout [UInt8],
+        expecting: ImageShape? = nil
+    ) throws -> ImageShape {
+        let decoded = try PNG.decode(try archive.read(entry), name: "\(path):\(entry.name)")
+        // Gray(+alpha) keeps one plane, RGB(A) three; the alpha plane is not part of the data.
+        let planes = decoded.channels <= 2 ? 1 : 3
+        let entryShape = ImageShape(channels: planes, height: decoded.height, width: decoded.width)
+        if let expecting, expecting != entryShape { return entryShape }
+        // Interleaved HWC -> planar CHW.
+        let pixelCount = entryShape.pixelCount
+        let base = buffer.count
+        buffer += repeatElement(0, count: entryShape.dimension)
+        for plane in 0..<planes {
+            for position in 0..<pixelCount {
+                buffer[base + plane * pixelCount + position] = decoded.pixels[position * decoded.channels + plane]
+            }
+        }
+        return entryShape
     }
 }

@@ -88,6 +88,16 @@ public enum FileIO {
         }
     }
 
+    /// `path` split at its last slash (trailing slashes dropped): the folder, with its slash ("" for a bare
+    /// name), and the name. NSString's path methods crash on one-character paths in swift-corelibs-foundation
+    /// ("x".deletingLastPathComponent), so pspc splits paths itself.
+    public static func splitPath(_ path: String) -> (folder: String, name: String) {
+        var trimmed = Substring(path)
+        while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed = trimmed.dropLast() }
+        guard let slash = trimmed.lastIndex(of: "/") else { return ("", String(trimmed)) }
+        return (String(trimmed[...slash]), String(trimmed[trimmed.index(after: slash)...]))
+    }
+
     /// Creates `path` and its parents when missing (mkdir -p), with an error that names the folder and the cause.
     public static func createDirectory(_ path: String) throws {
         var prefix = path.hasPrefix("/") ? "/" : ""
@@ -149,5 +159,126 @@ public enum FileIO {
             throw DataError.invalid(
                 "\(option) \(output) is the same file as \(input.option) \(input.path): write the result to another file")
         }
+    }
+}
+
+/// A file opened for reading at offsets (pread), so a large archive or array is read piece by piece instead
+/// of whole. Safe to share between threads: every read names its own offset.
+public final class ReadableFile: @unchecked Sendable {
+    public let path: String
+    /// Size in bytes when opened.
+    public let size: Int
+    private let fd: Int32
+
+    /// Opens `path`; errors match `FileIO.read`'s ("no such file", "cannot open for reading: ...").
+    public init(path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let code = errno
+            if code == ENOENT { throw DataError.io(path: path, reason: "no such file") }
+            throw DataError.io(path: path, reason: "cannot open for reading: \(SystemError.describe(errno: code))")
+        }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            let reason = SystemError.describe(errno: errno)
+            close(fd)
+            throw DataError.io(path: path, reason: "cannot read: \(reason)")
+        }
+        self.fd = fd
+        self.path = path
+        self.size = Int(info.st_size)
+    }
+
+    deinit { close(fd) }
+
+    /// Exactly `count` bytes from `offset`; reading past the end is an error naming the file.
+    public func read(at offset: Int, count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        try read(at: offset, into: &bytes, from: 0, count: count)
+        return bytes
+    }
+
+    /// Reads `count` bytes from file `offset` into `buffer[start...]`.
+    public func read(at offset: Int, into buffer: inout [UInt8], from start: Int, count: Int) throws {
+        precondition(start >= 0 && count >= 0 && start + count <= buffer.count)
+        var done = 0
+        while done < count {
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + start + done, count - done, off_t(offset + done)) }
+            if n == 0 {
+                throw DataError.corrupt(
+                    path: path, reason: "truncated: needs \(count) bytes at offset \(offset), the file has \(size)")
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw DataError.io(path: path, reason: "cannot read: \(SystemError.describe(errno: errno))")
+            }
+            done += n
+        }
+    }
+}
+
+/// A file written front to back through a buffer, to a temporary file beside `path` that `commit` renames
+/// into place: a reader never sees half a file, and one dropped without `commit` is removed.
+public final class OutputFile {
+    public let path: String
+    /// Bytes written so far (the offset of the next byte).
+    public private(set) var offset = 0
+    private let temporary: String
+    private var fd: Int32
+    private var buffer: [UInt8] = []
+    private static let bufferSize = 1 << 20
+
+    public init(path: String) throws {
+        try FileIO.checkRegularOutput(path)
+        let directory = FileIO.splitPath(path).folder
+        if !directory.isEmpty { try FileIO.createDirectory(directory) }
+        self.path = path
+        self.temporary = path + ".tmp-\(getpid())"
+        fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o666)
+        guard fd >= 0 else { throw DataError.io(path: path, reason: "cannot write: \(SystemError.describe(errno: errno))") }
+        buffer.reserveCapacity(Self.bufferSize)
+    }
+
+    deinit {
+        if fd >= 0 {
+            close(fd)
+            unlink(temporary)
+        }
+    }
+
+    public func write<Bytes: Collection>(_ bytes: Bytes) throws where Bytes.Element == UInt8 {
+        buffer += bytes
+        offset += bytes.count
+        if buffer.count >= Self.bufferSize { try flush() }
+    }
+
+    /// Writes what is buffered, closes the file and renames it to `path`.
+    public func commit() throws {
+        try flush()
+        let status = close(fd)
+        fd = -1
+        guard status == 0 else {
+            let reason = SystemError.describe(errno: errno)
+            unlink(temporary)
+            throw DataError.io(path: path, reason: "cannot write: \(reason)")
+        }
+        guard rename(temporary, path) == 0 else {
+            let reason = SystemError.describe(errno: errno)
+            unlink(temporary)
+            throw DataError.io(path: path, reason: "cannot rename into place: \(reason)")
+        }
+    }
+
+    private func flush() throws {
+        var done = 0
+        while done < buffer.count {
+            let n = buffer.withUnsafeBytes { Foundation.write(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw DataError.io(path: path, reason: "cannot write: \(SystemError.describe(errno: errno))")
+            }
+            done += n
+        }
+        buffer.removeAll(keepingCapacity: true)
     }
 }

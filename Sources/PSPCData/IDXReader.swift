@@ -48,3 +48,22 @@ public enum IDXReader {
             pixels: Array(bytes[headerSize..<(headerSize + kept * shape.dimension)]), count: kept, shape: shape)
     }
 }
+
+extension IDXReader {
+    /// An IDX file of one dimension of unsigned bytes (magic 0x0000_08_01), gzipped or plain: MNIST-style
+    /// labels. `limit` keeps the first N.
+    public static func readLabels(path: String, limit: Int? = nil) throws -> [UInt8] {
+        var bytes = try FileIO.read(path)
+        if bytes.count >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b {
+            bytes = try Zlib.inflate(bytes, container: .gzip, name: path)
+        }
+        guard bytes.count >= 8, bytes[0] == 0, bytes[1] == 0, bytes[2] == 0x08, bytes[3] == 1 else {
+            throw DataError.corrupt(path: path, reason: "not an IDX file of unsigned-byte labels (magic 0x00000801)")
+        }
+        let count = Int(bytes[4]) << 24 | Int(bytes[5]) << 16 | Int(bytes[6]) << 8 | Int(bytes[7])
+        guard bytes.count >= 8 + count else {
+            throw DataError.corrupt(path: path, reason: "truncated: \(bytes.count) bytes, the header announces \(8 + count)")
+        }
+        return Array(bytes[8..<(8 + min(count, limit ?? count))])
+    }
+}

@@ -68,4 +68,18 @@ public struct Manifest: Codable, Sendable, Equatable {
     public static func sha256Hex(_ bytes: [UInt8]) -> String {
         SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
     }
+
+    /// SHA-256 of a whole file, read in 1 MiB pieces.
+    public static func sha256Hex(_ file: ReadableFile) throws -> String {
+        var hash = SHA256()
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        var position = 0
+        while position < file.size {
+            let n = min(chunk.count, file.size - position)
+            try file.read(at: position, into: &chunk, from: 0, count: n)
+            hash.update(data: chunk[0..<n])
+            position += n
+        }
+        return hash.finalize().map { String(format: "%02x", $0) }.joined()
+    }
 }

@@ -80,6 +80,36 @@ public enum NPY {
 
     /// Parses a whole `.npy` file; `name` labels errors.
     public static func decode(_ bytes: [UInt8], name: String) throws -> NPYArray {
+        let layout = try Self.layout(bytes, fileSize: bytes.count, name: name)
+        let header = layout.header, count = layout.count, dataStart = layout.dataOffset
+        let payload = bytes[dataStart...]
+        let data: NPYData
+        switch header.itemSize {
+        case 1:
+            data = .uint8(Array(payload))
+        case 4:
+            data = .float32(
+                loadValues(payload, count: count, bigEndian: header.bigEndian) { (bits: UInt32) in
+                    Float(bitPattern: bits)
+                })
+        default:
+            data = .float64(
+                loadValues(payload, count: count, bigEndian: header.bigEndian) { (bits: UInt64) in
+                    Double(bitPattern: bits)
+                })
+        }
+        return NPYArray(shape: header.shape, data: data)
+    }
+
+    /// Where an `.npy` file's values are: its header, value count and data offset. `prefix` holds the
+    /// file's first bytes (at least its header); `fileSize` is checked against the shape.
+    private struct Layout {
+        var header: Header
+        var count: Int
+        var dataOffset: Int
+    }
+
+    private static func layout(_ bytes: [UInt8], fileSize: Int, name: String) throws -> Layout {
         guard bytes.count >= 10, Array(bytes[0..<6]) == magic else {
             throw DataError.corrupt(path: name, reason: "not an .npy file (missing \\x93NUMPY magic)")
         }
@@ -106,7 +136,7 @@ public enum NPY {
         guard bytes.count >= headerStart + headerLength else {
             throw DataError.corrupt(
                 path: name,
-                reason: "truncated header: needs \(headerLength) bytes, file has \(bytes.count - headerStart)")
+                reason: "truncated header: needs \(headerLength) bytes, file has \(fileSize - headerStart)")
         }
         let headerBytes = bytes[headerStart..<(headerStart + headerLength)]
         // Versions 1 and 2 are latin-1, 3 is UTF-8; the keys and values we read are ASCII either way.
@@ -121,7 +151,7 @@ public enum NPY {
         }
         let dataStart = headerStart + headerLength
         let (byteCount, overflow) = count.multipliedReportingOverflow(by: header.itemSize)
-        let available = bytes.count - dataStart
+        let available = fileSize - dataStart
         guard !overflow, byteCount == available else {
             let expected = overflow ? "more than \(Int.max)" : "\(byteCount)"
             throw DataError.corrupt(
@@ -129,35 +159,31 @@ public enum NPY {
                 reason: "shape \(header.shape) of \(header.descr) needs \(expected) data bytes, file has \(available)"
                     + (available < byteCount || overflow ? " (truncated)" : ""))
         }
-        let payload = bytes[dataStart...]
-        let data: NPYData
-        switch header.itemSize {
-        case 1:
-            data = .uint8(Array(payload))
-        case 4:
-            data = .float32(
-                loadValues(payload, count: count, bigEndian: header.bigEndian) { (bits: UInt32) in
-                    Float(bitPattern: bits)
-                })
-        default:
-            data = .float64(
-                loadValues(payload, count: count, bigEndian: header.bigEndian) { (bits: UInt64) in
-                    Double(bitPattern: bits)
-                })
-        }
-        return NPYArray(shape: header.shape, data: data)
+        return Layout(header: header, count: count, dataOffset: dataStart)
     }
 
-    /// The `.npy` bytes of `array` (version 1.0, or 2.0 only when the header outgrows 64 KiB).
-    /// The caller keeps `shape` consistent with the values; `write` checks it.
-    public static func encode(_ array: NPYArray) -> [UInt8] {
-        let shapeText: String
-        switch array.shape.count {
-        case 0: shapeText = "()"
-        case 1: shapeText = "(\(array.shape[0]),)"
-        default: shapeText = "(" + array.shape.map(String.init).joined(separator: ", ") + ")"
+    /// A uint8 `.npy` file opened for reading rows at offsets: its shape and where its values start,
+    /// with the same checks as `read`, but no value read yet.
+    public static func openUInt8(path: String) throws -> (shape: [Int], file: ReadableFile, dataOffset: Int) {
+        let file = try ReadableFile(path: path)
+        let prefix = try file.read(at: 0, count: min(file.size, 12 + maximumHeaderLength))
+        let layout = try Self.layout(prefix, fileSize: file.size, name: path)
+        guard layout.header.itemSize == 1 else {
+            throw DataError.unsupported(path: path, reason: "images must be uint8 arrays (dtype u1)")
         }
-        var header = Array("{'descr': '\(array.data.descr)', 'fortran_order': False, 'shape': \(shapeText), }".utf8)
+        return (layout.header.shape, file, layout.dataOffset)
+    }
+
+    /// The header bytes of a version 1.0 (2.0 past 64 KiB) `.npy` file of `shape` and `descr`
+    /// ("|u1", "<f4", "<f8"), padded so that the values, written right after, start 64-byte aligned.
+    public static func header(shape: [Int], descr: String) -> [UInt8] {
+        let shapeText: String
+        switch shape.count {
+        case 0: shapeText = "()"
+        case 1: shapeText = "(\(shape[0]),)"
+        default: shapeText = "(" + shape.map(String.init).joined(separator: ", ") + ")"
+        }
+        var header = Array("{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }".utf8)
         let version: UInt8 = header.count + 65 > 0xFFFF ? 2 : 1
         let preamble = version == 1 ? 10 : 12
         // Pad with spaces and end with a newline so the data starts 64-byte aligned.
@@ -170,7 +196,13 @@ public enum NPY {
             version == 1
             ? [UInt8(length & 0xFF), UInt8(length >> 8)]
             : (0..<4).map { UInt8((length >> (8 * $0)) & 0xFF) }
-        out += header
+        return out + header
+    }
+
+    /// The `.npy` bytes of `array` (version 1.0, or 2.0 only when the header outgrows 64 KiB).
+    /// The caller keeps `shape` consistent with the values; `write` checks it.
+    public static func encode(_ array: NPYArray) -> [UInt8] {
+        var out = header(shape: array.shape, descr: array.data.descr)
         switch array.data {
         case .uint8(let values):
             out += values

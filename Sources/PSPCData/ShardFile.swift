@@ -35,42 +35,72 @@ public enum ShardFile {
         throws -> [UInt8]
     {
         let dim = images.shape.dimension
-        let perBlock = max(1, imagesPerBlock ?? max(1, (1 << 20) / max(1, dim)))
+        let perBlock = Self.imagesPerBlock(imagesPerBlock, shape: images.shape)
         let blocks = (images.count + perBlock - 1) / perBlock
         var payload: [UInt8] = []
         var table: [UInt8] = []
         let dataStart = headerSize + blocks * tableEntrySize
         for b in 0..<blocks {
             let lo = b * perBlock * dim, hi = min(images.count, (b + 1) * perBlock) * dim
-            let raw = images.pixels[lo..<hi]
-            let compressed = try Zstd.compress(raw)
-            append(&table, UInt64(dataStart + payload.count))
-            append(&table, UInt64(compressed.count))
-            append(&table, UInt64(raw.count))
-            append(&table, Zlib.crc32(compressed))
-            append(&table, Zlib.crc32(raw))
-            payload += compressed
+            payload += try compressBlock(images.pixels[lo..<hi], at: dataStart + payload.count, into: &table)
         }
+        let header = Self.header(
+            shape: images.shape, count: images.count, firstIndex: firstIndex, perBlock: perBlock, table: table)
+        return header + table + payload
+    }
+
+    /// Images per block: the given number, or as many as fit in 1 MiB (at least one).
+    static func imagesPerBlock(_ requested: Int?, shape: ImageShape) -> Int {
+        max(1, requested ?? max(1, (1 << 20) / max(1, shape.dimension)))
+    }
+
+    /// Compresses one block of raw images stored at file `offset`, appends its table entry, returns its bytes.
+    static func compressBlock(_ raw: ArraySlice<UInt8>, at offset: Int, into table: inout [UInt8]) throws -> [UInt8] {
+        let compressed = try Zstd.compress(raw)
+        append(&table, UInt64(offset))
+        append(&table, UInt64(compressed.count))
+        append(&table, UInt64(raw.count))
+        append(&table, Zlib.crc32(compressed))
+        append(&table, Zlib.crc32(raw))
+        return compressed
+    }
+
+    /// The 56-byte header of a shard whose block table is `table`.
+    static func header(shape: ImageShape, count: Int, firstIndex: Int, perBlock: Int, table: [UInt8]) -> [UInt8] {
         var header: [UInt8] = magic
         append(&header, version)
-        append(&header, UInt32(images.shape.channels))
-        append(&header, UInt32(images.shape.height))
-        append(&header, UInt32(images.shape.width))
-        append(&header, UInt64(images.count))
+        append(&header, UInt32(shape.channels))
+        append(&header, UInt32(shape.height))
+        append(&header, UInt32(shape.width))
+        append(&header, UInt64(count))
         append(&header, UInt64(firstIndex))
         append(&header, UInt32(perBlock))
-        append(&header, UInt32(blocks))
+        append(&header, UInt32(table.count / tableEntrySize))
         append(&header, Zlib.crc32(table, initial: Zlib.crc32(header)))
         append(&header, UInt32(0))
-        return header + table + payload
+        return header
     }
 
     /// Decodes and verifies a shard file. `name` labels errors (the shard's file name).
     public static func decode(_ bytes: [UInt8], name: String) throws -> (header: Header, images: ImageArray) {
-        guard bytes.count >= headerSize else {
+        try decode(size: bytes.count, name: name) { offset, count in bytes[offset..<(offset + count)] }
+    }
+
+    /// Decodes and verifies the shard file `file`, reading it block by block: memory holds the images and
+    /// one block, never the whole file.
+    public static func decode(_ file: ReadableFile) throws -> (header: Header, images: ImageArray) {
+        try decode(size: file.size, name: file.path) { offset, count in try file.read(at: offset, count: count)[...] }
+    }
+
+    /// Decodes a shard of `size` bytes that `read(offset, count)` returns parts of (always inside the file).
+    private static func decode(size: Int, name: String, read: (Int, Int) throws -> ArraySlice<UInt8>) throws -> (
+        header: Header, images: ImageArray
+    ) {
+        guard size >= headerSize else {
             throw DataError.corrupt(
-                path: name, reason: "truncated: \(bytes.count) bytes, shorter than the \(headerSize)-byte header")
+                path: name, reason: "truncated: \(size) bytes, shorter than the \(headerSize)-byte header")
         }
+        let bytes = Array(try read(0, headerSize))
         guard Array(bytes[0..<8]) == magic else {
             throw DataError.corrupt(path: name, reason: "not a pspc shard (bad magic)")
         }
@@ -84,12 +114,13 @@ public enum ShardFile {
         let count = Int(clamping: readU64(bytes, 24)), firstIndex = Int(clamping: readU64(bytes, 32))
         let perBlock = Int(readU32(bytes, 40)), blocks = Int(readU32(bytes, 44))
         let tableEnd = headerSize + blocks * tableEntrySize
-        guard bytes.count >= tableEnd else {
+        guard size >= tableEnd else {
             throw DataError.corrupt(
-                path: name, reason: "truncated: the block table needs \(tableEnd) bytes, the file has \(bytes.count)")
+                path: name, reason: "truncated: the block table needs \(tableEnd) bytes, the file has \(size)")
         }
+        let table = Array(try read(headerSize, tableEnd - headerSize))
         let storedCRC = readU32(bytes, 48)
-        let crc = Zlib.crc32(bytes[headerSize..<tableEnd], initial: Zlib.crc32(bytes[0..<48]))
+        let crc = Zlib.crc32(table, initial: Zlib.crc32(bytes[0..<48]))
         guard crc == storedCRC else { throw DataError.corrupt(path: name, reason: "header checksum mismatch") }
         let dim = shape.dimension
         guard dim > 0, perBlock > 0, blocks == (count + perBlock - 1) / perBlock else {
@@ -99,19 +130,19 @@ public enum ShardFile {
         var pixels = [UInt8]()
         pixels.reserveCapacity(count * dim)
         for b in 0..<blocks {
-            let e = headerSize + b * tableEntrySize
-            let offset = Int(clamping: readU64(bytes, e)), stored = Int(clamping: readU64(bytes, e + 8))
-            let rawSize = Int(clamping: readU64(bytes, e + 16))
-            let storedCRC = readU32(bytes, e + 24), rawCRC = readU32(bytes, e + 28)
+            let e = b * tableEntrySize
+            let offset = Int(clamping: readU64(table, e)), stored = Int(clamping: readU64(table, e + 8))
+            let rawSize = Int(clamping: readU64(table, e + 16))
+            let storedCRC = readU32(table, e + 24), rawCRC = readU32(table, e + 28)
             let expectedRaw = (min(count, (b + 1) * perBlock) - b * perBlock) * dim
             guard rawSize == expectedRaw else {
                 throw DataError.corrupt(
                     path: name, reason: "block \(b) announces \(rawSize) bytes, expected \(expectedRaw)")
             }
-            guard offset >= tableEnd, stored >= 0, offset <= bytes.count, stored <= bytes.count - offset else {
+            guard offset >= tableEnd, stored >= 0, offset <= size, stored <= size - offset else {
                 throw DataError.corrupt(path: name, reason: "truncated: block \(b) lies past the end of the file")
             }
-            let block = bytes[offset..<(offset + stored)]
+            let block = try read(offset, stored)
             let actual = Zlib.crc32(block)
             guard actual == storedCRC else {
                 throw DataError.corrupt(

@@ -15,24 +15,41 @@ public enum ShardStore {
         _ images: ImageArray, shards: Int, to directory: String, source: String,
         progress: ((Int, Int) -> Void)? = nil
     ) throws -> Manifest {
+        try write(ImageStream(images), shards: shards, to: directory, source: source, progress: progress)
+    }
+
+    /// Writes the images of `stream` as `write(_ images:)` does, reading them one at a time: each shard file
+    /// is filled block by block as images arrive, so memory holds one block, whatever the dataset's size.
+    /// `progress(done, total)` counts shards written; `imageProgress(done, total)`, when given, images read.
+    @discardableResult
+    public static func write(
+        _ stream: ImageStream, shards: Int, to directory: String, source: String,
+        progress: ((Int, Int) -> Void)? = nil, imageProgress: ((Int, Int) -> Void)? = nil
+    ) throws -> Manifest {
         guard shards >= 1 else { throw DataError.invalid("--shards must be at least 1, got \(shards)") }
-        guard images.count >= shards else {
-            throw DataError.invalid("cannot split \(images.count) images into \(shards) shards")
+        let count = stream.count - stream.position
+        guard count >= shards else {
+            throw DataError.invalid("cannot split \(count) images into \(shards) shards")
         }
         try FileIO.createDirectory(directory)
         var entries: [Manifest.Shard] = []
+        var done = 0
         for k in 0..<shards {
-            let lo = k * images.count / shards, hi = (k + 1) * images.count / shards
-            let bytes = try ShardFile.encode(images.slice(lo..<hi), firstIndex: lo)
+            let lo = k * count / shards, hi = (k + 1) * count / shards
             let name = shardFileName(k, of: shards)
-            try FileIO.writeAtomically(bytes, to: (directory as NSString).appendingPathComponent(name))
-            entries.append(
-                Manifest.Shard(
-                    file: name, first: lo, count: hi - lo, bytes: bytes.count,
-                    sha256: Manifest.sha256Hex(bytes)))
+            let writer = try ShardWriter(
+                path: (directory as NSString).appendingPathComponent(name), shape: stream.shape, count: hi - lo,
+                firstIndex: lo)
+            for _ in lo..<hi {
+                try writer.append(from: stream)
+                done += 1
+                imageProgress?(done, count)
+            }
+            let (bytes, sha256) = try writer.finish()
+            entries.append(Manifest.Shard(file: name, first: lo, count: hi - lo, bytes: bytes, sha256: sha256))
             progress?(k + 1, shards)
         }
-        let manifest = Manifest(source: source, shape: images.shape, count: images.count, shards: entries)
+        let manifest = Manifest(source: source, shape: stream.shape, count: count, shards: entries)
         try manifest.write(directory: directory)
         return manifest
     }
@@ -43,16 +60,17 @@ public enum ShardStore {
         guard FileManager.default.fileExists(atPath: path) else {
             throw DataError.io(path: path, reason: "shard named in the manifest is missing")
         }
-        let bytes = try FileIO.read(path)
-        guard bytes.count == shard.bytes else {
+        // Read at offsets, block by block: memory holds the shard's images, not its file as well.
+        let file = try ReadableFile(path: path)
+        guard file.size == shard.bytes else {
             throw DataError.corrupt(
                 path: path,
                 reason:
-                    "\(bytes.count) bytes, the manifest says \(shard.bytes)\(bytes.count < shard.bytes ? " (truncated)" : "")"
+                    "\(file.size) bytes, the manifest says \(shard.bytes)\(file.size < shard.bytes ? " (truncated)" : "")"
             )
         }
-        let (header, images) = try ShardFile.decode(bytes, name: path)
-        guard Manifest.sha256Hex(bytes) == shard.sha256 else {
+        let (header, images) = try ShardFile.decode(file)
+        guard try Manifest.sha256Hex(file) == shard.sha256 else {
             throw DataError.corrupt(path: path, reason: "SHA-256 does not match the manifest")
         }
         guard header.shape == manifest.shape, header.count == shard.count, header.firstIndex == shard.first else {

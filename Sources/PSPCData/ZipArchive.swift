@@ -1,5 +1,6 @@
-/// A zip file read whole into memory, indexed by its central directory: how pspc opens the EDM
-/// dataset zips (tens to hundreds of MB of PNGs) without unpacking them to disk.
+/// A zip file indexed by its central directory: how pspc opens the EDM dataset zips (up to many GB of
+/// PNGs) without unpacking them to disk. A zip opened by path is read at offsets: only its tail, its
+/// central directory and the entry asked for are ever in memory.
 ///
 /// ```
 ///  [local header 1][data 1] ... [local header n][data n][central directory][zip64 EOCD + locator]?[EOCD]
@@ -28,18 +29,41 @@ public struct ZipArchive: Sendable {
     /// The file the archive was read from (labels errors).
     public let path: String
     public let entries: [Entry]
-    private let bytes: [UInt8]
+    private let storage: Storage
 
-    /// Reads `path` whole and indexes its central directory.
+    /// Where the archive's bytes are: in memory, or in a file read at offsets.
+    private enum Storage: Sendable {
+        case memory([UInt8])
+        case file(ReadableFile)
+
+        var size: Int {
+            switch self {
+            case .memory(let bytes): return bytes.count
+            case .file(let file): return file.size
+            }
+        }
+
+        /// `count` bytes from `offset`; callers have checked that they lie inside the archive.
+        func read(_ offset: Int, _ count: Int) throws -> [UInt8] {
+            switch self {
+            case .memory(let bytes): return Array(bytes[offset..<(offset + count)])
+            case .file(let file): return try file.read(at: offset, count: count)
+            }
+        }
+    }
+
+    /// Opens `path` and indexes its central directory; entries are read from the file when asked for.
     public init(path: String) throws {
-        try self.init(bytes: try FileIO.read(path), name: path)
+        self.path = path
+        self.storage = .file(try ReadableFile(path: path))
+        self.entries = try Self.readCentralDirectory(storage, name: path)
     }
 
     /// Indexes an archive already in memory; `name` labels errors.
     public init(bytes: [UInt8], name: String) throws {
         self.path = name
-        self.bytes = bytes
-        self.entries = try Self.readCentralDirectory(bytes, name: name)
+        self.storage = .memory(bytes)
+        self.entries = try Self.readCentralDirectory(storage, name: name)
     }
 
     /// The uncompressed contents of `entry`, checked against its CRC-32.
@@ -54,17 +78,19 @@ public struct ZipArchive: Sendable {
             )
         }
         let offset = entry.localHeaderOffset
-        guard offset >= 0, offset <= bytes.count - 30, Self.u32(bytes, offset) == 0x0403_4B50 else {
+        let size = storage.size
+        let local = try offset >= 0 && offset <= size - 30 ? storage.read(offset, 30) : []
+        guard local.count == 30, Self.u32(local, 0) == 0x0403_4B50 else {
             throw DataError.corrupt(path: path, reason: "entry '\(entry.name)': no local header at offset \(offset)")
         }
-        let dataStart = offset + 30 + Int(Self.u16(bytes, offset + 26)) + Int(Self.u16(bytes, offset + 28))
-        guard entry.compressedSize >= 0, dataStart <= bytes.count, entry.compressedSize <= bytes.count - dataStart
+        let dataStart = offset + 30 + Int(Self.u16(local, 26)) + Int(Self.u16(local, 28))
+        guard entry.compressedSize >= 0, dataStart <= size, entry.compressedSize <= size - dataStart
         else {
             throw DataError.corrupt(
                 path: path,
                 reason: "entry '\(entry.name)': \(entry.compressedSize) compressed bytes run past the end of the file")
         }
-        let payload = bytes[dataStart..<(dataStart + entry.compressedSize)]
+        let payload = try storage.read(dataStart, entry.compressedSize)
         let contents: [UInt8]
         if entry.method == 0 {
             guard entry.compressedSize == entry.uncompressedSize else {
@@ -73,7 +99,7 @@ public struct ZipArchive: Sendable {
                     reason:
                         "stored entry '\(entry.name)' has sizes \(entry.compressedSize) and \(entry.uncompressedSize)")
             }
-            contents = Array(payload)
+            contents = payload
         } else {
             // Deflate expands at most ~1032:1; a larger declared size is a lie that would allocate too much.
             guard entry.uncompressedSize <= entry.compressedSize * 1100 + 1024 else {
@@ -82,7 +108,7 @@ public struct ZipArchive: Sendable {
                     reason: "entry '\(entry.name)' claims \(entry.uncompressedSize) bytes from \(entry.compressedSize)")
             }
             contents = try Zlib.inflate(
-                Array(payload), container: .raw, expectedSize: entry.uncompressedSize, name: label)
+                payload, container: .raw, expectedSize: entry.uncompressedSize, name: label)
         }
         let computed = Zlib.crc32(contents)
         guard computed == entry.crc32 else {
@@ -96,16 +122,16 @@ public struct ZipArchive: Sendable {
 
     // MARK: - Implementation details
 
-    private static func readCentralDirectory(_ bytes: [UInt8], name: String) throws -> [Entry] {
+    private static func readCentralDirectory(_ storage: Storage, name: String) throws -> [Entry] {
         // The EOCD is the last 22 bytes plus a comment of at most 65535 bytes: search back that far.
+        let size = storage.size
+        let tailStart = max(0, size - 22 - 0xFFFF)
+        let tail = try storage.read(tailStart, size - tailStart)
         var eocd: Int?
-        if bytes.count >= 22 {
-            var candidate = bytes.count - 22
-            let lowest = max(0, bytes.count - 22 - 0xFFFF)
-            while candidate >= lowest {
-                if u32(bytes, candidate) == 0x0605_4B50
-                    && candidate + 22 + Int(u16(bytes, candidate + 20)) <= bytes.count
-                {
+        if tail.count >= 22 {
+            var candidate = tail.count - 22
+            while candidate >= 0 {
+                if u32(tail, candidate) == 0x0605_4B50 && candidate + 22 + Int(u16(tail, candidate + 20)) <= tail.count {
                     eocd = candidate
                     break
                 }
@@ -115,25 +141,25 @@ public struct ZipArchive: Sendable {
         guard let eocd else {
             throw DataError.corrupt(path: name, reason: "no end-of-central-directory record (truncated or not a zip)")
         }
-        guard u16(bytes, eocd + 4) == 0 || u16(bytes, eocd + 4) == 0xFFFF,
-            u16(bytes, eocd + 6) == 0 || u16(bytes, eocd + 6) == 0xFFFF
+        guard u16(tail, eocd + 4) == 0 || u16(tail, eocd + 4) == 0xFFFF,
+            u16(tail, eocd + 6) == 0 || u16(tail, eocd + 6) == 0xFFFF
         else {
             throw DataError.unsupported(path: name, reason: "multi-disk (split) zip archive")
         }
-        var count = Int(u16(bytes, eocd + 10))
-        var directorySize = Int(u32(bytes, eocd + 12))
-        var directoryOffset = Int(u32(bytes, eocd + 16))
+        var count = Int(u16(tail, eocd + 10))
+        var directorySize = Int(u32(tail, eocd + 12))
+        var directoryOffset = Int(u32(tail, eocd + 16))
 
         // A zip64 locator (20 bytes) sits right before the EOCD when any field overflowed.
-        if eocd >= 20, u32(bytes, eocd - 20) == 0x0706_4B50 {
-            let recordOffset = u64(bytes, eocd - 12)
-            guard recordOffset <= UInt64(bytes.count), Int(recordOffset) <= bytes.count - 56,
-                u32(bytes, Int(recordOffset)) == 0x0606_4B50
+        let eocdOffset = tailStart + eocd
+        if eocdOffset >= 20, case let locator = try storage.read(eocdOffset - 20, 20), u32(locator, 0) == 0x0706_4B50 {
+            let recordOffset = u64(locator, 8)
+            guard recordOffset <= UInt64(size), Int(recordOffset) <= size - 56,
+                case let record = try storage.read(Int(recordOffset), 56), u32(record, 0) == 0x0606_4B50
             else {
                 throw DataError.corrupt(path: name, reason: "zip64 locator points at no zip64 end record")
             }
-            let record = Int(recordOffset)
-            let values = [u64(bytes, record + 32), u64(bytes, record + 40), u64(bytes, record + 48)]
+            let values = [u64(record, 32), u64(record, 40), u64(record, 48)]
             guard values.allSatisfy({ $0 <= UInt64(Int.max) }) else {
                 throw DataError.corrupt(path: name, reason: "zip64 end record holds impossible sizes")
             }
@@ -141,19 +167,20 @@ public struct ZipArchive: Sendable {
             directorySize = Int(values[1])
             directoryOffset = Int(values[2])
         }
-        guard directoryOffset <= bytes.count, directorySize <= bytes.count - directoryOffset,
+        guard directoryOffset <= size, directorySize <= size - directoryOffset,
             count <= directorySize / 46
         else {
             throw DataError.corrupt(
                 path: name,
                 reason: "central directory (\(count) entries, \(directorySize) bytes at \(directoryOffset)) "
-                    + "lies outside the \(bytes.count)-byte file (truncated?)")
+                    + "lies outside the \(size)-byte file (truncated?)")
         }
+        let bytes = try storage.read(directoryOffset, directorySize)
 
         var entries: [Entry] = []
         entries.reserveCapacity(count)
-        var position = directoryOffset
-        let end = directoryOffset + directorySize
+        var position = 0
+        let end = directorySize
         for index in 0..<count {
             guard end - position >= 46, u32(bytes, position) == 0x0201_4B50 else {
                 throw DataError.corrupt(path: name, reason: "central directory entry \(index) is malformed")
@@ -192,7 +219,7 @@ public struct ZipArchive: Sendable {
                 }
                 extra += 4 + size
             }
-            guard compressed <= UInt64(bytes.count), uncompressed <= UInt64(Int.max), localOffset <= UInt64(bytes.count)
+            guard compressed <= UInt64(size), uncompressed <= UInt64(Int.max), localOffset <= UInt64(size)
             else {
                 throw DataError.corrupt(path: name, reason: "entry '\(entryName)' has sizes or offset beyond the file")
             }

@@ -29,20 +29,21 @@ struct Ingest: AsyncParsableCommand {
     func run() async throws {
         try Self.checkTarget(out)
         let dataset = try DatasetSource(parsing: source, channelsLast: channelsLast)
-        let reading = ProgressBar("read \(dataset)", total: 1, unit: " files")
-        let images = try dataset.load(limit: limit) { done, total in
-            reading.update(done, total: total)
-        }
-        note("read \(images.count) images of \(images.shape) from \(dataset)")
+        // Images stream from the source into the shards: neither the source file nor the dataset is held
+        // in memory, only the block of images being compressed.
+        let images = try dataset.open(limit: limit)
+        note("reading \(images.count) images of \(images.shape) from \(dataset)")
+        let reading = ProgressBar("read images", total: images.count, unit: " images")
         let writing = ProgressBar("write shards", total: shards)
         // The new dataset is written beside --out and swapped in whole at the end, so a failed ingest (a full
         // disk, a kill) never damages a dataset already in --out.
         let staging = Self.sibling(out, "ingest")
         let manifest: Manifest
         do {
-            manifest = try ShardStore.write(images, shards: shards, to: staging, source: dataset.description) {
-                done, _ in writing.update(done)
-            }
+            manifest = try ShardStore.write(
+                images, shards: shards, to: staging, source: dataset.description,
+                progress: { done, _ in writing.update(done) },
+                imageProgress: { done, _ in reading.update(done) })
             try Self.swapIn(staging, at: out)
         } catch {
             try? FileManager.default.removeItem(atPath: staging)
@@ -50,15 +51,14 @@ struct Ingest: AsyncParsableCommand {
         }
         let bytes = manifest.shards.reduce(0) { $0 + $1.bytes }
         note(
-            "wrote \(manifest.shards.count) shards (\(bytes) bytes, \(String(format: "%.2f", Double(bytes) / Double(max(1, images.pixels.count)))) of raw) and manifest.json to \(out)"
+            "wrote \(manifest.shards.count) shards (\(bytes) bytes, \(String(format: "%.2f", Double(bytes) / Double(max(1, manifest.count * manifest.shape.dimension)))) of raw) and manifest.json to \(out)"
         )
     }
 
     /// A hidden folder beside `path` for this process.
     static func sibling(_ path: String, _ purpose: String) -> String {
-        let parent = (path as NSString).deletingLastPathComponent
-        let name = "." + (path as NSString).lastPathComponent + ".\(purpose)-\(getpid())"
-        return parent.isEmpty ? name : (parent as NSString).appendingPathComponent(name)
+        let (folder, name) = FileIO.splitPath(path)
+        return folder + "." + name + ".\(purpose)-\(getpid())"
     }
 
     /// --out must be new, empty, or hold only a dataset (manifest.json and shard files), which is replaced.
