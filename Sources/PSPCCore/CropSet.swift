@@ -48,6 +48,14 @@ public enum CropSet: Sendable, Equatable {
                 throw PSPCError.shapeMismatch(
                     "masks are for \(masks.pixelCount) pixel positions, the images have \(shape.pixelCount)")
             }
+            guard masks.offsets.count == masks.count + 1, masks.offsets.first == 0,
+                masks.offsets.last == masks.pixels.count, zip(masks.offsets, masks.offsets.dropFirst()).allSatisfy({ $0 <= $1 })
+            else {
+                throw PSPCError.shapeMismatch("mask offsets do not match \(masks.count) masks of \(masks.pixels.count) positions")
+            }
+            if let bad = masks.pixels.first(where: { $0 < 0 || Int($0) >= shape.pixelCount }) {
+                throw PSPCError.invalidArgument("a mask lists position \(bad), outside 0..<\(shape.pixelCount)")
+            }
         }
     }
 }
@@ -125,5 +133,100 @@ extension MaskSet {
             offsets.append(pixels.count)
         }
         return (offsets, pixels, complement)
+    }
+}
+
+/// Masks in the row-run form the kernels read (`pspc_mask_runs`, docs/design.md section 2): per mask, pairs of
+/// row-prefix entries (one per run of at least 3 pixels), then entries added, then entries subtracted, into the
+/// per-(query, image) table of 2 H W values [e(p) for p < H W | inclusive row prefix sums of e].
+struct MaskRunRows {
+    var offsets: [Int] = [0]
+    var pairsEnd: [Int] = []
+    var plusEnd: [Int] = []
+    var entries: [Int32] = []
+}
+
+extension MaskSet {
+    /// Table or image entries each kernel reads per (query, training image) for these masks on images `width`
+    /// wide: the per-pixel kernel one per listed position (or per uncovered one, for masks over half the image),
+    /// the row-run kernel one per short-run pixel and one or two per longer run.
+    public func kernelReads(width: Int) -> (perPixel: Int, rowRuns: Int) {
+        (kernelRows().pixels.count, kernelRuns(width: width).entries.count)
+    }
+
+    /// Each mask row by row: a row is written either as its runs (plus) or as the row's sum less its gaps,
+    /// whichever reads fewer table entries (ties: the runs, which subtract nothing large). Runs of 1 or 2 pixels
+    /// read e directly, a run from column 0 one prefix entry, any other run two. A position listed twice in a
+    /// mask counts twice, as in the listed form.
+    func kernelRuns(width: Int) -> MaskRunRows {
+        precondition(width > 0 && pixelCount % width == 0)
+        let height = pixelCount / width
+        var out = MaskRunRows()
+        out.offsets.reserveCapacity(count + 1)
+        var times = [Int32](repeating: 0, count: pixelCount)
+        var rowUsed = [Bool](repeating: false, count: height)
+        var pairs: [Int32] = [], plus: [Int32] = [], minus: [Int32] = []
+        // One row's terms, in the two forms.
+        var runPairs: [Int32] = [], runPlus: [Int32] = [], gapPairs: [Int32] = [], gapMinus: [Int32] = []
+        for k in 0..<count {
+            pairs.removeAll(keepingCapacity: true)
+            plus.removeAll(keepingCapacity: true)
+            minus.removeAll(keepingCapacity: true)
+            let row = self.pixels[self.offsets[k]..<self.offsets[k + 1]]
+            for q in row {
+                times[Int(q)] += 1
+                rowUsed[Int(q) / width] = true
+            }
+            for y in 0..<height where rowUsed[y] {
+                rowUsed[y] = false
+                let base = y * width
+                let e = { (x: Int) in Int32(base + x) }
+                let prefix = { (x: Int) in Int32(self.pixelCount + base + x) }  // e(y, 0) + ... + e(y, x)
+                runPairs.removeAll(keepingCapacity: true)
+                runPlus.removeAll(keepingCapacity: true)
+                gapPairs.removeAll(keepingCapacity: true)
+                gapMinus.removeAll(keepingCapacity: true)
+                // Segments [x0, x1) of covered (runs) and uncovered (gaps) positions.
+                var x0 = 0
+                while x0 < width {
+                    let covered = times[base + x0] > 0
+                    var x1 = x0 + 1
+                    while x1 < width && (times[base + x1] > 0) == covered { x1 += 1 }
+                    let length = x1 - x0
+                    if length <= 2 && !(x0 == 0 && length == 2) {
+                        for x in x0..<x1 {
+                            if covered { runPlus.append(e(x)) } else { gapMinus.append(e(x)) }
+                        }
+                    } else if x0 == 0 {
+                        if covered { runPlus.append(prefix(x1 - 1)) } else { gapMinus.append(prefix(x1 - 1)) }
+                    } else if covered {
+                        runPairs += [prefix(x1 - 1), prefix(x0 - 1)]
+                    } else {
+                        gapPairs += [prefix(x0 - 1), prefix(x1 - 1)]
+                    }
+                    x0 = x1
+                }
+                if runPairs.count + runPlus.count <= 1 + gapPairs.count + gapMinus.count {
+                    pairs += runPairs
+                    plus += runPlus
+                } else {
+                    pairs += gapPairs
+                    plus.append(prefix(width - 1))
+                    minus += gapMinus
+                }
+                // Positions listed more than once: the extra copies.
+                for x in 0..<width where times[base + x] > 1 {
+                    plus += Array(repeating: e(x), count: Int(times[base + x]) - 1)
+                }
+            }
+            for q in row { times[Int(q)] = 0 }
+            out.entries += pairs
+            out.pairsEnd.append(out.entries.count)
+            out.entries += plus
+            out.plusEnd.append(out.entries.count)
+            out.entries += minus
+            out.offsets.append(out.entries.count)
+        }
+        return out
     }
 }

@@ -309,6 +309,119 @@ void PSPC_VARIANT(pspc_mask_composite)(const pspc_image_tiles *set, long tile_be
     flush_numerator(w.acc, dim, numerator);
 }
 
+// MARK: - Row-run masks (pspc_mask_runs in PSPCKernels.h)
+
+/// The row-run table of one tile: T[p] = e(p) for p < H W, then row y's inclusive prefix sums
+/// T[H W + y W + x] = e(y, 0) + ... + e(y, x). Rows start from 0, so an entry is at most one row's distance and a
+/// run's difference of two entries loses at most the rounding of the additions inside the run.
+static inline void runs_table(const pspc_image_tiles *set, const uint8_t *tile, const double *z, vd *table) {
+    int rows = set->height, cols = set->width;
+    long hw = (long)rows * cols;
+    pixel_sqdist(set, tile, z, table);
+    vd *prefix = table + hw;
+    for (int y = 0; y < rows; y++) prefix[(long)y * cols] = table[(long)y * cols];
+    // Column by column, so the additions of different rows are independent.
+    for (int x = 1; x < cols; x++) {
+        for (int y = 0; y < rows; y++) {
+            long p = (long)y * cols + x;
+            prefix[p] = prefix[p - 1] + table[p];
+        }
+    }
+}
+
+/// Mask k's distance for the 8 images whose table is `table` (clamped at 0: a difference may round below it).
+static inline vd runs_distance(const vd *table, const pspc_mask_runs *masks, long k) {
+    const int32_t *e = masks->entries;
+    long j = masks->offsets[k], pairs_end = masks->pairs_end[k], plus_end = masks->plus_end[k];
+    long end = masks->offsets[k + 1];
+    // Independent sums: one chain would wait on the adder's latency at every entry.
+    vd d0 = splat(0.0), d1 = d0, d2 = d0, d3 = d0, n0 = d0, n1 = d0;
+    for (; j + 4 <= pairs_end; j += 4) {
+        d0 += table[e[j]] - table[e[j + 1]];
+        d1 += table[e[j + 2]] - table[e[j + 3]];
+    }
+    if (j < pairs_end) {
+        d2 += table[e[j]] - table[e[j + 1]];
+        j += 2;
+    }
+    for (; j + 2 <= plus_end; j += 2) {
+        d2 += table[e[j]];
+        d3 += table[e[j + 1]];
+    }
+    if (j < plus_end) d0 += table[e[j++]];
+    for (; j + 2 <= end; j += 2) {
+        n0 += table[e[j]];
+        n1 += table[e[j + 1]];
+    }
+    if (j < end) n0 += table[e[j]];
+    return vmax(((d0 + d1) + (d2 + d3)) - (n0 + n1), splat(0.0));
+}
+
+void PSPC_VARIANT(pspc_runs_normalizers)(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                           const pspc_mask_runs *masks, double inv_two_t2, double *m, double *s, double *scratch) {
+    long dim = (long)set->channels * set->height * set->width;
+    vd *table = (vd *)align64(scratch);
+    vd k = splat(-inv_two_t2), ninf = splat(-INFINITY);
+    for (long t = tile_begin; t < tile_end; t++) {
+        const uint8_t *tile = set->tiles + t * dim * PSPC_LANES;
+        vl valid = lane_mask(set, t);
+        runs_table(set, tile, z, table);
+        for (long c = 0; c < masks->crop_count; c++) {
+            vd l = select_vd(valid, runs_distance(table, masks, c) * k, ninf);
+            double *mc = m + c * PSPC_LANES, *sc = s + c * PSPC_LANES;
+            if (all_lanes(l < load(mc) - splat(PSPC_NEGLIGIBLE))) continue;
+            lse_update(mc, sc, l);
+        }
+    }
+}
+
+void PSPC_VARIANT(pspc_runs_composite)(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                         const pspc_mask_runs *masks, double inv_two_t2, const double *log_z, double *numerator,
+                         double *scratch) {
+    int rows = set->height, cols = set->width;
+    long hw = (long)rows * cols;
+    long dim = set->channels * hw;
+    // table [2 H W] | scattered weights, same layout [2 H W] | numerator [C H W].
+    vd *table = (vd *)align64(scratch);
+    vd *spread = table + 2 * hw;
+    vd *acc = spread + 2 * hw;
+    vd k = splat(-inv_two_t2), ninf = splat(-INFINITY);
+    const int32_t *e = masks->entries;
+    for (long d = 0; d < dim; d++) acc[d] = splat(0.0);
+    for (long t = tile_begin; t < tile_end; t++) {
+        const uint8_t *tile = set->tiles + t * dim * PSPC_LANES;
+        vl valid = lane_mask(set, t);
+        runs_table(set, tile, z, table);
+        for (long q = 0; q < 2 * hw; q++) spread[q] = splat(0.0);
+        for (long c = 0; c < masks->crop_count; c++) {
+            vd l = select_vd(valid, runs_distance(table, masks, c) * k, ninf);
+            vd arg = l - splat(log_z[c]);
+            if (all_lanes(arg < splat(-PSPC_NEGLIGIBLE))) continue;
+            vd wk = vexp(arg) * splat(masks->multiplicity[c]);
+            // The transpose of the distance: the weight goes to each entry with the entry's sign.
+            long j = masks->offsets[c], pairs_end = masks->pairs_end[c], plus_end = masks->plus_end[c];
+            long end = masks->offsets[c + 1];
+            for (; j < pairs_end; j += 2) {
+                spread[e[j]] += wk;
+                spread[e[j + 1]] -= wk;
+            }
+            for (; j < plus_end; j++) spread[e[j]] += wk;
+            for (; j < end; j++) spread[e[j]] -= wk;
+        }
+        // Prefix entry (y, x) holds e(y, 0..x): pixel (y, x) receives the spread of entries x..W-1 of its row.
+        vd *prefix = spread + hw;
+        for (int x = cols - 2; x >= 0; x--) {
+            for (int y = 0; y < rows; y++) {
+                long p = (long)y * cols + x;
+                prefix[p] += prefix[p + 1];
+            }
+        }
+        for (long p = 0; p < hw; p++) spread[p] += prefix[p];
+        accumulate(set, tile, spread, acc);
+    }
+    flush_numerator(acc, dim, numerator);
+}
+
 void PSPC_VARIANT(pspc_tiles_to_rows)(const pspc_image_tiles *set, long first, long count, double *out, double *norms) {
     long dim = (long)set->channels * set->height * set->width;
     for (long i = 0; i < count; i++) {

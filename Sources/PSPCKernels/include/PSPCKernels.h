@@ -22,6 +22,11 @@ typedef struct {
 int pspc_kernel_level(void);
 const char *pspc_kernel_level_name(void);
 
+/// Forces the CPU level for every later kernel call (tests and benchmarks compare levels in one process):
+/// `level` is lowered to the best the CPU has; returns the level now in force. Not for concurrent use with
+/// running kernels of another level that must not change.
+int pspc_set_kernel_level(int level);
+
 /// Per-thread scratch size in doubles for the crop kernels below.
 long pspc_crop_scratch_doubles(int channels, int height, int width, long crop_count);
 
@@ -57,6 +62,36 @@ void pspc_mask_normalizers(const pspc_image_tiles *set, long tile_begin, long ti
 /// Round 2 for masks: numerator(p) += sum_i x_i(p) * sum_{k covers p} multiplicity_k exp(l_i(k) - log_z[k]).
 void pspc_mask_composite(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
                          const pspc_masks *masks, double inv_two_t2, const double *log_z, double *numerator,
+                         double *scratch);
+
+/// Masks in row-run form (PSPC-Flex, docs/design.md section 2), built from the masks by `MaskSet`. For one
+/// (query, training image) pair the kernels fill a table of 2 H W values: T[p] = e(p) for p = y W + x, the
+/// per-pixel squared difference summed over channels, then T[H W + y W + x - 1] = e(y, 0) + ... + e(y, x - 1)
+/// for x = 1..W, the prefix sums of row y (each row starts from 0, so no entry exceeds one row's sum). Mask k's
+/// distance is a signed sum of table entries:
+///   sum over pairs (a, b) in entries[offsets[k] ..< pairs_end[k]] (consecutive) of T[a] - T[b]
+///   + sum of T[i] for i in entries[pairs_end[k] ..< plus_end[k]]
+///   - sum of T[j] for j in entries[plus_end[k] ..< offsets[k + 1]].
+/// A run of mask pixels [x0, x1) of row y is the pair (P_y[x1], P_y[x0]); short runs read e directly.
+/// Round 2 applies the transpose: each mask's weight is scattered onto the table entries with the same signs,
+/// then pixel weights are the e part plus the suffix sums of each row's prefix part.
+typedef struct {
+    const long *offsets;        ///< [crop_count + 1]
+    const long *pairs_end;      ///< [crop_count]
+    const long *plus_end;       ///< [crop_count]
+    const int32_t *entries;     ///< table indices, each in [0, 2 H W)
+    const double *multiplicity; ///< [crop_count]
+    long crop_count;
+} pspc_mask_runs;
+
+/// Round 1 for row-run masks: same state layout and result as `pspc_mask_normalizers`.
+void pspc_runs_normalizers(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                           const pspc_mask_runs *masks, double inv_two_t2, double *m, double *s, double *scratch);
+
+/// Round 2 for row-run masks: same result as `pspc_mask_composite` (weights below e^-40 of log Z in all 8 lanes
+/// are skipped).
+void pspc_runs_composite(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                         const pspc_mask_runs *masks, double inv_two_t2, const double *log_z, double *numerator,
                          double *scratch);
 
 /// Converts images [first, first + count) of `set` to float64 rows `out[count][dimension]` (x / 127.5 - 1),
