@@ -136,13 +136,11 @@ extension MaskSet {
     }
 }
 
-/// Masks in the row-run form the kernels read (`pspc_mask_runs`, docs/design.md section 2): per mask, pairs of
-/// row-prefix entries (one per run of at least 3 pixels), then entries added, then entries subtracted, into the
-/// per-(query, image) table of 2 H W values [e(p) for p < H W | inclusive row prefix sums of e].
+/// Masks in the row-run form the kernels read (`pspc_mask_runs` in PSPCKernels.h, docs/design.md section 2): per
+/// mask an even number of indices into the per-(query, image) table
+/// [e (H W) | inclusive row prefix sums of e (H W) | both negated | 0], terms of negative total first.
 struct MaskRunRows {
     var offsets: [Int] = [0]
-    var pairsEnd: [Int] = []
-    var plusEnd: [Int] = []
     var entries: [Int32] = []
 }
 
@@ -154,24 +152,27 @@ extension MaskSet {
         (kernelRows().pixels.count, kernelRuns(width: width).entries.count)
     }
 
-    /// Each mask row by row: a row is written either as its runs (plus) or as the row's sum less its gaps,
-    /// whichever reads fewer table entries (ties: the runs, which subtract nothing large). Runs of 1 or 2 pixels
-    /// read e directly, a run from column 0 one prefix entry, any other run two. A position listed twice in a
-    /// mask counts twice, as in the listed form.
+    /// Each mask row by row: a row is written either as its runs or as the row's sum less its gaps, whichever
+    /// reads fewer table entries (ties: the runs, which subtract nothing large). Runs of 1 or 2 pixels read e
+    /// directly, a run from column 0 one prefix entry, any other run a pair (prefix at its end, negated prefix
+    /// before its start). A position listed twice in a mask counts twice, as in the listed form.
     func kernelRuns(width: Int) -> MaskRunRows {
         precondition(width > 0 && pixelCount % width == 0)
-        let height = pixelCount / width
+        let height = pixelCount / width, hw = Int32(pixelCount)
+        let zero = 4 * hw
         var out = MaskRunRows()
         out.offsets.reserveCapacity(count + 1)
         var times = [Int32](repeating: 0, count: pixelCount)
         var rowUsed = [Bool](repeating: false, count: height)
-        var pairs: [Int32] = [], plus: [Int32] = [], minus: [Int32] = []
-        // One row's terms, in the two forms.
-        var runPairs: [Int32] = [], runPlus: [Int32] = [], gapPairs: [Int32] = [], gapMinus: [Int32] = []
+        // The mask's terms: pairs and singles of negative total, then of positive total.
+        var negativePairs: [Int32] = [], negative: [Int32] = [], positivePairs: [Int32] = [], positive: [Int32] = []
+        // One row's terms in the two forms.
+        var runPairs: [Int32] = [], runSingles: [Int32] = [], gapPairs: [Int32] = [], gapSingles: [Int32] = []
         for k in 0..<count {
-            pairs.removeAll(keepingCapacity: true)
-            plus.removeAll(keepingCapacity: true)
-            minus.removeAll(keepingCapacity: true)
+            negativePairs.removeAll(keepingCapacity: true)
+            negative.removeAll(keepingCapacity: true)
+            positivePairs.removeAll(keepingCapacity: true)
+            positive.removeAll(keepingCapacity: true)
             let row = self.pixels[self.offsets[k]..<self.offsets[k + 1]]
             for q in row {
                 times[Int(q)] += 1
@@ -179,52 +180,59 @@ extension MaskSet {
             }
             for y in 0..<height where rowUsed[y] {
                 rowUsed[y] = false
-                let base = y * width
-                let e = { (x: Int) in Int32(base + x) }
-                let prefix = { (x: Int) in Int32(self.pixelCount + base + x) }  // e(y, 0) + ... + e(y, x)
+                let base = Int32(y * width)
+                let e = { (x: Int) in base + Int32(x) }
+                let prefix = { (x: Int) in hw + base + Int32(x) }  // e(y, 0) + ... + e(y, x)
+                let negated = { (index: Int32) in index + 2 * hw }
                 runPairs.removeAll(keepingCapacity: true)
-                runPlus.removeAll(keepingCapacity: true)
+                runSingles.removeAll(keepingCapacity: true)
                 gapPairs.removeAll(keepingCapacity: true)
-                gapMinus.removeAll(keepingCapacity: true)
+                gapSingles.removeAll(keepingCapacity: true)
                 // Segments [x0, x1) of covered (runs) and uncovered (gaps) positions.
                 var x0 = 0
                 while x0 < width {
-                    let covered = times[base + x0] > 0
+                    let covered = times[Int(base) + x0] > 0
                     var x1 = x0 + 1
-                    while x1 < width && (times[base + x1] > 0) == covered { x1 += 1 }
+                    while x1 < width && (times[Int(base) + x1] > 0) == covered { x1 += 1 }
                     let length = x1 - x0
                     if length <= 2 && !(x0 == 0 && length == 2) {
                         for x in x0..<x1 {
-                            if covered { runPlus.append(e(x)) } else { gapMinus.append(e(x)) }
+                            if covered { runSingles.append(e(x)) } else { gapSingles.append(negated(e(x))) }
                         }
                     } else if x0 == 0 {
-                        if covered { runPlus.append(prefix(x1 - 1)) } else { gapMinus.append(prefix(x1 - 1)) }
+                        if covered {
+                            runSingles.append(prefix(x1 - 1))
+                        } else {
+                            gapSingles.append(negated(prefix(x1 - 1)))
+                        }
                     } else if covered {
-                        runPairs += [prefix(x1 - 1), prefix(x0 - 1)]
+                        runPairs += [prefix(x1 - 1), negated(prefix(x0 - 1))]
                     } else {
-                        gapPairs += [prefix(x0 - 1), prefix(x1 - 1)]
+                        gapPairs += [prefix(x0 - 1), negated(prefix(x1 - 1))]
                     }
                     x0 = x1
                 }
-                if runPairs.count + runPlus.count <= 1 + gapPairs.count + gapMinus.count {
-                    pairs += runPairs
-                    plus += runPlus
+                if runPairs.count + runSingles.count <= 1 + gapPairs.count + gapSingles.count {
+                    positivePairs += runPairs
+                    positive += runSingles
                 } else {
-                    pairs += gapPairs
-                    plus.append(prefix(width - 1))
-                    minus += gapMinus
+                    negativePairs += gapPairs
+                    negative += gapSingles
+                    positive.append(prefix(width - 1))
                 }
                 // Positions listed more than once: the extra copies.
-                for x in 0..<width where times[base + x] > 1 {
-                    plus += Array(repeating: e(x), count: Int(times[base + x]) - 1)
+                for x in 0..<width where times[Int(base) + x] > 1 {
+                    positive += Array(repeating: e(x), count: Int(times[Int(base) + x]) - 1)
                 }
             }
             for q in row { times[Int(q)] = 0 }
-            out.entries += pairs
-            out.pairsEnd.append(out.entries.count)
-            out.entries += plus
-            out.plusEnd.append(out.entries.count)
-            out.entries += minus
+            // Pairs stay at even positions; each sign's block is padded to an even count with the zero entry.
+            out.entries += negativePairs
+            out.entries += negative
+            if negative.count % 2 == 1 { out.entries.append(zero) }
+            out.entries += positivePairs
+            out.entries += positive
+            if positive.count % 2 == 1 { out.entries.append(zero) }
             out.offsets.append(out.entries.count)
         }
         return out

@@ -135,17 +135,12 @@ public final class InProcessShard: PartialSumSource {
         if flexKernel == .rowRuns {
             let runs = masks.kernelRuns(width: shape.width)
             return runs.offsets.withUnsafeBufferPointer { offsets in
-                runs.pairsEnd.withUnsafeBufferPointer { pairsEnd in
-                    runs.plusEnd.withUnsafeBufferPointer { plusEnd in
-                        runs.entries.withUnsafeBufferPointer { entries in
-                            masks.multiplicity.withUnsafeBufferPointer { multiplicity in
-                                let view = pspc_mask_runs(
-                                    offsets: offsets.baseAddress, pairs_end: pairsEnd.baseAddress,
-                                    plus_end: plusEnd.baseAddress, entries: entries.baseAddress,
-                                    multiplicity: multiplicity.baseAddress, crop_count: masks.count)
-                                return withUnsafePointer(to: view) { body(MaskViews(runs: $0)) }
-                            }
-                        }
+                runs.entries.withUnsafeBufferPointer { entries in
+                    masks.multiplicity.withUnsafeBufferPointer { multiplicity in
+                        let view = pspc_mask_runs(
+                            offsets: offsets.baseAddress, entries: entries.baseAddress,
+                            multiplicity: multiplicity.baseAddress, crop_count: masks.count)
+                        return withUnsafePointer(to: view) { body(MaskViews(runs: $0)) }
                     }
                 }
             }

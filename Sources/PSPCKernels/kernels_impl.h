@@ -311,9 +311,9 @@ void PSPC_VARIANT(pspc_mask_composite)(const pspc_image_tiles *set, long tile_be
 
 // MARK: - Row-run masks (pspc_mask_runs in PSPCKernels.h)
 
-/// The row-run table of one tile: T[p] = e(p) for p < H W, then row y's inclusive prefix sums
-/// T[H W + y W + x] = e(y, 0) + ... + e(y, x). Rows start from 0, so an entry is at most one row's distance and a
-/// run's difference of two entries loses at most the rounding of the additions inside the run.
+/// The row-run table of one tile (layout in PSPCKernels.h): e, the inclusive row prefix sums of e, both negated,
+/// then a zero. Rows start from 0, so an entry is at most one row's distance and a run's difference of two
+/// entries carries only the rounding of the additions inside the run.
 static inline void runs_table(const pspc_image_tiles *set, const uint8_t *tile, const double *z, vd *table) {
     int rows = set->height, cols = set->width;
     long hw = (long)rows * cols;
@@ -327,48 +327,54 @@ static inline void runs_table(const pspc_image_tiles *set, const uint8_t *tile, 
             prefix[p] = prefix[p - 1] + table[p];
         }
     }
+    for (long q = 0; q < 2 * hw; q++) table[2 * hw + q] = -table[q];
+    table[4 * hw] = splat(0.0);
 }
 
-/// Mask k's distance for the 8 images whose table is `table` (clamped at 0: a difference may round below it).
-static inline vd runs_distance(const vd *table, const pspc_mask_runs *masks, long k) {
-    const int32_t *e = masks->entries;
-    long j = masks->offsets[k], pairs_end = masks->pairs_end[k], plus_end = masks->plus_end[k];
-    long end = masks->offsets[k + 1];
+/// Mask distance: the sum of the table entries `entries[j ..< end]` (an even count; consecutive pairs are added
+/// first, so a run's two prefix entries meet before anything else). The entries are ordered so that what follows
+/// any even position adds up to at least 0: the partial sum is a lower bound, and once it exceeds `limit` in all
+/// 8 lanes the mask's weight is negligible there and this returns 0 (no distance). Else it stores the distance,
+/// clamped at 0, in `out` and returns 1.
+static inline int runs_distance(const vd *table, const int32_t *e, long j, long end, vd limit, vd *out) {
     // Independent sums: one chain would wait on the adder's latency at every entry.
-    vd d0 = splat(0.0), d1 = d0, d2 = d0, d3 = d0, n0 = d0, n1 = d0;
-    for (; j + 4 <= pairs_end; j += 4) {
-        d0 += table[e[j]] - table[e[j + 1]];
-        d1 += table[e[j + 2]] - table[e[j + 3]];
+    vd d0 = splat(0.0), d1 = d0, d2 = d0, d3 = d0;
+    for (; j + 16 <= end; j += 16) {
+        d0 += table[e[j]] + table[e[j + 1]];
+        d1 += table[e[j + 2]] + table[e[j + 3]];
+        d2 += table[e[j + 4]] + table[e[j + 5]];
+        d3 += table[e[j + 6]] + table[e[j + 7]];
+        d0 += table[e[j + 8]] + table[e[j + 9]];
+        d1 += table[e[j + 10]] + table[e[j + 11]];
+        d2 += table[e[j + 12]] + table[e[j + 13]];
+        d3 += table[e[j + 14]] + table[e[j + 15]];
+        if (all_lanes(((d0 + d1) + (d2 + d3)) > limit)) return 0;
     }
-    if (j < pairs_end) {
-        d2 += table[e[j]] - table[e[j + 1]];
-        j += 2;
+    for (; j + 4 <= end; j += 4) {
+        d0 += table[e[j]] + table[e[j + 1]];
+        d1 += table[e[j + 2]] + table[e[j + 3]];
     }
-    for (; j + 2 <= plus_end; j += 2) {
-        d2 += table[e[j]];
-        d3 += table[e[j + 1]];
-    }
-    if (j < plus_end) d0 += table[e[j++]];
-    for (; j + 2 <= end; j += 2) {
-        n0 += table[e[j]];
-        n1 += table[e[j + 1]];
-    }
-    if (j < end) n0 += table[e[j]];
-    return vmax(((d0 + d1) + (d2 + d3)) - (n0 + n1), splat(0.0));
+    if (j < end) d2 += table[e[j]] + table[e[j + 1]];
+    *out = vmax((d0 + d1) + (d2 + d3), splat(0.0));
+    return 1;
 }
 
 void PSPC_VARIANT(pspc_runs_normalizers)(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
                            const pspc_mask_runs *masks, double inv_two_t2, double *m, double *s, double *scratch) {
     long dim = (long)set->channels * set->height * set->width;
     vd *table = (vd *)align64(scratch);
-    vd k = splat(-inv_two_t2), ninf = splat(-INFINITY);
+    vd k = splat(-inv_two_t2), ninf = splat(-INFINITY), two_t2 = splat(1.0 / inv_two_t2);
     for (long t = tile_begin; t < tile_end; t++) {
         const uint8_t *tile = set->tiles + t * dim * PSPC_LANES;
         vl valid = lane_mask(set, t);
         runs_table(set, tile, z, table);
         for (long c = 0; c < masks->crop_count; c++) {
-            vd l = select_vd(valid, runs_distance(table, masks, c) * k, ninf);
             double *mc = m + c * PSPC_LANES, *sc = s + c * PSPC_LANES;
+            // Logit below m - 40 <=> distance above (40 - m) 2t^2; padded lanes never hold a mask back.
+            vd limit = select_vd(valid, (splat(PSPC_NEGLIGIBLE) - load(mc)) * two_t2, ninf);
+            vd d;
+            if (!runs_distance(table, masks->entries, masks->offsets[c], masks->offsets[c + 1], limit, &d)) continue;
+            vd l = select_vd(valid, d * k, ninf);
             if (all_lanes(l < load(mc) - splat(PSPC_NEGLIGIBLE))) continue;
             lse_update(mc, sc, l);
         }
@@ -381,34 +387,33 @@ void PSPC_VARIANT(pspc_runs_composite)(const pspc_image_tiles *set, long tile_be
     int rows = set->height, cols = set->width;
     long hw = (long)rows * cols;
     long dim = set->channels * hw;
-    // table [2 H W] | scattered weights, same layout [2 H W] | numerator [C H W].
+    // table [4 H W + 1] | scattered weights, same layout | numerator [C H W].
     vd *table = (vd *)align64(scratch);
-    vd *spread = table + 2 * hw;
-    vd *acc = spread + 2 * hw;
+    vd *spread = table + 4 * hw + 1;
+    vd *acc = spread + 4 * hw + 1;
     vd k = splat(-inv_two_t2), ninf = splat(-INFINITY);
+    double two_t2 = 1.0 / inv_two_t2;
     const int32_t *e = masks->entries;
     for (long d = 0; d < dim; d++) acc[d] = splat(0.0);
     for (long t = tile_begin; t < tile_end; t++) {
         const uint8_t *tile = set->tiles + t * dim * PSPC_LANES;
         vl valid = lane_mask(set, t);
         runs_table(set, tile, z, table);
-        for (long q = 0; q < 2 * hw; q++) spread[q] = splat(0.0);
+        for (long q = 0; q <= 4 * hw; q++) spread[q] = splat(0.0);
         for (long c = 0; c < masks->crop_count; c++) {
-            vd l = select_vd(valid, runs_distance(table, masks, c) * k, ninf);
-            vd arg = l - splat(log_z[c]);
+            long begin = masks->offsets[c], end = masks->offsets[c + 1];
+            // Weight below e^-40 <=> distance above (40 - log Z) 2t^2.
+            vd d;
+            if (!runs_distance(table, e, begin, end, splat((PSPC_NEGLIGIBLE - log_z[c]) * two_t2), &d)) continue;
+            vd arg = select_vd(valid, d * k, ninf) - splat(log_z[c]);
             if (all_lanes(arg < splat(-PSPC_NEGLIGIBLE))) continue;
             vd wk = vexp(arg) * splat(masks->multiplicity[c]);
-            // The transpose of the distance: the weight goes to each entry with the entry's sign.
-            long j = masks->offsets[c], pairs_end = masks->pairs_end[c], plus_end = masks->plus_end[c];
-            long end = masks->offsets[c + 1];
-            for (; j < pairs_end; j += 2) {
-                spread[e[j]] += wk;
-                spread[e[j + 1]] -= wk;
-            }
-            for (; j < plus_end; j++) spread[e[j]] += wk;
-            for (; j < end; j++) spread[e[j]] -= wk;
+            // The transpose of the distance: the weight goes to every entry the distance read.
+            for (long j = begin; j < end; j++) spread[e[j]] += wk;
         }
-        // Prefix entry (y, x) holds e(y, 0..x): pixel (y, x) receives the spread of entries x..W-1 of its row.
+        // Fold the negated half back, then: prefix entry (y, x) holds e(y, 0..x), so pixel (y, x) receives the
+        // spread of prefix entries x..W-1 of its row.
+        for (long q = 0; q < 2 * hw; q++) spread[q] -= spread[2 * hw + q];
         vd *prefix = spread + hw;
         for (int x = cols - 2; x >= 0; x--) {
             for (int y = 0; y < rows; y++) {

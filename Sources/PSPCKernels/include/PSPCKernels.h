@@ -65,21 +65,18 @@ void pspc_mask_composite(const pspc_image_tiles *set, long tile_begin, long tile
                          double *scratch);
 
 /// Masks in row-run form (PSPC-Flex, docs/design.md section 2), built from the masks by `MaskSet`. For one
-/// (query, training image) pair the kernels fill a table of 2 H W values: T[p] = e(p) for p = y W + x, the
-/// per-pixel squared difference summed over channels, then T[H W + y W + x - 1] = e(y, 0) + ... + e(y, x - 1)
-/// for x = 1..W, the prefix sums of row y (each row starts from 0, so no entry exceeds one row's sum). Mask k's
-/// distance is a signed sum of table entries:
-///   sum over pairs (a, b) in entries[offsets[k] ..< pairs_end[k]] (consecutive) of T[a] - T[b]
-///   + sum of T[i] for i in entries[pairs_end[k] ..< plus_end[k]]
-///   - sum of T[j] for j in entries[plus_end[k] ..< offsets[k + 1]].
-/// A run of mask pixels [x0, x1) of row y is the pair (P_y[x1], P_y[x0]); short runs read e directly.
-/// Round 2 applies the transpose: each mask's weight is scattered onto the table entries with the same signs,
-/// then pixel weights are the e part plus the suffix sums of each row's prefix part.
+/// (query, training image) pair the kernels fill a table of 4 H W + 1 values: T[p] = e(p) for p = y W + x, the
+/// per-pixel squared difference summed over channels; T[H W + y W + x] = e(y, 0) + ... + e(y, x), the inclusive
+/// prefix sums of row y (each row starts from 0, so no entry exceeds one row's sum); T[2 H W + q] = -T[q] for
+/// q < 2 H W; T[4 H W] = 0. Mask k's distance is the sum of T over entries[offsets[k] ..< offsets[k + 1]], an even
+/// count added pair by pair: a run [x0, x1) of row y with x0 > 0 is the pair (prefix x1 - 1, negated prefix
+/// x0 - 1), short runs read e. Each mask lists the entries of negative total first, so every partial sum at an
+/// even position is a lower bound of the distance (the kernels stop once a mask is negligible in all 8 lanes).
+/// Round 2 applies the transpose: each mask's weight is added at every entry it reads, then pixel weights are the
+/// e part plus the suffix sums of each row's prefix part (negated halves subtracted).
 typedef struct {
-    const long *offsets;        ///< [crop_count + 1]
-    const long *pairs_end;      ///< [crop_count]
-    const long *plus_end;       ///< [crop_count]
-    const int32_t *entries;     ///< table indices, each in [0, 2 H W)
+    const long *offsets;        ///< [crop_count + 1], even differences
+    const int32_t *entries;     ///< table indices, each in [0, 4 H W]
     const double *multiplicity; ///< [crop_count]
     long crop_count;
 } pspc_mask_runs;
@@ -88,8 +85,8 @@ typedef struct {
 void pspc_runs_normalizers(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
                            const pspc_mask_runs *masks, double inv_two_t2, double *m, double *s, double *scratch);
 
-/// Round 2 for row-run masks: same result as `pspc_mask_composite` (weights below e^-40 of log Z in all 8 lanes
-/// are skipped).
+/// Round 2 for row-run masks: same result as `pspc_mask_composite` (weights below e^-40 in all 8 lanes are
+/// skipped, as round 1 skips terms e^-40 below the running maximum).
 void pspc_runs_composite(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
                          const pspc_mask_runs *masks, double inv_two_t2, const double *log_z, double *numerator,
                          double *scratch);
