@@ -142,6 +142,26 @@ extension MaskSet {
 struct MaskRunRows {
     var offsets: [Int] = [0]
     var entries: [Int32] = []
+    /// The transpose, for round 2: the masks reading table entry q are `slotMasks[slotOffsets[q]..<slotOffsets[q + 1]]`
+    /// (the zero entry, 4 H W, left out).
+    var slotOffsets: [Int] = []
+    var slotMasks: [Int32] = []
+
+    /// Fills the transpose from `offsets` and `entries` for a table of `slots` entries before the zero one.
+    mutating func transpose(slots: Int) {
+        var counts = [Int](repeating: 0, count: slots + 1)
+        for q in entries where Int(q) < slots { counts[Int(q) + 1] += 1 }
+        for q in 0..<slots { counts[q + 1] += counts[q] }
+        slotOffsets = counts
+        var next = counts
+        slotMasks = [Int32](repeating: 0, count: counts[slots])
+        for k in 0..<(offsets.count - 1) {
+            for j in offsets[k]..<offsets[k + 1] where Int(entries[j]) < slots {
+                slotMasks[next[Int(entries[j])]] = Int32(k)
+                next[Int(entries[j])] += 1
+            }
+        }
+    }
 }
 
 extension MaskSet {
@@ -235,6 +255,7 @@ extension MaskSet {
             if positive.count % 2 == 1 { out.entries.append(zero) }
             out.offsets.append(out.entries.count)
         }
+        out.transpose(slots: 4 * pixelCount)
         return out
     }
 }

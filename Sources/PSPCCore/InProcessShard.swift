@@ -137,10 +137,15 @@ public final class InProcessShard: PartialSumSource {
             return runs.offsets.withUnsafeBufferPointer { offsets in
                 runs.entries.withUnsafeBufferPointer { entries in
                     masks.multiplicity.withUnsafeBufferPointer { multiplicity in
-                        let view = pspc_mask_runs(
-                            offsets: offsets.baseAddress, entries: entries.baseAddress,
-                            multiplicity: multiplicity.baseAddress, crop_count: masks.count)
-                        return withUnsafePointer(to: view) { body(MaskViews(runs: $0)) }
+                        runs.slotOffsets.withUnsafeBufferPointer { slotOffsets in
+                            runs.slotMasks.withUnsafeBufferPointer { slotMasks in
+                                let view = pspc_mask_runs(
+                                    offsets: offsets.baseAddress, entries: entries.baseAddress,
+                                    multiplicity: multiplicity.baseAddress, crop_count: masks.count,
+                                    slot_offsets: slotOffsets.baseAddress, slot_masks: slotMasks.baseAddress)
+                                return withUnsafePointer(to: view) { body(MaskViews(runs: $0)) }
+                            }
+                        }
                     }
                 }
             }

@@ -90,7 +90,8 @@ long pspc_crop_scratch_doubles(int channels, int height, int width, long crop_co
     long hw = (long)height * width;
     long sat = (long)(height + 1) * (width + 1);
     long vectors = hw + sat + crop_count + sat + hw + (long)channels * hw;
-    long runs = 2 * (4 * hw + 1) + (long)channels * hw;  // the row-run kernels: two tables and a numerator
+    // The row-run kernels: their table, the mask weights, pixel and prefix weights and a numerator.
+    long runs = (4 * hw + 1) + crop_count + 2 * hw + (long)channels * hw;
     if (runs > vectors) vectors = runs;
     return vectors * PSPC_LANES + PSPC_LANES;
 }

@@ -387,33 +387,45 @@ void PSPC_VARIANT(pspc_runs_composite)(const pspc_image_tiles *set, long tile_be
     int rows = set->height, cols = set->width;
     long hw = (long)rows * cols;
     long dim = set->channels * hw;
-    // table [4 H W + 1] | scattered weights, same layout | numerator [C H W].
+    long crops = masks->crop_count;
+    // table [4 H W + 1] | mask weights [crops] | pixel and prefix weights [2 H W] | numerator [C H W].
     vd *table = (vd *)align64(scratch);
-    vd *spread = table + 4 * hw + 1;
-    vd *acc = spread + 4 * hw + 1;
+    vd *weight = table + 4 * hw + 1;
+    vd *spread = weight + crops;
+    vd *acc = spread + 2 * hw;
     vd k = splat(-inv_two_t2), ninf = splat(-INFINITY);
     double two_t2 = 1.0 / inv_two_t2;
-    const int32_t *e = masks->entries;
+    const int32_t *e = masks->entries, *readers = masks->slot_masks;
+    const long *slots = masks->slot_offsets;
     for (long d = 0; d < dim; d++) acc[d] = splat(0.0);
     for (long t = tile_begin; t < tile_end; t++) {
         const uint8_t *tile = set->tiles + t * dim * PSPC_LANES;
         vl valid = lane_mask(set, t);
         runs_table(set, tile, z, table);
-        for (long q = 0; q <= 4 * hw; q++) spread[q] = splat(0.0);
-        for (long c = 0; c < masks->crop_count; c++) {
-            long begin = masks->offsets[c], end = masks->offsets[c + 1];
+        long live = 0;
+        for (long c = 0; c < crops; c++) {
+            weight[c] = splat(0.0);
             // Weight below e^-40 <=> distance above (40 - log Z) 2t^2.
             vd d;
-            if (!runs_distance(table, e, begin, end, splat((PSPC_NEGLIGIBLE - log_z[c]) * two_t2), &d)) continue;
+            if (!runs_distance(table, e, masks->offsets[c], masks->offsets[c + 1],
+                               splat((PSPC_NEGLIGIBLE - log_z[c]) * two_t2), &d))
+                continue;
             vd arg = select_vd(valid, d * k, ninf) - splat(log_z[c]);
             if (all_lanes(arg < splat(-PSPC_NEGLIGIBLE))) continue;
-            vd wk = vexp(arg) * splat(masks->multiplicity[c]);
-            // The transpose of the distance: the weight goes to every entry the distance read.
-            for (long j = begin; j < end; j++) spread[e[j]] += wk;
+            weight[c] = vexp(arg) * splat(masks->multiplicity[c]);
+            live++;
         }
-        // Fold the negated half back, then: prefix entry (y, x) holds e(y, 0..x), so pixel (y, x) receives the
-        // spread of prefix entries x..W-1 of its row.
-        for (long q = 0; q < 2 * hw; q++) spread[q] -= spread[2 * hw + q];
+        if (live == 0) continue;
+        // The transpose of the distance: each table entry gathers the weights of the masks that read it, the
+        // negated half subtracted.
+        for (long q = 0; q < 2 * hw; q++) {
+            vd w0 = splat(0.0), w1 = w0;
+            for (long j = slots[q]; j < slots[q + 1]; j++) w0 += weight[readers[j]];
+            for (long j = slots[2 * hw + q]; j < slots[2 * hw + q + 1]; j++) w1 += weight[readers[j]];
+            spread[q] = w0 - w1;
+        }
+        // Prefix entry (y, x) holds e(y, 0..x), so pixel (y, x) receives the weights of prefix entries x..W-1 of
+        // its row.
         vd *prefix = spread + hw;
         for (int x = cols - 2; x >= 0; x--) {
             for (int y = 0; y < rows; y++) {

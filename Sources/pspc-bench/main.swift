@@ -20,7 +20,8 @@ struct Settings {
     var clusterWorkers = 0
     /// Engine and cluster timings are the best of this many runs (the machine is shared and noisy).
     var repeats = 3
-    /// PSPC-Flex: lambda, queries timed per kernel, optional heatmaps `[H, W, H, W]` (.npy; default synthetic).
+    /// PSPC-Flex: lambda, queries timed per kernel, optional heatmaps `[H, W, H, W]` (.npy; default: three
+    /// synthetic profiles).
     var lambda = 0.5
     var flexQueries = 16
     var heatmaps: String?
@@ -253,30 +254,40 @@ if settings.methods == "all" {
 
 // MARK: - PSPC-Flex: row runs against the per-pixel kernel
 
-/// Synthetic gradient heatmaps shaped like a trained network's (docs/science.md section 4): a sharp peak at the
-/// output pixel, a broad halo and multiplicative noise, so lambda = 0.5 keeps a ragged blob with stray pixels.
-func syntheticHeatmaps(height h: Int, width w: Int) -> [Double] {
-    let p = h * w
-    let noise = NormalNoise(seed: 1)
-    var maps = [Double](repeating: 0, count: p * p)
-    for out in 0..<p {
-        let u = noise.normals(stream: UInt64(out), count: p)
-        for q in 0..<p {
-            let dy = Double(q / w - out / w), dx = Double(q % w - out % w)
-            let r2 = dy * dy + dx * dx
-            maps[out * p + q] = (exp(-r2 / 4.5) + 0.15 * exp(-r2 / 72)) * exp(0.6 * u[q])
+/// Synthetic gradient heatmaps shaped like a trained network's (docs/science.md section 4): a peak at the output
+/// pixel (width `peak`), a broad halo (weight `halo`, width `spread`) and multiplicative log-normal noise
+/// (`noise`), so lambda = 0.5 keeps a blob with ragged edges and stray pixels.
+struct HeatmapProfile {
+    var name: String
+    var peak: Double
+    var halo: Double
+    var spread: Double
+    var noise: Double
+
+    static let all = [
+        HeatmapProfile(name: "sharp, noisy", peak: 1.5, halo: 0.15, spread: 6, noise: 0.6),
+        HeatmapProfile(name: "broad, noisy", peak: 2, halo: 0.5, spread: 10, noise: 0.3),
+        HeatmapProfile(name: "broad, smooth", peak: 2, halo: 0.5, spread: 10, noise: 0.1),
+    ]
+
+    func maps(height h: Int, width w: Int) -> [Double] {
+        let p = h * w
+        let random = NormalNoise(seed: 1)
+        var maps = [Double](repeating: 0, count: p * p)
+        for out in 0..<p {
+            let u = random.normals(stream: UInt64(out), count: p)
+            for q in 0..<p {
+                let dy = Double(q / w - out / w), dx = Double(q % w - out % w)
+                let r2 = dy * dy + dx * dx
+                maps[out * p + q] =
+                    (exp(-r2 / (2 * peak * peak)) + halo * exp(-r2 / (2 * spread * spread))) * exp(noise * u[q])
+            }
         }
+        return maps
     }
-    return maps
 }
 
-func flexBenchmark() async throws {
-    let maps: [Double]
-    if let path = settings.heatmaps {
-        maps = try NPY.read(path: path).asDoubles()
-    } else {
-        maps = syntheticHeatmaps(height: shape.height, width: shape.width)
-    }
+func flexBenchmark(_ name: String, maps: [Double]) async throws {
     let flex = try FlexMasks(
         maps: maps, levels: 1, height: shape.height, width: shape.width, levelTimes: [1],
         lambda: .constant(settings.lambda))
@@ -299,18 +310,26 @@ func flexBenchmark() async throws {
         results.append(out)
     }
     let diff = zip(results[0], results[1]).reduce(0) { max($0, abs($1.0 - $1.1)) }
+    let meanSize = Double(masks.pixels.count) / Double(max(1, masks.count))
     print("")
     print(
-        "pspc-flex lambda = \(settings.lambda) (\(settings.heatmaps ?? "synthetic heatmaps")): \(masks.count) distinct masks, mean \(String(format: "%.1f", Double(masks.pixels.count) / Double(max(1, masks.count)))) positions; reads per (mask set, image): per-pixel \(reads.perPixel), row runs \(reads.rowRuns)"
+        "pspc-flex lambda = \(settings.lambda), \(name): \(masks.count) distinct masks of \(String(format: "%.1f", meanSize)) positions on average; reads per image (all masks): per-pixel \(reads.perPixel), row runs \(reads.rowRuns)"
     )
     print("kernel             engine ms/query   speed-up   max |diff|")
     print(String(format: "%-18@ %15.3f", "per-pixel" as NSString, times[0] * 1000))
-    print(String(format: "%-18@ %15.3f   %7.1fx   %.1e", "row runs" as NSString, times[1] * 1000, times[0] / times[1], diff))
+    print(String(format: "%-18@ %15.3f   %7.2fx   %.1e", "row runs" as NSString, times[1] * 1000, times[0] / times[1], diff))
     print("(\(nq) queries, best of \(settings.repeats), \(settings.threads) threads)")
 }
 
 if settings.methods != "all" && settings.methods != "flex" { fatalError("--methods is all or flex") }
-if settings.methods == "all" || settings.methods == "flex" { try await flexBenchmark() }
+if let path = settings.heatmaps {
+    try await flexBenchmark(path, maps: try NPY.read(path: path).asDoubles())
+} else {
+    for profile in HeatmapProfile.all {
+        try await flexBenchmark(
+            "synthetic heatmaps (\(profile.name))", maps: profile.maps(height: shape.height, width: shape.width))
+    }
+}
 
 // MARK: - Through local worker processes
 

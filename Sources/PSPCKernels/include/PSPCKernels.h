@@ -72,13 +72,16 @@ void pspc_mask_composite(const pspc_image_tiles *set, long tile_begin, long tile
 /// count added pair by pair: a run [x0, x1) of row y with x0 > 0 is the pair (prefix x1 - 1, negated prefix
 /// x0 - 1), short runs read e. Each mask lists the entries of negative total first, so every partial sum at an
 /// even position is a lower bound of the distance (the kernels stop once a mask is negligible in all 8 lanes).
-/// Round 2 applies the transpose: each mask's weight is added at every entry it reads, then pixel weights are the
-/// e part plus the suffix sums of each row's prefix part (negated halves subtracted).
+/// Round 2 applies the transpose: each table entry q < 4 H W gathers the weights of the masks that read it,
+/// `slot_masks[slot_offsets[q] ..< slot_offsets[q + 1]]` (a mask as often as it reads q), and pixel weights are
+/// the e part plus the suffix sums of each row's prefix part (negated halves subtracted).
 typedef struct {
     const long *offsets;        ///< [crop_count + 1], even differences
     const int32_t *entries;     ///< table indices, each in [0, 4 H W]
     const double *multiplicity; ///< [crop_count]
     long crop_count;
+    const long *slot_offsets;   ///< [4 H W + 1]
+    const int32_t *slot_masks;  ///< mask indices
 } pspc_mask_runs;
 
 /// Round 1 for row-run masks: same state layout and result as `pspc_mask_normalizers`.
