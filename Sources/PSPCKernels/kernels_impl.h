@@ -381,6 +381,19 @@ void PSPC_VARIANT(pspc_runs_normalizers)(const pspc_image_tiles *set, long tile_
     }
 }
 
+/// Sum of weight[readers[j]] for j in [j, end), in four independent chains.
+static inline vd gather_weights(const vd *weight, const int32_t *readers, long j, long end) {
+    vd w0 = splat(0.0), w1 = w0, w2 = w0, w3 = w0;
+    for (; j + 4 <= end; j += 4) {
+        w0 += weight[readers[j]];
+        w1 += weight[readers[j + 1]];
+        w2 += weight[readers[j + 2]];
+        w3 += weight[readers[j + 3]];
+    }
+    for (; j < end; j++) w0 += weight[readers[j]];
+    return (w0 + w1) + (w2 + w3);
+}
+
 void PSPC_VARIANT(pspc_runs_composite)(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
                          const pspc_mask_runs *masks, double inv_two_t2, const double *log_z, double *numerator,
                          double *scratch) {
@@ -418,12 +431,8 @@ void PSPC_VARIANT(pspc_runs_composite)(const pspc_image_tiles *set, long tile_be
         if (live == 0) continue;
         // The transpose of the distance: each table entry gathers the weights of the masks that read it, the
         // negated half subtracted.
-        for (long q = 0; q < 2 * hw; q++) {
-            vd w0 = splat(0.0), w1 = w0;
-            for (long j = slots[q]; j < slots[q + 1]; j++) w0 += weight[readers[j]];
-            for (long j = slots[2 * hw + q]; j < slots[2 * hw + q + 1]; j++) w1 += weight[readers[j]];
-            spread[q] = w0 - w1;
-        }
+        for (long q = 0; q < 2 * hw; q++) spread[q] = gather_weights(weight, readers, slots[q], slots[q + 1]) -
+                                                    gather_weights(weight, readers, slots[2 * hw + q], slots[2 * hw + q + 1]);
         // Prefix entry (y, x) holds e(y, 0..x), so pixel (y, x) receives the weights of prefix entries x..W-1 of
         // its row.
         vd *prefix = spread + hw;
