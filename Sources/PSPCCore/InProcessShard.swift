@@ -12,13 +12,26 @@ public final class InProcessShard: PartialSumSource {
     /// Training images per block of the empirical softmax and the moments (a multiple of 8; tests shrink it to
     /// force ragged edges).
     public let blockImages: Int
+    /// How the crop kernels evaluate PSPC-Flex masks.
+    public let flexKernel: FlexKernel
+
+    /// Two evaluations of the same mask distances and weights (docs/design.md section 2); they agree to rounding.
+    public enum FlexKernel: Sendable {
+        /// Row runs over per-row prefix sums: O(runs) per mask and training image.
+        case rowRuns
+        /// Every listed position (or the complement's) read one by one: O(pixels) per mask; the reference.
+        case perPixel
+    }
 
     public var shape: ImageShape { images.shape }
     public var imageCount: Int { images.count }
 
-    public init(images: ImageSet, threads: Int = ProcessInfo.processInfo.activeProcessorCount, blockImages: Int? = nil)
-    {
+    public init(
+        images: ImageSet, threads: Int = ProcessInfo.processInfo.activeProcessorCount, blockImages: Int? = nil,
+        flexKernel: FlexKernel = .rowRuns
+    ) {
         self.images = images
+        self.flexKernel = flexKernel
         self.threads = max(1, threads)
         let defaultBlock = max(64, (1 << 21) / max(1, images.shape.dimension))
         self.blockImages = max(ImageSet.lanes, ((blockImages ?? defaultBlock) / ImageSet.lanes) * ImageSet.lanes)
@@ -117,18 +130,42 @@ public final class InProcessShard: PartialSumSource {
         return (0..<chunks).map { c in (c * tiles / chunks)..<((c + 1) * tiles / chunks) }
     }
 
-    private func withMasks<R>(_ crops: CropSet, _ body: (UnsafePointer<pspc_masks>?) -> R) -> R {
-        guard case .masks(let masks) = crops else { return body(nil) }
+    /// The C views of a mask set for the kernel in use: per-pixel rows (`pspc_masks`) or row runs.
+    private struct MaskViews {
+        var pixels: UnsafePointer<pspc_masks>?
+        var runs: UnsafePointer<pspc_mask_runs>?
+    }
+
+    private func withMasks<R>(_ crops: CropSet, _ body: (MaskViews) -> R) -> R {
+        guard case .masks(let masks) = crops else { return body(MaskViews()) }
+        if flexKernel == .rowRuns {
+            let runs = masks.kernelRuns(width: shape.width)
+            return runs.offsets.withUnsafeBufferPointer { offsets in
+                runs.entries.withUnsafeBufferPointer { entries in
+                    masks.multiplicity.withUnsafeBufferPointer { multiplicity in
+                        runs.slotOffsets.withUnsafeBufferPointer { slotOffsets in
+                            runs.slotMasks.withUnsafeBufferPointer { slotMasks in
+                                let view = pspc_mask_runs(
+                                    offsets: offsets.baseAddress, entries: entries.baseAddress,
+                                    multiplicity: multiplicity.baseAddress, crop_count: masks.count,
+                                    slot_offsets: slotOffsets.baseAddress, slot_masks: slotMasks.baseAddress)
+                                return withUnsafePointer(to: view) { body(MaskViews(runs: $0)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         let rows = masks.kernelRows()
         return rows.offsets.withUnsafeBufferPointer { offsets in
             rows.pixels.withUnsafeBufferPointer { pixels in
                 masks.multiplicity.withUnsafeBufferPointer { multiplicity in
                     rows.complement.withUnsafeBufferPointer { complement in
-                        var view = pspc_masks(
+                        let view = pspc_masks(
                             offsets: offsets.baseAddress, pixels: pixels.baseAddress,
                             multiplicity: multiplicity.baseAddress, complement: complement.baseAddress,
                             crop_count: masks.count)
-                        return body(&view)
+                        return withUnsafePointer(to: view) { body(MaskViews(pixels: $0)) }
                     }
                 }
             }
@@ -142,6 +179,7 @@ public final class InProcessShard: PartialSumSource {
         let tiles: Range<Int>
         let set: UnsafePointer<pspc_image_tiles>
         let masks: UnsafePointer<pspc_masks>?
+        let runs: UnsafePointer<pspc_mask_runs>?
         /// The query, `[C, H, W]`.
         let z: UnsafePointer<Double>
         let scratch: UnsafeMutablePointer<Double>
@@ -151,6 +189,7 @@ public final class InProcessShard: PartialSumSource {
     private struct KernelViews: @unchecked Sendable {
         let set: UnsafePointer<pspc_image_tiles>
         let masks: UnsafePointer<pspc_masks>?
+        let runs: UnsafePointer<pspc_mask_runs>?
         let z: UnsafePointer<Double>
     }
 
@@ -166,7 +205,7 @@ public final class InProcessShard: PartialSumSource {
         images.withTiles { set in
             withMasks(crops) { masks in
                 queries.values.withUnsafeBufferPointer { z in
-                    let views = KernelViews(set: set, masks: masks, z: z.baseAddress!)
+                    let views = KernelViews(set: set, masks: masks.pixels, runs: masks.runs, z: z.baseAddress!)
                     parallelFor(count: queries.count * chunks.count, threads: threads) { item in
                         if cancellation?.isCancelled == true { return }
                         let scratch = UnsafeMutablePointer<Double>.allocate(capacity: scratchSize)
@@ -175,7 +214,7 @@ public final class InProcessShard: PartialSumSource {
                         body(
                             CropWork(
                                 index: item, query: q, tiles: chunks[item % chunks.count], set: views.set,
-                                masks: views.masks, z: views.z + q * dim, scratch: scratch))
+                                masks: views.masks, runs: views.runs, z: views.z + q * dim, scratch: scratch))
                     }
                 }
             }
@@ -207,7 +246,9 @@ public final class InProcessShard: PartialSumSource {
             laneM.initialize(repeating: -.infinity, count: k * lanes)
             laneS.initialize(repeating: 0, count: k * lanes)
             let lo = work.tiles.lowerBound, hi = work.tiles.upperBound
-            if let masks = work.masks {
+            if let runs = work.runs {
+                pspc_runs_normalizers(work.set, lo, hi, work.z, runs, invTwoT2, laneM, laneS, work.scratch)
+            } else if let masks = work.masks {
                 pspc_mask_normalizers(work.set, lo, hi, work.z, masks, invTwoT2, laneM, laneS, work.scratch)
             } else if case .square(let patch) = crops {
                 pspc_square_normalizers(work.set, lo, hi, work.z, Int32(patch), invTwoT2, laneM, laneS, work.scratch)
@@ -260,7 +301,9 @@ public final class InProcessShard: PartialSumSource {
         try forEachCropWork(queries, crops: crops, chunks: chunks, cancellation: cancellation) { work in
             let lz = UnsafePointer(logZCopy.base + work.query * k), acc = partial.base + work.index * dim
             let lo = work.tiles.lowerBound, hi = work.tiles.upperBound
-            if let masks = work.masks {
+            if let runs = work.runs {
+                pspc_runs_composite(work.set, lo, hi, work.z, runs, invTwoT2, lz, acc, work.scratch)
+            } else if let masks = work.masks {
                 pspc_mask_composite(work.set, lo, hi, work.z, masks, invTwoT2, lz, acc, work.scratch)
             } else if case .square(let patch) = crops {
                 pspc_square_composite(work.set, lo, hi, work.z, Int32(patch), invTwoT2, lz, acc, work.scratch)

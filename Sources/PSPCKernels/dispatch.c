@@ -16,6 +16,10 @@
                                        double, double *, double *, double *);                                  \
     void pspc_mask_composite_##level(const pspc_image_tiles *, long, long, const double *, const pspc_masks *,   \
                                      double, const double *, double *, double *);                              \
+    void pspc_runs_normalizers_##level(const pspc_image_tiles *, long, long, const double *,                   \
+                                       const pspc_mask_runs *, double, double *, double *, double *);          \
+    void pspc_runs_composite_##level(const pspc_image_tiles *, long, long, const double *,                     \
+                                     const pspc_mask_runs *, double, const double *, double *, double *);      \
     void pspc_tiles_to_rows_##level(const pspc_image_tiles *, long, long, double *, double *);                 \
     void pspc_outer_rows_##level(const double *, long, long, long, long, double *);                             \
     void pspc_softmax_block_##level(double *, long, long, long, const double *, const double *, double,        \
@@ -30,13 +34,18 @@ DECLARE(avx512)
 
 static _Atomic int chosen_level = -1;
 
-static int detect_level(void) {
+static int best_supported(void) {
     int best = 0;
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = 1;
     if (best == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) best = 2;
 #endif
+    return best;
+}
+
+static int detect_level(void) {
+    int best = best_supported();
     const char *forced = getenv("PSPC_KERNELS");
     if (forced) {
         int want = !strcmp(forced, "baseline") ? 0 : !strcmp(forced, "avx2") ? 1 : !strcmp(forced, "avx512") ? 2 : best;
@@ -51,6 +60,14 @@ int pspc_kernel_level(void) {
         level = detect_level();
         atomic_store_explicit(&chosen_level, level, memory_order_relaxed);
     }
+    return level;
+}
+
+int pspc_set_kernel_level(int level) {
+    int best = best_supported();
+    if (level < 0) level = 0;
+    if (level > best) level = best;
+    atomic_store_explicit(&chosen_level, level, memory_order_relaxed);
     return level;
 }
 
@@ -74,6 +91,9 @@ long pspc_crop_scratch_doubles(int channels, int height, int width, long crop_co
     long hw = (long)height * width;
     long sat = (long)(height + 1) * (width + 1);
     long vectors = hw + sat + crop_count + sat + hw + (long)channels * hw;
+    // The row-run kernels: their table, the mask weights, pixel and prefix weights and a numerator.
+    long runs = (4 * hw + 1) + crop_count + 2 * hw + (long)channels * hw;
+    if (runs > vectors) vectors = runs;
     return vectors * PSPC_LANES + PSPC_LANES;
 }
 
@@ -96,6 +116,17 @@ void pspc_mask_composite(const pspc_image_tiles *set, long tile_begin, long tile
                          const pspc_masks *masks, double inv_two_t2, const double *log_z, double *numerator,
                          double *scratch) {
     DISPATCH(pspc_mask_composite, set, tile_begin, tile_end, z, masks, inv_two_t2, log_z, numerator, scratch)
+}
+
+void pspc_runs_normalizers(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                           const pspc_mask_runs *masks, double inv_two_t2, double *m, double *s, double *scratch) {
+    DISPATCH(pspc_runs_normalizers, set, tile_begin, tile_end, z, masks, inv_two_t2, m, s, scratch)
+}
+
+void pspc_runs_composite(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                         const pspc_mask_runs *masks, double inv_two_t2, const double *log_z, double *numerator,
+                         double *scratch) {
+    DISPATCH(pspc_runs_composite, set, tile_begin, tile_end, z, masks, inv_two_t2, log_z, numerator, scratch)
 }
 
 void pspc_tiles_to_rows(const pspc_image_tiles *set, long first, long count, double *out, double *norms) {

@@ -310,6 +310,145 @@ void PSPC_VARIANT(pspc_mask_composite)(const pspc_image_tiles *set, long tile_be
     flush_numerator(w.acc, dim, numerator);
 }
 
+// MARK: - Row-run masks (pspc_mask_runs in PSPCKernels.h)
+
+/// The row-run table of one tile (layout in PSPCKernels.h): e, the inclusive row prefix sums of e, both negated,
+/// then a zero. Rows start from 0, so an entry is at most one row's distance and a run's difference of two
+/// entries carries only the rounding of the additions inside the run.
+static inline void runs_table(const pspc_image_tiles *set, const uint8_t *tile, const double *z, vd *table) {
+    int rows = set->height, cols = set->width;
+    long hw = (long)rows * cols;
+    pixel_sqdist(set, tile, z, table);
+    vd *prefix = table + hw;
+    for (int y = 0; y < rows; y++) prefix[(long)y * cols] = table[(long)y * cols];
+    // Column by column, so the additions of different rows are independent.
+    for (int x = 1; x < cols; x++) {
+        for (int y = 0; y < rows; y++) {
+            long p = (long)y * cols + x;
+            prefix[p] = prefix[p - 1] + table[p];
+        }
+    }
+    for (long q = 0; q < 2 * hw; q++) table[2 * hw + q] = -table[q];
+    table[4 * hw] = splat(0.0);
+}
+
+/// Mask distance: the sum of the table entries `entries[j ..< end]` (an even count; consecutive pairs are added
+/// first, so a run's two prefix entries meet before anything else). The entries are ordered so that what follows
+/// any even position adds up to at least 0: the partial sum is a lower bound, and once it exceeds `limit` in all
+/// 8 lanes the mask's weight is negligible there and this returns 0 (no distance). Else it stores the distance,
+/// clamped at 0, in `out` and returns 1.
+static inline int runs_distance(const vd *table, const int32_t *e, long j, long end, vd limit, vd *out) {
+    // Independent sums: one chain would wait on the adder's latency at every entry.
+    vd d0 = splat(0.0), d1 = d0, d2 = d0, d3 = d0;
+    for (; j + 16 <= end; j += 16) {
+        d0 += table[e[j]] + table[e[j + 1]];
+        d1 += table[e[j + 2]] + table[e[j + 3]];
+        d2 += table[e[j + 4]] + table[e[j + 5]];
+        d3 += table[e[j + 6]] + table[e[j + 7]];
+        d0 += table[e[j + 8]] + table[e[j + 9]];
+        d1 += table[e[j + 10]] + table[e[j + 11]];
+        d2 += table[e[j + 12]] + table[e[j + 13]];
+        d3 += table[e[j + 14]] + table[e[j + 15]];
+        if (all_lanes(((d0 + d1) + (d2 + d3)) > limit)) return 0;
+    }
+    for (; j + 4 <= end; j += 4) {
+        d0 += table[e[j]] + table[e[j + 1]];
+        d1 += table[e[j + 2]] + table[e[j + 3]];
+    }
+    if (j < end) d2 += table[e[j]] + table[e[j + 1]];
+    *out = vmax((d0 + d1) + (d2 + d3), splat(0.0));
+    return 1;
+}
+
+void PSPC_VARIANT(pspc_runs_normalizers)(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                           const pspc_mask_runs *masks, double inv_two_t2, double *m, double *s, double *scratch) {
+    long dim = (long)set->channels * set->height * set->width;
+    vd *table = (vd *)align64(scratch);
+    vd k = splat(-inv_two_t2), ninf = splat(-INFINITY), two_t2 = splat(1.0 / inv_two_t2);
+    for (long t = tile_begin; t < tile_end; t++) {
+        const uint8_t *tile = set->tiles + t * dim * PSPC_LANES;
+        vl valid = lane_mask(set, t);
+        runs_table(set, tile, z, table);
+        for (long c = 0; c < masks->crop_count; c++) {
+            double *mc = m + c * PSPC_LANES, *sc = s + c * PSPC_LANES;
+            // Logit below m - 40 <=> distance above (40 - m) 2t^2; padded lanes never hold a mask back.
+            vd limit = select_vd(valid, (splat(PSPC_NEGLIGIBLE) - load(mc)) * two_t2, ninf);
+            vd d;
+            if (!runs_distance(table, masks->entries, masks->offsets[c], masks->offsets[c + 1], limit, &d)) continue;
+            vd l = select_vd(valid, d * k, ninf);
+            if (all_lanes(l < load(mc) - splat(PSPC_NEGLIGIBLE))) continue;
+            lse_update(mc, sc, l);
+        }
+    }
+}
+
+/// Sum of weight[readers[j]] for j in [j, end), in four independent chains.
+static inline vd gather_weights(const vd *weight, const int32_t *readers, long j, long end) {
+    vd w0 = splat(0.0), w1 = w0, w2 = w0, w3 = w0;
+    for (; j + 4 <= end; j += 4) {
+        w0 += weight[readers[j]];
+        w1 += weight[readers[j + 1]];
+        w2 += weight[readers[j + 2]];
+        w3 += weight[readers[j + 3]];
+    }
+    for (; j < end; j++) w0 += weight[readers[j]];
+    return (w0 + w1) + (w2 + w3);
+}
+
+void PSPC_VARIANT(pspc_runs_composite)(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                         const pspc_mask_runs *masks, double inv_two_t2, const double *log_z, double *numerator,
+                         double *scratch) {
+    int rows = set->height, cols = set->width;
+    long hw = (long)rows * cols;
+    long dim = set->channels * hw;
+    long crops = masks->crop_count;
+    // table [4 H W + 1] | mask weights [crops] | pixel and prefix weights [2 H W] | numerator [C H W].
+    vd *table = (vd *)align64(scratch);
+    vd *weight = table + 4 * hw + 1;
+    vd *spread = weight + crops;
+    vd *acc = spread + 2 * hw;
+    vd k = splat(-inv_two_t2), ninf = splat(-INFINITY);
+    double two_t2 = 1.0 / inv_two_t2;
+    const int32_t *e = masks->entries, *readers = masks->slot_masks;
+    const long *slots = masks->slot_offsets;
+    for (long d = 0; d < dim; d++) acc[d] = splat(0.0);
+    for (long t = tile_begin; t < tile_end; t++) {
+        const uint8_t *tile = set->tiles + t * dim * PSPC_LANES;
+        vl valid = lane_mask(set, t);
+        runs_table(set, tile, z, table);
+        long live = 0;
+        for (long c = 0; c < crops; c++) {
+            weight[c] = splat(0.0);
+            // Weight below e^-40 <=> distance above (40 - log Z) 2t^2.
+            vd d;
+            if (!runs_distance(table, e, masks->offsets[c], masks->offsets[c + 1],
+                               splat((PSPC_NEGLIGIBLE - log_z[c]) * two_t2), &d))
+                continue;
+            vd arg = select_vd(valid, d * k, ninf) - splat(log_z[c]);
+            if (all_lanes(arg < splat(-PSPC_NEGLIGIBLE))) continue;
+            weight[c] = vexp(arg) * splat(masks->multiplicity[c]);
+            live++;
+        }
+        if (live == 0) continue;
+        // The transpose of the distance: each table entry gathers the weights of the masks that read it, the
+        // negated half subtracted.
+        for (long q = 0; q < 2 * hw; q++) spread[q] = gather_weights(weight, readers, slots[q], slots[q + 1]) -
+                                                    gather_weights(weight, readers, slots[2 * hw + q], slots[2 * hw + q + 1]);
+        // Prefix entry (y, x) holds e(y, 0..x), so pixel (y, x) receives the weights of prefix entries x..W-1 of
+        // its row.
+        vd *prefix = spread + hw;
+        for (int x = cols - 2; x >= 0; x--) {
+            for (int y = 0; y < rows; y++) {
+                long p = (long)y * cols + x;
+                prefix[p] += prefix[p + 1];
+            }
+        }
+        for (long p = 0; p < hw; p++) spread[p] += prefix[p];
+        accumulate(set, tile, spread, acc);
+    }
+    flush_numerator(acc, dim, numerator);
+}
+
 void PSPC_VARIANT(pspc_tiles_to_rows)(const pspc_image_tiles *set, long first, long count, double *out, double *norms) {
     long dim = (long)set->channels * set->height * set->width;
     for (long i = 0; i < count; i++) {

@@ -20,6 +20,15 @@ struct Settings {
     var clusterWorkers = 0
     /// Engine and cluster timings are the best of this many runs (the machine is shared and noisy).
     var repeats = 3
+    /// PSPC-Flex: lambda, queries timed per kernel, optional heatmaps `[H, W, H, W]` (.npy; default: three
+    /// synthetic profiles).
+    var lambda = 0.5
+    var flexQueries = 16
+    var heatmaps: String?
+    /// "all" (empirical, square, flex) or "flex".
+    var methods = "all"
+    /// Colour images: 3x32x32 made from Fashion-MNIST (three images per colour image, padded to 32x32).
+    var colour = false
 
     init() {
         var args = CommandLine.arguments.dropFirst().makeIterator()
@@ -34,6 +43,11 @@ struct Settings {
             case "--threads": threads = Int(value)!
             case "--cluster-workers": clusterWorkers = Int(value)!
             case "--repeat": repeats = max(1, Int(value)!)
+            case "--lambda": lambda = Double(value)!
+            case "--flex-queries": flexQueries = Int(value)!
+            case "--heatmaps": heatmaps = value
+            case "--methods": methods = value
+            case "--colour": colour = value == "1" || value == "true"
             default: fatalError("unknown option \(flag)")
             }
         }
@@ -138,18 +152,41 @@ func parallelQueries(_ count: Int, threads: Int, _ body: @escaping @Sendable (In
     return box.results
 }
 
+/// 3x32x32 colour images from grey 28x28 ones: channel c of image j is image 3j + c, centred with a 2-pixel border.
+func colourImages(_ grey: ImageArray, count: Int) -> ImageArray {
+    var pixels = [UInt8](repeating: 0, count: count * 3 * 1024)
+    for j in 0..<count {
+        for c in 0..<3 {
+            let source = (3 * j + c) % grey.count
+            for y in 0..<28 {
+                for x in 0..<28 {
+                    pixels[((j * 3 + c) * 32 + y + 2) * 32 + x + 2] = grey.pixels[source * 784 + y * 28 + x]
+                }
+            }
+        }
+    }
+    return ImageArray(pixels: pixels, count: count, shape: ImageShape(channels: 3, height: 32, width: 32))
+}
+
 let settings = Settings()
-let trainImages = try IDXReader.read(
-    path: DatasetSource.fashionMNISTDirectory + "/train-images-idx3-ubyte.gz", limit: settings.trainCount)
-let testImages = try IDXReader.read(
-    path: DatasetSource.fashionMNISTDirectory + "/t10k-images-idx3-ubyte.gz", limit: settings.queries)
+let (trainImages, testImages) = try { () throws -> (ImageArray, ImageArray) in
+    let train = try IDXReader.read(
+        path: DatasetSource.fashionMNISTDirectory + "/train-images-idx3-ubyte.gz",
+        limit: settings.colour ? min(60_000, 3 * settings.trainCount) : settings.trainCount)
+    let test = try IDXReader.read(
+        path: DatasetSource.fashionMNISTDirectory + "/t10k-images-idx3-ubyte.gz",
+        limit: settings.colour ? 3 * settings.queries : settings.queries)
+    guard settings.colour else { return (train, test) }
+    guard settings.methods == "flex" else { fatalError("--colour 1 needs --methods flex") }
+    return (colourImages(train, count: settings.trainCount), colourImages(test, count: settings.queries))
+}()
 let shape = trainImages.shape, dim = shape.dimension
 let eps = NormalNoise(seed: 0).normals(stream: 0, count: settings.queries * dim)
 let z = (0..<(settings.queries * dim)).map { Double(testImages.pixels[$0]) / 127.5 - 1 + settings.t * eps[$0] }
 let trainFloat = trainImages.pixels.map { Float($0) / 127.5 - 1 }
 
 print(
-    "pspc engine benchmark: Fashion-MNIST, N = \(trainImages.count) training images (no x-flip), \(settings.queries) test queries, t = \(settings.t)"
+    "pspc engine benchmark: Fashion-MNIST\(settings.colour ? " as 3x32x32 colour" : ""), N = \(trainImages.count) training images (no x-flip), \(settings.queries) test queries, t = \(settings.t)"
 )
 print(
     "kernels: \(String(cString: pspc_kernel_level_name())), threads: \(settings.threads), OpenBLAS threads: \(ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] ?? "default")"
@@ -167,55 +204,150 @@ let nb = min(settings.baselineQueries, settings.queries)
 let baseZ = (0..<nb).map { Array(z[($0 * dim)..<(($0 + 1) * dim)]) }
 let threads = settings.threads
 
-var engineEmpirical: [Double] = []
-let engineEmpiricalSeconds = try await seconds(repeats: settings.repeats) {
-    engineEmpirical = try await engine.denoise(z, t: settings.t, method: .empirical).values
-}
-var baseEmpirical: [[Double]] = []
-let baseEmpiricalSeconds = await seconds {
-    baseEmpirical = parallelQueries(nb, threads: threads) {
-        straightforwardEmpirical(z: baseZ[$0], t: settings.t, train: trainFloat, count: trainImages.count)
+var engineEmpirical: [Double] = [], engineSquare: [Double] = []
+var engineEmpiricalSeconds = 0.0, engineSquareSeconds = 0.0
+if settings.methods == "all" {
+    engineEmpiricalSeconds = try await seconds(repeats: settings.repeats) {
+        engineEmpirical = try await engine.denoise(z, t: settings.t, method: .empirical).values
     }
+    var baseEmpirical: [[Double]] = []
+    let baseEmpiricalSeconds = await seconds {
+        baseEmpirical = parallelQueries(nb, threads: threads) {
+            straightforwardEmpirical(z: baseZ[$0], t: settings.t, train: trainFloat, count: trainImages.count)
+        }
+    }
+    engineSquareSeconds = try await seconds(repeats: settings.repeats) {
+        engineSquare = try await engine.denoise(z, t: settings.t, method: .pspcSquare(.constant(settings.patchSize))).values
+    }
+    var baseSquare: [[Double]] = []
+    let baseSquareSeconds = await seconds {
+        baseSquare = parallelQueries(nb, threads: threads) {
+            straightforwardComposite(
+                z: baseZ[$0], t: settings.t, train: trainFloat, count: trainImages.count, side: shape.width,
+                patch: settings.patchSize)
+        }
+    }
+
+    func agreement(_ engine: [Double], _ base: [[Double]]) -> Double {
+        var worst = 0.0
+        for (q, b) in base.enumerated() { for j in 0..<dim { worst = max(worst, abs(engine[q * dim + j] - b[j])) } }
+        return worst
+    }
+
+    let rows: [(String, Double, Double, Double)] = [
+        (
+            "empirical", engineEmpiricalSeconds / Double(settings.queries), baseEmpiricalSeconds / Double(nb),
+            agreement(engineEmpirical, baseEmpirical)
+        ),
+        (
+            "pspc-square s=\(settings.patchSize)", engineSquareSeconds / Double(settings.queries),
+            baseSquareSeconds / Double(nb), agreement(engineSquare, baseSquare)
+        ),
+    ]
+    print("")
+    print("method             engine ms/query   straightforward ms/query   speed-up   max |diff|")
+    for (name, e, b, diff) in rows {
+        print(String(format: "%-18@ %15.3f   %24.2f   %7.1fx   %.1e", name as NSString, e * 1000, b * 1000, b / e, diff))
+    }
+    print("(straightforward: \(nb) queries, one crop at a time streamed over the training set, on \(threads) threads)")
 }
-var engineSquare: [Double] = []
-let engineSquareSeconds = try await seconds(repeats: settings.repeats) {
-    engineSquare = try await engine.denoise(z, t: settings.t, method: .pspcSquare(.constant(settings.patchSize))).values
-}
-var baseSquare: [[Double]] = []
-let baseSquareSeconds = await seconds {
-    baseSquare = parallelQueries(nb, threads: threads) {
-        straightforwardComposite(
-            z: baseZ[$0], t: settings.t, train: trainFloat, count: trainImages.count, side: shape.width,
-            patch: settings.patchSize)
+
+// MARK: - PSPC-Flex: row runs against the per-pixel kernel
+
+/// Synthetic gradient heatmaps shaped like a trained network's (docs/science.md section 4): a peak at the output
+/// pixel (width `peak`), a broad halo (weight `halo`, width `spread`) and multiplicative log-normal noise
+/// (`noise`), so lambda = 0.5 keeps a blob with ragged edges and stray pixels.
+struct HeatmapProfile {
+    var name: String
+    var peak: Double
+    var halo: Double
+    var spread: Double
+    var noise: Double
+
+    static let all = [
+        HeatmapProfile(name: "sharp, noisy", peak: 1.5, halo: 0.15, spread: 6, noise: 0.6),
+        HeatmapProfile(name: "broad, noisy", peak: 2, halo: 0.5, spread: 10, noise: 0.3),
+        HeatmapProfile(name: "broad, smooth", peak: 2, halo: 0.5, spread: 10, noise: 0.1),
+    ]
+
+    func maps(height h: Int, width w: Int) -> [Double] {
+        let p = h * w
+        let random = NormalNoise(seed: 1)
+        var maps = [Double](repeating: 0, count: p * p)
+        for out in 0..<p {
+            let u = random.normals(stream: UInt64(out), count: p)
+            for q in 0..<p {
+                let dy = Double(q / w - out / w), dx = Double(q % w - out % w)
+                let r2 = dy * dy + dx * dx
+                maps[out * p + q] =
+                    (exp(-r2 / (2 * peak * peak)) + halo * exp(-r2 / (2 * spread * spread))) * exp(noise * u[q])
+            }
+        }
+        return maps
     }
 }
 
-func agreement(_ engine: [Double], _ base: [[Double]]) -> Double {
-    var worst = 0.0
-    for (q, b) in base.enumerated() { for j in 0..<dim { worst = max(worst, abs(engine[q * dim + j] - b[j])) } }
-    return worst
+/// CPU time of this process, all threads (the machine may be shared: wall time alone overstates the cost).
+func processCPUSeconds() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now)
+    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
 }
 
-let rows: [(String, Double, Double, Double)] = [
-    (
-        "empirical", engineEmpiricalSeconds / Double(settings.queries), baseEmpiricalSeconds / Double(nb),
-        agreement(engineEmpirical, baseEmpirical)
-    ),
-    (
-        "pspc-square s=\(settings.patchSize)", engineSquareSeconds / Double(settings.queries),
-        baseSquareSeconds / Double(nb), agreement(engineSquare, baseSquare)
-    ),
-]
-print("")
-print("method             engine ms/query   straightforward ms/query   speed-up   max |diff|")
-for (name, e, b, diff) in rows {
-    print(String(format: "%-18@ %15.3f   %24.2f   %7.1fx   %.1e", name as NSString, e * 1000, b * 1000, b / e, diff))
+func flexBenchmark(_ name: String, maps: [Double]) async throws {
+    let flex = try FlexMasks(
+        maps: maps, levels: 1, height: shape.height, width: shape.width, levelTimes: [1],
+        lambda: .constant(settings.lambda))
+    let masks = flex.masks(at: settings.t)
+    let reads = masks.kernelReads(width: shape.width)
+    let set = try ImageSet(pixels: trainImages.pixels, count: trainImages.count, shape: shape, xflip: false)
+    let nq = min(settings.flexQueries, settings.queries)
+    let flexZ = Array(z[0..<(nq * dim)])
+    var results: [[Double]] = []
+    var times: [Double] = [], cpuTimes: [Double] = []
+    for kernel in [InProcessShard.FlexKernel.perPixel, .rowRuns] {
+        let flexEngine = try DenoisingEngine(sources: [
+            InProcessShard(images: set, threads: settings.threads, flexKernel: kernel)
+        ])
+        var out: [Double] = []
+        var cpu = Double.infinity
+        times.append(
+            try await seconds(repeats: settings.repeats) {
+                let before = processCPUSeconds()
+                out = try await flexEngine.denoise(flexZ, t: settings.t, method: .pspcFlex(flex)).values
+                cpu = min(cpu, processCPUSeconds() - before)
+            } / Double(nq))
+        cpuTimes.append(cpu / Double(nq))
+        results.append(out)
+    }
+    let diff = zip(results[0], results[1]).reduce(0) { max($0, abs($1.0 - $1.1)) }
+    let meanSize = Double(masks.pixels.count) / Double(max(1, masks.count))
+    print("")
+    print(
+        "pspc-flex lambda = \(settings.lambda), \(name): \(masks.count) distinct masks of \(String(format: "%.1f", meanSize)) positions on average; reads per image (all masks): per-pixel \(reads.perPixel), row runs \(reads.rowRuns)"
+    )
+    print("kernel             engine ms/query   speed-up   CPU ms/query   speed-up   max |diff|")
+    print(String(format: "%-18@ %15.3f   %8@   %12.3f", "per-pixel" as NSString, times[0] * 1000, "" as NSString, cpuTimes[0] * 1000))
+    print(
+        String(
+            format: "%-18@ %15.3f   %7.2fx   %12.3f   %7.2fx   %.1e", "row runs" as NSString, times[1] * 1000,
+            times[0] / times[1], cpuTimes[1] * 1000, cpuTimes[0] / cpuTimes[1], diff))
+    print("(\(nq) queries, best of \(settings.repeats), \(settings.threads) threads)")
 }
-print("(straightforward: \(nb) queries, one crop at a time streamed over the training set, on \(threads) threads)")
+
+if settings.methods != "all" && settings.methods != "flex" { fatalError("--methods is all or flex") }
+if let path = settings.heatmaps {
+    try await flexBenchmark(path, maps: try NPY.read(path: path).asDoubles())
+} else {
+    for profile in HeatmapProfile.all {
+        try await flexBenchmark(
+            "synthetic heatmaps (\(profile.name))", maps: profile.maps(height: shape.height, width: shape.width))
+    }
+}
 
 // MARK: - Through local worker processes
 
-if settings.clusterWorkers > 0 {
+if settings.clusterWorkers > 0 && settings.methods == "all" {
     let workers = settings.clusterWorkers
     let directory = NSTemporaryDirectory() + "pspc-bench-\(getpid())"
     defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -22,6 +22,11 @@ typedef struct {
 int pspc_kernel_level(void);
 const char *pspc_kernel_level_name(void);
 
+/// Forces the CPU level for every later kernel call (tests and benchmarks compare levels in one process):
+/// `level` is lowered to the best the CPU has; returns the level now in force. Not for concurrent use with
+/// running kernels of another level that must not change.
+int pspc_set_kernel_level(int level);
+
 /// Per-thread scratch size in doubles for the crop kernels below.
 long pspc_crop_scratch_doubles(int channels, int height, int width, long crop_count);
 
@@ -57,6 +62,36 @@ void pspc_mask_normalizers(const pspc_image_tiles *set, long tile_begin, long ti
 /// Round 2 for masks: numerator(p) += sum_i x_i(p) * sum_{k covers p} multiplicity_k exp(l_i(k) - log_z[k]).
 void pspc_mask_composite(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
                          const pspc_masks *masks, double inv_two_t2, const double *log_z, double *numerator,
+                         double *scratch);
+
+/// Masks in row-run form (PSPC-Flex, docs/design.md section 2), built from the masks by `MaskSet`. For one
+/// (query, training image) pair the kernels fill a table of 4 H W + 1 values: T[p] = e(p) for p = y W + x, the
+/// per-pixel squared difference summed over channels; T[H W + y W + x] = e(y, 0) + ... + e(y, x), the inclusive
+/// prefix sums of row y (each row starts from 0, so no entry exceeds one row's sum); T[2 H W + q] = -T[q] for
+/// q < 2 H W; T[4 H W] = 0. Mask k's distance is the sum of T over entries[offsets[k] ..< offsets[k + 1]], an even
+/// count added pair by pair: a run [x0, x1) of row y with x0 > 0 is the pair (prefix x1 - 1, negated prefix
+/// x0 - 1), short runs read e. Each mask lists the entries of negative total first, so every partial sum at an
+/// even position is a lower bound of the distance (the kernels stop once a mask is negligible in all 8 lanes).
+/// Round 2 applies the transpose: each table entry q < 4 H W gathers the weights of the masks that read it,
+/// `slot_masks[slot_offsets[q] ..< slot_offsets[q + 1]]` (a mask as often as it reads q), and pixel weights are
+/// the e part plus the suffix sums of each row's prefix part (negated halves subtracted).
+typedef struct {
+    const long *offsets;        ///< [crop_count + 1], even differences
+    const int32_t *entries;     ///< table indices, each in [0, 4 H W]
+    const double *multiplicity; ///< [crop_count]
+    long crop_count;
+    const long *slot_offsets;   ///< [4 H W + 1]
+    const int32_t *slot_masks;  ///< mask indices
+} pspc_mask_runs;
+
+/// Round 1 for row-run masks: same state layout and result as `pspc_mask_normalizers`.
+void pspc_runs_normalizers(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                           const pspc_mask_runs *masks, double inv_two_t2, double *m, double *s, double *scratch);
+
+/// Round 2 for row-run masks: same result as `pspc_mask_composite` (weights below e^-40 in all 8 lanes are
+/// skipped, as round 1 skips terms e^-40 below the running maximum).
+void pspc_runs_composite(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                         const pspc_mask_runs *masks, double inv_two_t2, const double *log_z, double *numerator,
                          double *scratch);
 
 /// Converts images [first, first + count) of `set` to float64 rows `out[count][dimension]` (x / 127.5 - 1),
