@@ -43,3 +43,42 @@ final class ShardingTests: XCTestCase {
         }
     }
 }
+
+/// 1, 3 and 7 uneven shards (one empty, two of a single image) at every shape of the exactness tests, every
+/// method, every grid t. The engine merges shards in shard order, but the partials themselves depend on the split:
+/// each shard's running maximum, BLAS blocks and tile chunks differ, and the kernels' exp (relative error
+/// <= 7e-12) is evaluated at other arguments, so the outputs agree to rounding, not bit for bit.
+final class ShapeShardingTests: XCTestCase {
+    static let bound = 1e-10
+
+    func testEveryShapeAndMethodAgreesAcrossShardings() async throws {
+        for c in ExactnessTests.cases {
+            let n = c.train.count
+            let splits = [[0, n], [0, 5, n / 2 + 3, n], [0, 1, 1, 9, 10, n / 2 + 5, n - 1, n]]
+            let engines = try splits.map { try c.engine(splits: $0) }
+            let (flex, _) = try ExactnessTests.flex(for: c.shape)
+            let methods: [(String, DenoiseMethod)] = [
+                ("empirical", .empirical), ("pspc-square s=3", .pspcSquare(.constant(3))),
+                ("pspc-square s=\(c.squareSizes[2])", .pspcSquare(.constant(c.squareSizes[2]))),
+                ("pspc-flex", .pspcFlex(flex)), ("gaussian", .gaussian),
+                ("cfdm", .cfdm(smoothing: 0.2, copies: 2, seed: 3)),
+            ]
+            for (name, method) in methods {
+                var worst = 0.0, bitEqual = true
+                for (ti, t) in ExactnessTests.grid.enumerated() {
+                    let z = c.query(2 * ti, t: t) + c.query(2 * ti + 1, t: t)
+                    var outputs: [[Double]] = []
+                    for engine in engines { outputs.append(try await engine.denoise(z, t: t, method: method).values) }
+                    for (k, other) in outputs.enumerated().dropFirst() {
+                        let difference = relativeError(other, outputs[0])
+                        worst = max(worst, difference)
+                        bitEqual = bitEqual && other == outputs[0]
+                        XCTAssertLessThanOrEqual(
+                            difference, Self.bound, "\(name) \(c.name) t=\(t): \(splits[k].count - 1) shards vs 1")
+                    }
+                }
+                print("sharding \(name) \(c.name): worst relative difference \(worst), bit-equal \(bitEqual)")
+            }
+        }
+    }
+}
