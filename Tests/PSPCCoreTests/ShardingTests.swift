@@ -49,7 +49,7 @@ final class ShardingTests: XCTestCase {
 /// each shard's running maximum, BLAS blocks and tile chunks differ, and the kernels' exp (relative error
 /// <= 7e-12) is evaluated at other arguments, so the outputs agree to rounding, not bit for bit.
 final class ShapeShardingTests: XCTestCase {
-    static let bound = 1e-10
+    static let bound = 1e-11
 
     func testEveryShapeAndMethodAgreesAcrossShardings() async throws {
         for c in ExactnessTests.cases {
@@ -60,9 +60,11 @@ final class ShapeShardingTests: XCTestCase {
             let methods: [(String, DenoiseMethod)] = [
                 ("empirical", .empirical), ("pspc-square s=3", .pspcSquare(.constant(3))),
                 ("pspc-square s=\(c.squareSizes[2])", .pspcSquare(.constant(c.squareSizes[2]))),
-                ("pspc-flex", .pspcFlex(flex)), ("gaussian", .gaussian),
-                ("cfdm", .cfdm(smoothing: 0.2, copies: 2, seed: 3)),
+                ("pspc-flex", .pspcFlex(flex)), ("cfdm", .cfdm(smoothing: 0.2, copies: 2, seed: 3)),
             ]
+                // The Gaussian merges moments, whatever the shape; its D x D eigendecomposition (seconds at
+                // D = 3072) runs once per engine, so it is sharded at 1x28x28 only.
+                + (c.shape.dimension <= 784 ? [("gaussian", DenoiseMethod.gaussian)] : [])
             for (name, method) in methods {
                 var worst = 0.0, bitEqual = true
                 for (ti, t) in ExactnessTests.grid.enumerated() {
