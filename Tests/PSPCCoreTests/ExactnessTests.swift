@@ -25,7 +25,7 @@ import XCTest
 final class ExactnessTests: XCTestCase {
     static let grid = EDM.grid(steps: 18)
 
-    /// Relative bounds per method (see above); measured worst values in docs/design.md section 8.
+    /// Relative bounds per method (see above); the worst values measured are in docs/design.md section 8.
     static let bounds: [String: Double] = [
         "empirical": 1e-11, "pspc-square": 1e-10, "pspc-flex": 1e-10, "gaussian": 1e-11, "cfdm": 1e-11,
     ]
