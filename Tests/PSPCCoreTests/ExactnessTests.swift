@@ -18,14 +18,15 @@ import XCTest
 /// eps_d / (2 t^2) = 1.25e5 eps_d, so summed-area rounding of ~1e-13 (the image's squared distance is 1e2 to
 /// 1e3) reaches ~1e-8 in the logits of crops whose training patches are one grey level apart, which share the
 /// weight at that t; the composite averages many crops, so what reaches a pixel is smaller still. The Gaussian
-/// eigendecomposition resolves eigenvalues only to ~1e-16 of the largest, which t^2 = 4e-6 divides. The bounds
-/// below are the worst errors measured over all shapes and t, rounded up to the next power of ten: tight
-/// enough that any mistake in indexing, channel handling, coverage or merging (errors of order 1e-3 and up)
-/// fails by many orders.
+/// eigendecomposition resolves eigenvalues only to ~1e-16 of the largest; the engine zeroes those below
+/// D eps lambda_max (kept, t^2 = 4e-6 divided them into errors of 2e-9). The bounds below are the worst errors
+/// measured over all shapes and t (docs/design.md section 8) rounded up to a power of ten: tight enough that
+/// any mistake in indexing, channel handling, coverage or merging (errors of order 1e-3 and up) fails by many
+/// orders.
 final class ExactnessTests: XCTestCase {
     static let grid = EDM.grid(steps: 18)
 
-    /// Relative bounds per method (see above); the worst values measured are in docs/design.md section 8.
+    /// Relative bounds per method (see above).
     static let bounds: [String: Double] = [
         "empirical": 1e-11, "pspc-square": 1e-10, "pspc-flex": 1e-10, "gaussian": 1e-11, "cfdm": 1e-11,
     ]
