@@ -5,7 +5,7 @@ import Foundation
 /// Sigma = U diag(l) U^T, and D(z, t) = mu + U diag(l / (l + t^2)) U^T (z - mu).
 public struct GaussianModel: Sendable {
     public let mean: [Double]
-    /// Eigenvalues, ascending, clamped at 0.
+    /// Eigenvalues, ascending; those below D eps lambda_max (rounding of a rank-deficient covariance) are 0.
     public let eigenvalues: [Double]
     /// U^T `[D, D]` row-major: row k is the k-th eigenvector.
     public let eigenvectorsT: [Double]
@@ -39,7 +39,14 @@ public struct GaussianModel: Sendable {
         dsyevd_(&jobz, &uplo, &nn, &cov, &lda, &w, &work, &lwork, &iwork, &liwork, &info)
         guard info == 0 else { throw PSPCError.numerical("covariance eigendecomposition failed (dsyevd info \(info))") }
         self.mean = mean
-        self.eigenvalues = w.map { max($0, 0) }
+        // Eigenvalues below D eps lambda_max are rounding, not variance: the covariance (formed as
+        // E[x x^T] - mu mu^T) and dsyevd resolve eigenvalues only to about eps lambda_max, so a rank-deficient
+        // covariance (fewer images than dimensions) has null-space eigenvalues of order +-1e-16 lambda_max. Kept,
+        // they pass l / (l + t^2) of the query's null-space component: 5e-8 of it at t = 0.002 for lambda_max
+        // ~ 1e3 (3x32x32 colour images). They are zeroed, as numerical rank does (LAPACK's and numpy's
+        // max(M, N) eps sigma_max).
+        let threshold = Double(dim) * Double.ulpOfOne * (w.max() ?? 0)
+        self.eigenvalues = w.map { $0 > threshold ? $0 : 0 }
         self.eigenvectorsT = cov
         self.dimension = dim
     }

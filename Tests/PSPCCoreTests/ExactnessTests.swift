@@ -4,23 +4,48 @@ import PSPCCore
 import PSPCData
 import XCTest
 
-/// Every method against the literal float64 reference (Reference.swift) on real Fashion-MNIST: 1000 training
-/// images, test-set queries z = x0 + t eps, every t of the 18-step EDM grid, with and without x-flip.
+/// Every method against the literal float64 reference (Reference.swift) on real images of three shapes
+/// (ExactnessData.swift): 1x28x28 Fashion-MNIST with and without x-flip, 3x24x40 colour scenes (H != W, x-flip)
+/// and 3x32x32 colour scenes; queries z = x0 + t eps from images outside the training set, at every t of the
+/// 18-step EDM grid (0.002 to 80). Errors are relative: max |engine - reference| / max |reference|.
+///
+/// The bound. Both sides are float64 but not the same float64: the engine's empirical softmax takes distances
+/// as ||z||^2 + ||x||^2 - 2 z.x (BLAS), its crop kernels take box sums of squared differences from summed-area
+/// tables, whose absolute error is ~1e-16 of the whole image's squared distance, and evaluate exp by a degree-9
+/// polynomial (relative error <= 7e-12, PSPCKernels). A logit error delta moves the posterior mean by at most
+/// delta times the spread of the values it averages, and the exp error moves it by <= 7e-12 times that spread
+/// (values lie in [-1, 1], spread <= 2). At t = 0.002 a distance error eps_d becomes a logit error
+/// eps_d / (2 t^2) = 1.25e5 eps_d, so summed-area rounding of ~1e-13 (the image's squared distance is 1e2 to
+/// 1e3) reaches ~1e-8 in the logits of crops whose training patches are one grey level apart, which share the
+/// weight at that t; the composite averages many crops, so what reaches a pixel is smaller still. The Gaussian
+/// eigendecomposition resolves eigenvalues only to ~1e-16 of the largest; the engine zeroes those below
+/// D eps lambda_max (kept, t^2 = 4e-6 divided them into errors of 2e-9). The bounds below are the worst errors
+/// measured over all shapes and t (docs/design.md section 8) rounded up to a power of ten: tight enough that
+/// any mistake in indexing, channel handling, coverage or merging (errors of order 1e-3 and up) fails by many
+/// orders.
 final class ExactnessTests: XCTestCase {
-    static let trainCount = 1000
-    static let tolerance = 1e-4
     static let grid = EDM.grid(steps: 18)
+
+    /// Relative bounds per method (see above).
+    static let bounds: [String: Double] = [
+        "empirical": 1e-11, "pspc-square": 1e-10, "pspc-flex": 1e-10, "gaussian": 1e-11, "cfdm": 1e-11,
+    ]
+
+    static let cases: [ExactnessCase] = [
+        .gray28(trainCount: 80, xflip: false), .gray28(trainCount: 80, xflip: true), .wide(trainCount: 48),
+        .colour32(trainCount: 48),
+    ]
+
+    // MARK: - The 1000-image 1x28x28 fixture other tests share
+
+    static let trainCount = 1000
 
     struct Fixture {
         let train: ImageArray
         let test: ImageArray
     }
 
-    static let fixture: Fixture = {
-        let train = try! IDXReader.read(path: FashionMNIST.directory + "/train-images-idx3-ubyte.gz", limit: trainCount)
-        let test = try! IDXReader.read(path: FashionMNIST.directory + "/t10k-images-idx3-ubyte.gz", limit: 64)
-        return Fixture(train: train, test: test)
-    }()
+    static let fixture = Fixture(train: FashionData.train.prefix(trainCount), test: FashionData.test)
 
     /// Query `i`: test image i plus t times seeded noise, float64.
     static func query(_ i: Int, t: Double) -> [Double] {
@@ -40,74 +65,164 @@ final class ExactnessTests: XCTestCase {
         return try DenoisingEngine(sources: shards)
     }
 
-    /// Runs the reference for every grid t on both cores, then compares with the engine.
+    /// 1x28x28 heatmaps at every grid level (see `blobMaps`) with the lambda schedule `flexLambdas`.
+    static func flexMasks() throws -> (FlexMasks, lambdas: [Double]) {
+        let maps = grid.indices.flatMap { blobMaps(height: 28, width: 28, sigma: 0.8 + 0.1 * Double(17 - $0)) }
+        let flex = try FlexMasks(
+            maps: maps, levels: grid.count, height: 28, width: 28, levelTimes: grid,
+            lambda: LambdaSchedule(t: grid, values: flexLambdas))
+        return (flex, flexLambdas)
+    }
+
+    /// lambda per grid t: the whole image at large t, then smaller masks; 0.2 leaves border pixels uncovered, so
+    /// the empirical fallback is exercised.
+    static let flexLambdas = [1, 1, 1, 1, 1, 1, 0.7, 0.7, 0.5, 0.5, 0.4, 0.4, 0.3, 0.3, 0.3, 0.2, 0.2, 0.2]
+
+    /// Heatmaps `[H W][H W]` whose mass sits around a point pulled towards the centre, as integers without ties:
+    /// floor(2^30 exp(-r^2 / 2 sigma^2)) * 2048 plus a distinct number below 2048 per input pixel. Every partial
+    /// sum of a row is then an exact integer below 2^53, so the lambda rule has one answer, whatever the order of
+    /// summation.
+    static func blobMaps(height h: Int, width w: Int, sigma: Double) -> [Double] {
+        let p = h * w
+        precondition(p <= 2048)
+        var maps = [Double](repeating: 0, count: p * p)
+        let cy = Double(h - 1) / 2, cx = Double(w - 1) / 2
+        for out in 0..<p {
+            let py = 0.7 * Double(out / w) + 0.3 * cy, px = 0.7 * Double(out % w) + 0.3 * cx
+            for q in 0..<p {
+                let dy = Double(q / w) - py, dx = Double(q % w) - px
+                let blob = (0x1p30 * exp(-(dy * dy + dx * dx) / (2 * sigma * sigma))).rounded(.down)
+                maps[out * p + q] = blob * 2048 + Double((q * 1031 + out) % 2048)
+            }
+        }
+        return maps
+    }
+
+    /// PSPC-Flex heatmaps for `shape` at four levels (t = 80, 2, 0.1, 0.002; the nearest one serves each t).
+    static let flexLevels = [80.0, 2, 0.1, 0.002]
+    static func flex(for shape: ImageShape) throws -> (flex: FlexMasks, maps: [[Double]]) {
+        let maps = flexLevels.indices.map { blobMaps(height: shape.height, width: shape.width, sigma: 2.5 - 0.5 * Double($0)) }
+        let flex = try FlexMasks(
+            maps: maps.flatMap { $0 }, levels: maps.count, height: shape.height, width: shape.width,
+            levelTimes: flexLevels, lambda: LambdaSchedule(t: grid, values: flexLambdas))
+        return (flex, maps)
+    }
+
+    // MARK: - Checking
+
+    /// Runs the reference for `queriesPerT` queries at every grid t on both cores, then the engine, and checks
+    /// the relative error against the method's bound. Returns the worst error.
+    @discardableResult
     func check(
-        _ name: String, method: DenoiseMethod, queriesPerT: Int, xflip: Bool,
-        reference: @escaping @Sendable (_ z: [Double], _ t: Double, _ images: [[Double]]) -> [Double]
-    ) async throws {
-        let fixture = Self.fixture
-        let images = Reference.trainingSet(
-            fixture.train.pixels, count: fixture.train.count, shape: fixture.train.shape, xflip: xflip)
+        _ method: String, _ label: String, on c: ExactnessCase, queriesPerT: Int, engineMethod: DenoiseMethod,
+        reference: @escaping @Sendable (_ z: [Double], _ t: Double, _ queryIndex: Int) -> [Double]
+    ) async throws -> Double {
         let grid = Self.grid
         let jobs = grid.indices.flatMap { ti in (0..<queriesPerT).map { (ti, ti * queriesPerT + $0) } }
         let expected = ResultBox(count: jobs.count)
         DispatchQueue.concurrentPerform(iterations: jobs.count) { j in
             let (ti, qi) = jobs[j]
-            expected.set(j, reference(Self.query(qi, t: grid[ti]), grid[ti], images))
+            expected.set(j, reference(c.query(qi, t: grid[ti]), grid[ti], qi))
         }
-        let engine = try Self.engine(xflip: xflip)
-        var worst = 0.0
+        let engine = try c.engine()
+        let bound = Self.bounds[method]!
+        var worst = 0.0, worstT = 0.0
         for (j, (ti, qi)) in jobs.enumerated() {
             let t = grid[ti]
-            let out = try await engine.denoise(Self.query(qi, t: t), t: t, method: method, firstQueryIndex: qi)
-            let error = maxAbsDifference(out.values, expected.get(j))
-            worst = max(worst, error)
-            XCTAssertLessThanOrEqual(error, Self.tolerance, "\(name) xflip=\(xflip) t=\(t): max abs error \(error)")
+            let out = try await engine.denoise(c.query(qi, t: t), t: t, method: engineMethod, firstQueryIndex: qi)
+            let error = relativeError(out.values, expected.get(j))
+            if error > worst { (worst, worstT) = (error, t) }
+            XCTAssertLessThanOrEqual(error, bound, "\(label) \(c.name) t=\(t) query \(qi): relative error \(error)")
         }
-        print("exactness \(name) xflip=\(xflip): worst max abs error \(worst) over \(jobs.count) queries")
+        print("exactness \(label) \(c.name): worst relative error \(worst) (t = \(worstT)) over \(jobs.count) queries")
+        return worst
     }
 
     func testEmpirical() async throws {
-        for xflip in [false, true] {
-            try await check("empirical", method: .empirical, queriesPerT: 2, xflip: xflip) { z, t, images in
+        for c in Self.cases {
+            let images = c.images
+            try await check("empirical", "empirical", on: c, queriesPerT: 3, engineMethod: .empirical) { z, t, _ in
                 Reference.empirical(z: z, t: t, images: images)
             }
         }
     }
 
     func testPSPCSquare() async throws {
-        let shape = Self.fixture.train.shape
-        for s in [3, 7, 15, 28] {
-            let crops = Reference.squareCrops(s, shape: shape)
-            for xflip in [false, true] {
-                try await check("pspc-square s=\(s)", method: .pspcSquare(.constant(s)), queriesPerT: 1, xflip: xflip) {
-                    z, t, images in
+        for c in Self.cases {
+            let images = c.images, shape = c.shape
+            for s in c.squareSizes {
+                let crops = Reference.squareCrops(s, shape: shape)
+                try await check(
+                    "pspc-square", "pspc-square s=\(s)", on: c, queriesPerT: 1, engineMethod: .pspcSquare(.constant(s))
+                ) { z, t, _ in
                     Reference.composite(z: z, t: t, images: images, crops: crops, shape: shape)
                 }
             }
         }
     }
 
+    /// A schedule picks the size at the nearest grid t; the composite must then match that size's reference.
     func testPSPCSquareSchedule() async throws {
-        // A schedule picks the size at the nearest grid t; the composite must then match that size's reference.
-        let shape = Self.fixture.train.shape
-        let sizes = [28, 28, 28, 28, 28, 28, 28, 23, 15, 11, 7, 5, 3, 3, 3, 3, 3, 3]
-        let schedule = try PatchSchedule(t: Self.grid, values: sizes)
-        try await check("pspc-square schedule", method: .pspcSquare(schedule), queriesPerT: 1, xflip: true) {
-            z, t, images in
-            let s = sizes[EDM.nearestIndex(of: t, in: Self.grid)]
-            return Reference.composite(
-                z: z, t: t, images: images, crops: Reference.squareCrops(s, shape: shape), shape: shape)
+        for c in Self.cases {
+            let images = c.images, shape = c.shape, side = min(shape.height, shape.width)
+            let sizes = Self.grid.indices.map { i in max(1, min(side, side - 2 * i)) }
+            let schedule = try PatchSchedule(t: Self.grid, values: sizes)
+            try await check("pspc-square", "pspc-square schedule", on: c, queriesPerT: 1, engineMethod: .pspcSquare(schedule)) {
+                z, t, _ in
+                let s = sizes[Reference.nearest(t, in: Self.grid)]
+                return Reference.composite(
+                    z: z, t: t, images: images, crops: Reference.squareCrops(s, shape: shape), shape: shape)
+            }
+        }
+    }
+
+    /// Patches larger than the image in either direction are refused, H != W included; s = min(H, W) is not.
+    func testPatchLargerThanAnImageSideIsRefused() async throws {
+        let c = ExactnessCase.wide(trainCount: 8)
+        let engine = try c.engine()
+        let z = c.query(0, t: 1)
+        for s in [25, 40, 41, 0] {
+            do {
+                _ = try await engine.denoise(z, t: 1, method: .pspcSquare(.constant(s)))
+                XCTFail("patch size \(s) on \(c.shape) was accepted")
+            } catch PSPCError.invalidArgument(let message) {
+                XCTAssertTrue(message.contains("patch size"), message)
+            }
+        }
+        let out = try await engine.denoise(z, t: 1, method: .pspcSquare(.constant(24)))
+        XCTAssertEqual(out.values.count, c.shape.dimension)
+    }
+
+    /// The reference's composite runs over masks built by the independent lambda rule (Reference.lambdaMasks),
+    /// never the engine's.
+    func testPSPCFlex() async throws {
+        for c in Self.cases {
+            let images = c.images, shape = c.shape
+            let (flex, maps) = try Self.flex(for: shape)
+            // The independent masks of each grid t, built once per (level, lambda).
+            var built: [[Double]: [[Int]]] = [:], masksAt: [Double: [[Int]]] = [:]
+            for t in Self.grid {
+                let level = Reference.nearest(t, in: Self.flexLevels)
+                let lambda = Self.flexLambdas[Reference.nearest(t, in: Self.grid)]
+                let masks =
+                    built[[Double(level), lambda]]
+                    ?? Reference.lambdaMasks(maps: maps[level], pixels: shape.pixelCount, lambda: lambda)
+                built[[Double(level), lambda]] = masks
+                masksAt[t] = masks
+            }
+            let masksByT = masksAt
+            let uncovered = masksByT.values.map { shape.pixelCount - Set($0.joined()).count }.reduce(0, +)
+            XCTAssertGreaterThan(uncovered, 0, "\(c.name): the empirical fallback is not exercised")
+            try await check("pspc-flex", "pspc-flex", on: c, queriesPerT: 2, engineMethod: .pspcFlex(flex)) { z, t, _ in
+                Reference.flex(z: z, t: t, images: images, masks: masksByT[t]!, shape: shape)
+            }
         }
     }
 
     func testGaussian() async throws {
-        for xflip in [false, true] {
-            let fixture = Self.fixture
-            let images = Reference.trainingSet(
-                fixture.train.pixels, count: fixture.train.count, shape: fixture.train.shape, xflip: xflip)
-            let gaussian = Reference.Gaussian(images: images)
-            try await check("gaussian", method: .gaussian, queriesPerT: 1, xflip: xflip) { z, t, _ in
+        for c in Self.cases {
+            let gaussian = Reference.Gaussian(images: c.images)
+            try await check("gaussian", "gaussian", on: c, queriesPerT: 2, engineMethod: .gaussian) { z, t, _ in
                 gaussian.denoise(z, t: t)
             }
         }
@@ -115,14 +230,14 @@ final class ExactnessTests: XCTestCase {
 
     func testCFDM() async throws {
         let smoothing = 0.1, copies = 3, seed: UInt64 = 11
-        for xflip in [false, true] {
+        for c in Self.cases {
+            let images = c.images
             try await check(
-                "cfdm", method: .cfdm(smoothing: smoothing, copies: copies, seed: seed), queriesPerT: 1, xflip: xflip
-            ) {
-                z, t, images in
-                // The spec: average of the empirical denoiser over copies z + smoothing eps_m, with eps_m the
+                "cfdm", "cfdm", on: c, queriesPerT: 1,
+                engineMethod: .cfdm(smoothing: smoothing, copies: copies, seed: seed)
+            ) { z, t, qi in
+                // The spec: the average of the empirical denoiser over the copies z + smoothing eps_m, eps_m the
                 // seeded noise of stream (query index << 24 | m).
-                let qi = Self.grid.firstIndex(of: t)!
                 var out = [Double](repeating: 0, count: z.count)
                 for m in 0..<copies {
                     let eps = NormalNoise(seed: seed).normals(stream: (UInt64(qi) << 24) | UInt64(m), count: z.count)
@@ -131,70 +246,6 @@ final class ExactnessTests: XCTestCase {
                 }
                 return out
             }
-        }
-    }
-
-    /// Heatmaps whose mass sits around a point pulled towards the centre, so border pixels are left
-    /// uncovered at small lambda and the empirical fallback is exercised.
-    static func flexMasks() throws -> (FlexMasks, lambdas: [Double]) {
-        let h = 28, w = 28, p = h * w
-        let lambdas = [1, 1, 1, 1, 1, 1, 0.7, 0.7, 0.5, 0.5, 0.4, 0.4, 0.3, 0.3, 0.3, 0.2, 0.2, 0.2]
-        var maps = [Double](repeating: 0, count: grid.count * p * p)
-        for level in grid.indices {
-            let sigma = 0.8 + 0.1 * Double(17 - level)
-            for out in 0..<p {
-                let cy = 0.7 * Double(out / w) + 0.3 * 13.5, cx = 0.7 * Double(out % w) + 0.3 * 13.5
-                for q in 0..<p {
-                    let dy = Double(q / w) - cy, dx = Double(q % w) - cx
-                    maps[(level * p + out) * p + q] = exp(-(dy * dy + dx * dx) / (2 * sigma * sigma))
-                }
-            }
-        }
-        let flex = try FlexMasks(
-            maps: maps, levels: grid.count, height: h, width: w, levelTimes: grid,
-            lambda: LambdaSchedule(t: grid, values: lambdas))
-        return (flex, lambdas)
-    }
-
-    func testPSPCFlex() async throws {
-        let shape = Self.fixture.train.shape
-        let (flex, _) = try Self.flexMasks()
-        for xflip in [false, true] {
-            try await check("pspc-flex", method: .pspcFlex(flex), queriesPerT: 1, xflip: xflip) { z, t, images in
-                let masks = flex.masks(at: t)
-                // Expand the merged masks back to one crop per output pixel for the literal composite.
-                var crops: [[Int]] = []
-                for k in 0..<masks.count {
-                    let mask = masks.pixels[masks.offsets[k]..<masks.offsets[k + 1]].map(Int.init)
-                    crops += Array(repeating: mask, count: Int(masks.multiplicity[k]))
-                }
-                return Reference.compositeMemoized(
-                    z: z, t: t, images: images, crops: crops, shape: shape,
-                    fallback: Reference.empirical(z: z, t: t, images: images))
-            }
-        }
-    }
-}
-
-extension Reference {
-    /// `composite` with the posterior mean of each distinct crop computed once (identical masks repeat).
-    static func compositeMemoized(
-        z: [Double], t: Double, images: [[Double]], crops: [[Int]], shape: ImageShape,
-        fallback: [Double]
-    ) -> [Double] {
-        var cache: [[Int]: [Double]] = [:]
-        var sum = [Double](repeating: 0, count: z.count)
-        var count = [Double](repeating: 0, count: shape.pixelCount)
-        for crop in crops {
-            let positions = positions(of: crop, shape: shape)
-            let mean = cache[crop] ?? posteriorMean(z: z, positions: positions, t: t, images: images)
-            cache[crop] = mean
-            for (j, p) in positions.enumerated() { sum[p] += mean[j] }
-            for p in crop { count[p] += 1 }
-        }
-        return (0..<z.count).map { i in
-            let p = i % shape.pixelCount
-            return count[p] > 0 ? sum[i] / count[p] : fallback[i]
         }
     }
 }
