@@ -8,13 +8,13 @@ struct Heatmap: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Gradient-sensitivity heatmaps of the network on a time grid, for pspc-flex (docs/science.md section 4).",
         discussion: """
-            Writes heatmaps (float32 [L, H, W, H, W], output pixel first), their times (read by pspc-flex from
-            beside the .npy) and the locality per t (the mean side of the centred square holding 50 / 75 / 95 %
-            of a map's mass). Forward-process samples x0 come from the endpoint's training set, or with --data
-            from that ingested dataset: for level l (seed S + l), sample i takes image
-            SeededDraw.distinct(samples, from: N, seed: S + l)[i] of the N images (2N with --xflip on, an index
-            k >= N being image k - N mirrored), drawn here; only those images are sent, in order, and the endpoint
-            draws the noise from the same seed. Maps larger than a frame (64x64: 134 MB of float64) come in
+            Writes heatmaps (float32 [L, H, W, H, W], output pixel first), their times (read by pspc-flex from \
+            beside the .npy) and the locality per t (the mean side of the centred square holding 50 / 75 / 95 % \
+            of a map's mass). Forward-process samples x0 come from the endpoint's training set, or with --data \
+            from that ingested dataset: for level l, sample i takes the i-th of --samples distinct indices drawn \
+            from seed S + l (SeededDraw: a partial Fisher-Yates shuffle driven by SplitMix64) over the N images \
+            (2N with --xflip on, an index k >= N being image k - N mirrored); pspc draws them and sends only those \
+            images, in order, and the endpoint draws the noise from the same seed. Maps larger than a frame (64x64: 134 MB of float64) come in \
             requests of consecutive output pixels, assembled bit for bit as one request would give them.
             """)
 
@@ -143,7 +143,7 @@ extension Heatmap {
 }
 
 /// x0 for `pspc heatmap --data`: `samples` distinct images per level drawn from the seed (see Heatmap's
-/// discussion), read shard by shard as needed, never the whole set at once.
+/// discussion), read shard by shard as needed (at most `samples` shards held at once), never the whole set.
 struct HeatmapImages {
     let directory: String
     let manifest: Manifest
@@ -162,6 +162,7 @@ struct HeatmapImages {
     /// The chosen images in sample order, `[samples, C, H, W]` uint8.
     mutating func images(_ samples: Int, seed: UInt64) throws -> ImageArray {
         let shape = manifest.shape, dim = shape.dimension
+        shards = [:]
         var pixels: [UInt8] = []
         pixels.reserveCapacity(samples * dim)
         for index in SeededDraw.distinct(samples, from: total, seed: seed) {

@@ -61,8 +61,6 @@ final class HeatmapDataTests: XCTestCase {
                 picked = torch.from_numpy(np.ascontiguousarray(both[distinct(3, 8, 5 + level)]))
                 want = gradient_heatmaps(net, picked, t, 3, 5 + level, batch=32, in_order=True)
                 assert np.allclose(got[level], want, rtol=1e-4, atol=1e-7), np.abs(got[level] - want).max()
-                other = gradient_heatmaps(net, torch.from_numpy(images), t, 3, 5 + level, batch=32)
-                assert not np.allclose(got[level], other, rtol=1e-3)
             """)
     }
 
