@@ -11,23 +11,41 @@ public final class NetworkDenoiser: Sendable {
     let connection: WorkerConnection
     public let address: HostPort
     public let deadline: Double
+    /// The largest frame either side accepts; heatmap responses are sized to fit it.
+    public let maxFrameSize: Int
 
-    private init(connection: WorkerConnection, address: HostPort, deadline: Double) {
+    /// Room in a heatmap response frame for everything but the maps' and sides' payloads.
+    static let heatmapFrameOverhead = 64 << 10
+
+    private init(connection: WorkerConnection, address: HostPort, deadline: Double, maxFrameSize: Int) {
         self.connection = connection
         self.address = address
         self.deadline = deadline
+        self.maxFrameSize = maxFrameSize
     }
 
-    public static func connect(to address: HostPort, token: [UInt8], group: EventLoopGroup, deadline: Double = 600)
-        async throws -> NetworkDenoiser
-    {
+    public static func connect(
+        to address: HostPort, token: [UInt8], group: EventLoopGroup, deadline: Double = 600,
+        maxFrameSize: Int = FrameCodec.defaultMaxFrameSize
+    ) async throws -> NetworkDenoiser {
         let connection = try await WorkerConnection.connect(
-            to: address, token: token, group: group, timeout: .seconds(30))
+            to: address, token: token, group: group, timeout: .seconds(30), maxFrameSize: maxFrameSize)
         guard connection.peer.role == .network else {
             connection.close()
             throw ClusterError.invalidConfiguration("\(address) is a \(connection.peer.role), not a network endpoint")
         }
-        return NetworkDenoiser(connection: connection, address: address, deadline: deadline)
+        return NetworkDenoiser(connection: connection, address: address, deadline: deadline, maxFrameSize: maxFrameSize)
+    }
+
+    /// The image shape the endpoint said its network takes (in its Welcome), if it said.
+    public var imageShape: ImageShape? {
+        connection.peer.info.flatMap { $0.hasShape ? try? ImageShape(wire: $0.shape) : nil }
+    }
+
+    /// Output pixels per heatmap request that fit a response frame for `shape` (at least 1).
+    public func heatmapPixelsPerFrame(_ shape: ImageShape) -> Int {
+        let pixels = shape.height * shape.width
+        return max(1, (maxFrameSize - Self.heatmapFrameOverhead) / ((pixels + 3) * 8))
     }
 
     /// D_theta(z, t) for `[B, C, H, W]` queries, in batches of `batchSize`.
@@ -61,38 +79,92 @@ public final class NetworkDenoiser: Sendable {
     }
 
     /// Gradient-sensitivity maps G(y, x, t) of docs/science.md section 4, averaged over `samples` forward-process
-    /// draws (seeded) from `images` (the endpoint's own training set when nil): `maps` is
-    /// `[H, W, H, W]` (output pixel first), `locality` the mean side of the centred square holding 50 / 75 /
-    /// 95 % of a map's mass.
-    public func heatmap(t: Double, samples: Int, seed: UInt64, images: ImageArray? = nil) async throws
-        -> (maps: [Double], shape: [Int], locality: [Double])
-    {
+    /// draws (seeded) from `images` (the endpoint's own training set when nil; with `imagesInOrder`, image i is
+    /// sample i's x0 and `images.count` must be `samples`): `maps` is `[H, W, H, W]` (output pixel first),
+    /// `locality` the mean side of the centred square holding 50 / 75 / 95 % of a map's mass.
+    ///
+    /// A map that fits one frame (`maxFrameSize`) is asked for in one request; a larger one, or any map when
+    /// `pixelsPerRequest` is below H W, in requests of consecutive output pixels p = y W + x
+    /// (`output_start`, `output_count`), whose rows are assembled in order and whose per-pixel sides are
+    /// averaged: the result is bit for bit the one-request result.
+    public func heatmap(
+        t: Double, samples: Int, seed: UInt64, images: ImageArray? = nil, imagesInOrder: Bool = false,
+        pixelsPerRequest: Int? = nil
+    ) async throws -> (maps: [Double], shape: [Int], locality: [Double]) {
         var request = Pspc_V1_HeatmapRequest()
         request.t = t
         request.samples = UInt32(samples)
         request.seed = seed
+        request.imagesInOrder = imagesInOrder
         if let images {
             request.images = Pspc_V1_Tensor(
                 uint8: images.pixels,
                 shape: [images.count, images.shape.channels, images.shape.height, images.shape.width])
         }
+        guard let shape = imageShape ?? images?.shape else {
+            return try await heatmapPart(request, expected: nil)
+        }
+        let pixels = shape.height * shape.width
+        // By default as few requests as fit, of near-equal sizes.
+        let fit = heatmapPixelsPerFrame(shape), requests = (pixels + fit - 1) / fit
+        let chunk = max(1, min(pixelsPerRequest ?? (pixels + requests - 1) / requests, pixels))
+        if chunk >= pixels { return try await heatmapPart(request, expected: nil) }
+        var maps: [Double] = []
+        maps.reserveCapacity(pixels * pixels)
+        var sideSums = [0.0, 0.0, 0.0]
+        for start in stride(from: 0, to: pixels, by: chunk) {
+            let count = min(chunk, pixels - start)
+            request.outputStart = UInt32(start)
+            request.outputCount = UInt32(count)
+            let part = try await heatmapPart(request, expected: (start, count, shape))
+            maps += part.maps
+            // The sides are odd integers: these sums, and so the mean, are exact.
+            for (i, side) in part.locality.enumerated() { sideSums[i % 3] += side }
+        }
+        return (maps, [shape.height, shape.width, shape.height, shape.width], sideSums.map { $0 / Double(pixels) })
+    }
+
+    /// One heatmap request: the whole map (`expected` nil; `locality` the 3 figures) or a range of output pixels
+    /// (`maps` `[count, H, W]`, `locality` the per-pixel sides `[count, 3]`).
+    private func heatmapPart(_ request: Pspc_V1_HeatmapRequest, expected: (start: Int, count: Int, shape: ImageShape)?)
+        async throws -> (maps: [Double], shape: [Int], locality: [Double])
+    {
         let answer = try await connection.call(.heatmapRequest(request), deadline: deadline)
         guard case .heatmapResponse(let response) = answer else {
             throw ClusterError.workerFailed(
                 worker: address.description, reason: "answered a heatmap request with \(answer)")
         }
         let shape = try response.maps.checkedShape(field: "heatmap_response.maps")
-        guard shape.count == 4, shape[0] == shape[2], shape[1] == shape[3] else {
-            throw ClusterError.workerFailed(
-                worker: address.description, reason: "heatmaps of shape \(shape), expected [H, W, H, W]")
+        let figures: [Double]
+        if let expected {
+            let (h, w) = (expected.shape.height, expected.shape.width)
+            guard shape == [expected.count, h, w] else {
+                throw ClusterError.workerFailed(
+                    worker: address.description,
+                    reason: "heatmaps of shape \(shape) for output pixels \(expected.start) + \(expected.count),"
+                        + " expected [\(expected.count), \(h), \(w)]")
+            }
+            figures = try response.sides.doubleValues(field: "heatmap_response.sides")
+            guard try response.sides.checkedShape(field: "heatmap_response.sides") == [expected.count, 3] else {
+                throw ClusterError.workerFailed(
+                    worker: address.description, reason: "per-pixel sides of a heatmap range are not [count, 3]")
+            }
+        } else {
+            guard shape.count == 4, shape[0] == shape[2], shape[1] == shape[3] else {
+                throw ClusterError.workerFailed(
+                    worker: address.description, reason: "heatmaps of shape \(shape), expected [H, W, H, W]")
+            }
+            figures = try response.locality.doubleValues(field: "heatmap_response.locality")
+            guard figures.count == 3 else {
+                throw ClusterError.workerFailed(worker: address.description, reason: "locality figures are not [3]")
+            }
         }
         let maps = try response.maps.doubleValues(field: "heatmap_response.maps")
-        let locality = try response.locality.doubleValues(field: "heatmap_response.locality")
-        guard maps.allSatisfy({ $0.isFinite && $0 >= 0 }), locality.count == 3 else {
+        guard maps.allSatisfy({ $0.isFinite && $0 >= 0 }), figures.allSatisfy({ $0.isFinite && $0 >= 1 }) else {
             throw ClusterError.workerFailed(
                 worker: address.description, reason: "heatmaps or locality figures out of range")
         }
-        return (maps, shape, locality)
+        return (maps, shape, figures)
     }
 
     public func close() { connection.close() }
@@ -110,9 +182,10 @@ public final class LocalNetwork: @unchecked Sendable {
 
     /// `python` and `scripts` default to the project's `.venv/bin/python` and `scripts/` folder found above the
     /// running binary (env PSPC_PYTHON and PSPC_SCRIPTS override them).
-    public static func start(checkpoint: String, device: String = "cpu", log: (String) -> Void = { _ in }) throws
-        -> LocalNetwork
-    {
+    /// `arguments` are passed on to `pspc_net.serve` after the ones pspc sets (`--adapter vp-eps`, `--shape C,H,W`...).
+    public static func start(
+        checkpoint: String, device: String = "cpu", arguments: [String] = [], log: (String) -> Void = { _ in }
+    ) throws -> LocalNetwork {
         let environment = ProcessInfo.processInfo.environment
         guard
             let root = Self.projectRoot()
@@ -143,7 +216,7 @@ public final class LocalNetwork: @unchecked Sendable {
         process.arguments = [
             "-m", "pspc_net.serve", "--checkpoint", checkpoint, "--listen", "127.0.0.1:0", "--token-file", tokenFile,
             "--device", device, "--exit-with-parent",
-        ]
+        ] + arguments
         var env = environment
         env["PYTHONPATH"] = scripts + (env["PYTHONPATH"].map { ":" + $0 } ?? "")
         env["PYTHONUNBUFFERED"] = "1"

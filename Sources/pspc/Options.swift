@@ -308,12 +308,73 @@ struct NetworkOptions: ParsableArguments {
     @Option(help: "Token file of that endpoint.") var networkTokenFile: String?
     @Option(help: "Start the Python endpoint on this checkpoint (the embedded default).") var localNetwork: String?
     @Option(help: "Device for --local-network: cpu or cuda.") var networkDevice: String = "cpu"
+    @Option(
+        help: ArgumentHelp(
+            "--local-network: how the network predicts, edm (an EDM denoiser) or vp-eps (a VP epsilon network).",
+            valueName: "adapter"))
+    var networkAdapter: String?
+    @Option(help: ArgumentHelp("--local-network: the image shape when the checkpoint does not say.", valueName: "C,H,W"))
+    var networkShape: String?
+    @Option(help: "--local-network with vp-eps: the noise schedule, linear or cosine.") var networkVpSchedule: String?
+    @Option(help: "--local-network with vp-eps: timesteps of the schedule (the endpoint's default 1000).")
+    var networkVpSteps: Int?
+    @Flag(help: "--local-network with vp-eps: round the timestep to an integer.") var networkVpDiscrete = false
+    @Option(help: "--local-network: images per network call (the endpoint's default 256).") var networkBatch: Int?
+    @Option(
+        help: ArgumentHelp(
+            "--local-network: any other option of python -m pspc_net.serve, as KEY=VALUE (--KEY VALUE) or KEY (--KEY); repeatable, e.g. threads=4, response-dtype=float64.",
+            valueName: "key=value"))
+    var networkOption: [String] = []
 
     func validate() throws {
         if network != nil && localNetwork != nil {
             throw ValidationError("give --network or --local-network, not both")
         }
         if network != nil && networkTokenFile == nil { throw ValidationError("--network needs --network-token-file") }
+        if network != nil && !endpointArguments.isEmpty {
+            throw ValidationError("--network-adapter, --network-shape, --network-vp-*, --network-batch and --network-option configure --local-network, not a running --network")
+        }
+        if let networkAdapter, !["edm", "vp-eps"].contains(networkAdapter) {
+            throw ValidationError("--network-adapter must be edm or vp-eps")
+        }
+        if let networkShape {
+            let sides = networkShape.split(separator: ",", omittingEmptySubsequences: false).map { Int($0) }
+            guard sides.count == 3, sides.allSatisfy({ ($0 ?? 0) > 0 }) else {
+                throw ValidationError("--network-shape must be C,H,W (positive integers)")
+            }
+        }
+        if let networkVpSchedule, !["linear", "cosine"].contains(networkVpSchedule) {
+            throw ValidationError("--network-vp-schedule must be linear or cosine")
+        }
+        if let networkVpSteps, networkVpSteps < 1 { throw ValidationError("--network-vp-steps must be at least 1") }
+        if let networkBatch, networkBatch < 1 { throw ValidationError("--network-batch must be at least 1") }
+        for option in networkOption {
+            let key = option.split(separator: "=", maxSplits: 1).first.map(String.init) ?? ""
+            guard !key.isEmpty, !key.hasPrefix("-"), !Self.reservedEndpointOptions.contains(key) else {
+                throw ValidationError(
+                    "--network-option '\(option)': expected KEY=VALUE or KEY, KEY without dashes and not one pspc sets (\(Self.reservedEndpointOptions.joined(separator: ", ")))")
+            }
+        }
+    }
+
+    /// Options of pspc_net.serve that pspc itself sets for --local-network.
+    static let reservedEndpointOptions = ["checkpoint", "listen", "token-file", "device", "exit-with-parent"]
+
+    /// What --local-network passes on to `python -m pspc_net.serve`, in the order of the options above.
+    var endpointArguments: [String] {
+        var out: [String] = []
+        if let networkAdapter { out += ["--adapter", networkAdapter] }
+        if let networkShape { out += ["--shape", networkShape] }
+        if let networkVpSchedule { out += ["--vp-schedule", networkVpSchedule] }
+        if let networkVpSteps { out += ["--vp-steps", String(networkVpSteps)] }
+        if networkVpDiscrete { out.append("--vp-discrete") }
+        if let networkBatch { out += ["--batch", String(networkBatch)] }
+        for option in networkOption {
+            let parts = option.split(separator: "=", maxSplits: 1).map(String.init)
+            out.append("--" + parts[0])
+            if parts.count == 2 { out.append(parts[1]) }
+        }
+        return out
     }
 
     /// A connected network denoiser and what to stop afterwards.
@@ -337,7 +398,8 @@ struct NetworkOptions: ParsableArguments {
         let address: HostPort
         let token: [UInt8]
         if let localNetwork {
-            let started = try LocalNetwork.start(checkpoint: localNetwork, device: networkDevice, log: note)
+            let started = try LocalNetwork.start(
+                checkpoint: localNetwork, device: networkDevice, arguments: endpointArguments, log: note)
             local = started
             address = started.address
             token = started.token

@@ -79,9 +79,12 @@ extension NetworkOptions {
     var config: JSONValue {
         if let localNetwork {
             let digest = (try? FileIO.read(localNetwork)).map { Manifest.sha256Hex($0) } ?? "unreadable"
-            return .object([
+            var fields: [(String, JSONValue)] = [
                 ("checkpoint", .string(localNetwork)), ("sha256", .string(digest)), ("device", .string(networkDevice)),
-            ])
+            ]
+            // Only when given, so the config of a run started before these options stays the same.
+            if !endpointArguments.isEmpty { fields.append(("arguments", .array(endpointArguments.map(JSONValue.string)))) }
+            return .object(fields)
         }
         return network.map { .object([("endpoint", .string($0))]) } ?? .null
     }

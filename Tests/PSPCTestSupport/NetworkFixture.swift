@@ -44,4 +44,24 @@ public enum NetworkFixture {
             save_checkpoint(net, '\(path)')
             """ + "\n" + extra)
     }
+
+    /// Writes a small untrained epsilon network (two 3x3 convolutions with a tanh between, seeded) as
+    /// TorchScript to `path`, for the endpoint's `vp-eps` adapter with `--shape 1,R,R`: its Jacobian is
+    /// cheap at any resolution (each output pixel sees its 5x5 neighbourhood).
+    public static func makeConvNetwork(at path: String) throws {
+        try run(
+            """
+            import torch
+            torch.manual_seed(0)
+            class Eps(torch.nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.a = torch.nn.Conv2d(1, 4, 3, padding=1)
+                    self.b = torch.nn.Conv2d(4, 1, 3, padding=1)
+                def forward(self, x, timestep):
+                    return self.b(torch.tanh(self.a(x)))
+            # Traced (scripting needs a source file); the trace holds for any batch and image size.
+            torch.jit.save(torch.jit.trace(Eps().eval(), (torch.zeros(2, 1, 8, 8), torch.zeros(2))), '\(path)')
+            """)
+    }
 }

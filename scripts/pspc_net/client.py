@@ -149,18 +149,29 @@ class NetworkClient:
         return wire.array_from_tensor(frame.denoise_response.denoised, "denoise_response.denoised")
 
     def heatmap(
-        self, t: float, samples: int, seed: int = 0, images: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(maps `[H, W, H, W]`, locality `[3]`); x0 from `images` (uint8 `[N, C, H, W]`) or the endpoint's set."""
-        request = pb.HeatmapRequest(t=t, samples=samples, seed=seed)
+        self,
+        t: float,
+        samples: int,
+        seed: int = 0,
+        images: np.ndarray | None = None,
+        outputs: tuple[int, int] | None = None,
+        in_order: bool = False,
+    ) -> tuple[np.ndarray, ...]:
+        """(maps `[H, W, H, W]`, locality `[3]`); x0 from `images` (uint8 `[N, C, H, W]`; `in_order`: image
+        i for sample i) or the endpoint's set. With `outputs=(start, count)`: (maps `[count, H, W]` of those
+        output pixels, locality `[3]` over them, sides `[count, 3]`)."""
+        request = pb.HeatmapRequest(t=t, samples=samples, seed=seed, images_in_order=in_order)
+        if outputs is not None:
+            request.output_start, request.output_count = outputs
         if images is not None:
             request.images.CopyFrom(wire.tensor_from_array(np.asarray(images, dtype=np.uint8)))
         frame = self.call(heatmap_request=request)
         response = frame.heatmap_response
-        return (
-            wire.array_from_tensor(response.maps, "heatmap_response.maps"),
-            wire.array_from_tensor(response.locality, "heatmap_response.locality"),
-        )
+        maps = wire.array_from_tensor(response.maps, "heatmap_response.maps")
+        loc = wire.array_from_tensor(response.locality, "heatmap_response.locality")
+        if outputs is None:
+            return maps, loc
+        return maps, loc, wire.array_from_tensor(response.sides, "heatmap_response.sides")
 
     def health(self) -> pb.HealthResponse:
         return self.call(health_request=pb.HealthRequest()).health_response

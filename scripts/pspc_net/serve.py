@@ -16,11 +16,16 @@ by `request_id`:
   computed in float32 on the device in chunks of `--batch`, sent as FLOAT32 `[B, C, H, W]` (the exact
   values the network produced; `--response-dtype float64` widens them). Swift's
   `Pspc_V1_DenoiseResponse.decoded()` reads either.
-- `HeatmapRequest{t, samples M, seed, images}` -> `HeatmapResponse{maps, locality}`: maps FLOAT64
-  `[H, W, H, W]` (`maps[y, x, y', x']`, output pixel first), locality FLOAT64 `[3]`: the mean over
-  output pixels of the side of the smallest centred square holding 50 / 75 / 95 % of the map's mass
-  (see `heatmap`). x0 is drawn from `images` (uint8 `[N, C, H, W]`, used as given) or, when that is
-  absent or empty, from Fashion-MNIST train with its x-flipped copies (docs/science.md section 6).
+- `HeatmapRequest{t, samples M, seed, images, output_start, output_count, images_in_order}` ->
+  `HeatmapResponse{maps, locality, sides}`: maps FLOAT64 `[H, W, H, W]` (`maps[y, x, y', x']`, output
+  pixel first), locality FLOAT64 `[3]`: the mean over output pixels of the side of the smallest centred
+  square holding 50 / 75 / 95 % of the map's mass (see `heatmap`). With `output_count` > 0 only the
+  output pixels p = y W + x in [output_start, output_start + output_count) are computed: maps
+  `[count, H, W]`, the same numbers as those rows of the whole map, sides `[count, 3]` per pixel and
+  locality their mean; this is how maps larger than a frame (64x64: 134 MB) are fetched. x0 is drawn
+  from `images` (uint8 `[N, C, H, W]`, used as given; with `images_in_order` image i is sample i, N =
+  M) or, when that is absent or empty, from Fashion-MNIST train with its x-flipped copies
+  (docs/science.md section 6).
 - `HealthRequest` -> `HealthResponse{info, in_flight, load, served}`.
 - `Cancel{target}`: a queued or running request (checked between chunks) is answered CANCELLED;
   the Cancel itself gets no answer. `Shutdown` stops the server when started with --allow-shutdown.
@@ -51,7 +56,7 @@ import torch
 
 from . import wire
 from .adapters import ADAPTERS, VP_SCHEDULES, Denoiser, load_denoiser
-from .heatmap import Cancelled, gradient_heatmaps, locality
+from .heatmap import Cancelled, gradient_heatmaps, locality, range_sides
 from .proto import pspc_pb2 as pb
 from .wire import WireError
 
@@ -142,11 +147,20 @@ class NetworkService:
 
     def heatmap(self, request: pb.HeatmapRequest, cancelled=lambda: False) -> pb.HeatmapResponse:
         _, h, w = self.denoiser.shape
-        # The maps travel as one float64 tensor in one frame; refuse before hours of work rather than after.
-        if (h * w) ** 2 * 8 + FRAME_OVERHEAD_BYTES > self.max_frame_size:
+        ranged = request.output_count > 0
+        start, count = (request.output_start, request.output_count) if ranged else (0, h * w)
+        if not ranged and request.output_start != 0:
+            raise WireError.invalid_argument("heatmap_request.output_start needs an output_count")
+        if start + count > h * w:
             raise WireError.invalid_argument(
-                f"maps of {h}x{w} images take {(h * w) ** 2 * 8} bytes, more than a frame of "
-                f"{self.max_frame_size} bytes holds"
+                f"heatmap_request asks for output pixels [{start}, {start + count}), the image has {h * w}"
+            )
+        # The maps travel as one float64 tensor in one frame; refuse before hours of work rather than after.
+        size = count * h * w * 8 + (count * 3 * 8 if ranged else 0)
+        if size + FRAME_OVERHEAD_BYTES > self.max_frame_size:
+            raise WireError.invalid_argument(
+                f"maps of {count} output pixels of {h}x{w} images take {size} bytes, more than a frame of "
+                f"{self.max_frame_size} bytes holds: ask for fewer output pixels (output_start, output_count)"
             )
         t = request.t
         if not (np.isfinite(t) and t > 0):
@@ -162,6 +176,12 @@ class NetworkService:
             if not (array.ndim == 4 and array.shape[0] == 0):
                 self._check_images(array.shape, "heatmap_request.images")
                 images = torch.from_numpy(array.copy())
+        if request.images_in_order and (images is None or images.shape[0] != request.samples):
+            given = 0 if images is None else images.shape[0]
+            raise WireError.invalid_argument(
+                f"heatmap_request.images_in_order needs one image per sample: {request.samples} samples, "
+                f"{given} images"
+            )
         xflip = images is None
         if images is None:
             images = self.default_images()
@@ -172,13 +192,22 @@ class NetworkService:
             request.samples,
             request.seed,
             xflip=xflip,
+            in_order=request.images_in_order,
+            outputs=(start, count) if ranged else None,
             batch=self.batch,
             device=self.denoiser.device,
             cancelled=cancelled,
         )
+        if not ranged:
+            return pb.HeatmapResponse(
+                maps=wire.tensor_from_array(maps, self.compression),
+                locality=wire.tensor_from_array(locality(maps), "none"),
+            )
+        sides = range_sides(maps, start)
         return pb.HeatmapResponse(
             maps=wire.tensor_from_array(maps, self.compression),
-            locality=wire.tensor_from_array(locality(maps), "none"),
+            locality=wire.tensor_from_array(sides.mean(axis=0), "none"),
+            sides=wire.tensor_from_array(sides, "none"),
         )
 
     def default_images(self) -> torch.Tensor:

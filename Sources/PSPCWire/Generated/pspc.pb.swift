@@ -1040,6 +1040,11 @@ public nonisolated struct Pspc_V1_DenoiseResponse: Sendable {
 
 /// Gradient heatmaps of the network at noise level t, averaged over `samples` draws of x0 and noise
 /// (seeded); x0 comes from `images` ([N, C, H, W] uint8) when given, else from the endpoint's own set.
+/// `output_start`, `output_count`: only the output pixels p = y W + x in [start, start + count) are
+/// computed (count 0: all of them, start must be 0), so maps larger than a frame come in several
+/// requests; the samples are drawn before the range is used, so a seed gives the same draws whatever
+/// the range. `images_in_order`: sample i uses images[i] as it is (N must equal `samples`; no index
+/// draw, no x-flip: the client drew them), instead of drawing indices uniformly over `images`.
 public nonisolated struct Pspc_V1_HeatmapRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1060,6 +1065,12 @@ public nonisolated struct Pspc_V1_HeatmapRequest: Sendable {
   /// Clears the value of `images`. Subsequent reads from it will return its default value.
   public mutating func clearImages() {self._images = nil}
 
+  public var outputStart: UInt32 = 0
+
+  public var outputCount: UInt32 = 0
+
+  public var imagesInOrder: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1067,6 +1078,10 @@ public nonisolated struct Pspc_V1_HeatmapRequest: Sendable {
   fileprivate var _images: Pspc_V1_Tensor? = nil
 }
 
+/// `maps`: [H, W, H, W] for the whole map, [count, H, W] when a range was asked. `locality`: the mean
+/// over the answered output pixels of the centred square's side for 50 / 75 / 95 % of the mass, [3].
+/// `sides`: per answered output pixel those sides, [count, 3] (only when a range was asked), so that a
+/// client assembling ranges can average them exactly.
 public nonisolated struct Pspc_V1_HeatmapResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1090,12 +1105,22 @@ public nonisolated struct Pspc_V1_HeatmapResponse: Sendable {
   /// Clears the value of `locality`. Subsequent reads from it will return its default value.
   public mutating func clearLocality() {self._locality = nil}
 
+  public var sides: Pspc_V1_Tensor {
+    get {_sides ?? Pspc_V1_Tensor()}
+    set {_sides = newValue}
+  }
+  /// Returns true if `sides` has been explicitly set.
+  public var hasSides: Bool {self._sides != nil}
+  /// Clears the value of `sides`. Subsequent reads from it will return its default value.
+  public mutating func clearSides() {self._sides = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _maps: Pspc_V1_Tensor? = nil
   fileprivate var _locality: Pspc_V1_Tensor? = nil
+  fileprivate var _sides: Pspc_V1_Tensor? = nil
 }
 
 public nonisolated struct Pspc_V1_HealthRequest: Sendable {
@@ -2627,7 +2652,7 @@ nonisolated extension Pspc_V1_DenoiseResponse: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Pspc_V1_HeatmapRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeatmapRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}t\0\u{1}samples\0\u{1}seed\0\u{1}images\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}t\0\u{1}samples\0\u{1}seed\0\u{1}images\0\u{3}output_start\0\u{3}output_count\0\u{3}images_in_order\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2639,6 +2664,9 @@ nonisolated extension Pspc_V1_HeatmapRequest: SwiftProtobuf.Message, SwiftProtob
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.samples) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.seed) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._images) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.outputStart) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.outputCount) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.imagesInOrder) }()
       default: break
       }
     }
@@ -2661,6 +2689,15 @@ nonisolated extension Pspc_V1_HeatmapRequest: SwiftProtobuf.Message, SwiftProtob
     try { if let v = self._images {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     } }()
+    if self.outputStart != 0 {
+      try visitor.visitSingularUInt32Field(value: self.outputStart, fieldNumber: 5)
+    }
+    if self.outputCount != 0 {
+      try visitor.visitSingularUInt32Field(value: self.outputCount, fieldNumber: 6)
+    }
+    if self.imagesInOrder != false {
+      try visitor.visitSingularBoolField(value: self.imagesInOrder, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2669,6 +2706,9 @@ nonisolated extension Pspc_V1_HeatmapRequest: SwiftProtobuf.Message, SwiftProtob
     if lhs.samples != rhs.samples {return false}
     if lhs.seed != rhs.seed {return false}
     if lhs._images != rhs._images {return false}
+    if lhs.outputStart != rhs.outputStart {return false}
+    if lhs.outputCount != rhs.outputCount {return false}
+    if lhs.imagesInOrder != rhs.imagesInOrder {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2676,7 +2716,7 @@ nonisolated extension Pspc_V1_HeatmapRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Pspc_V1_HeatmapResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeatmapResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}maps\0\u{1}locality\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}maps\0\u{1}locality\0\u{1}sides\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2686,6 +2726,7 @@ nonisolated extension Pspc_V1_HeatmapResponse: SwiftProtobuf.Message, SwiftProto
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._maps) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._locality) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._sides) }()
       default: break
       }
     }
@@ -2702,12 +2743,16 @@ nonisolated extension Pspc_V1_HeatmapResponse: SwiftProtobuf.Message, SwiftProto
     try { if let v = self._locality {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
     } }()
+    try { if let v = self._sides {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Pspc_V1_HeatmapResponse, rhs: Pspc_V1_HeatmapResponse) -> Bool {
     if lhs._maps != rhs._maps {return false}
     if lhs._locality != rhs._locality {return false}
+    if lhs._sides != rhs._sides {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pspc_net.heatmap import draw_samples, gradient_heatmaps, locality, locality_sides
+from pspc_net.heatmap import draw_samples, gradient_heatmaps, locality, locality_sides, range_sides
 from pspc_net.model import EDMPrecond
 
 
@@ -101,6 +101,81 @@ def test_draws_come_from_the_images_and_their_flips():
     assert set(hits.tolist()) == {0, 1, 2, 3}
     same = torch.cat(list(draw_samples(imgs, 1e-9, 150, seed=3, xflip=True)))
     assert torch.equal(z, same)
+
+
+# MARK: ranges of output pixels
+
+
+def small_edm(res: int) -> EDMPrecond:
+    torch.manual_seed(0)
+    net = EDMPrecond.from_preset("tiny", img_resolution=res)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net.eval().requires_grad_(False)
+
+
+@pytest.mark.parametrize("method", ["vmap", "replicate"])
+@pytest.mark.parametrize("channels, batch", [(1, 7), (2, 10), (2, 1)])
+def test_ranged_maps_are_the_slices_of_the_full_map_bit_for_bit(method, channels, batch):
+    torch.manual_seed(2)
+    k1, k2 = torch.randn(channels, channels, 3, 3), torch.randn(channels, channels, 3, 3)
+
+    def two_layers(z, t):
+        return F.conv2d(torch.tanh(F.conv2d(z, k1, padding=1)), k2, padding=1) * t[:, None, None, None]
+
+    imgs = images(4, channels, 5, 6)
+    full = gradient_heatmaps(two_layers, imgs, 0.7, 5, seed=4, batch=batch, method=method)
+    flat = full.reshape(30, 5, 6)
+    for start, count in [(0, 30), (0, 1), (3, 7), (10, 11), (29, 1), (13, 17)]:
+        part = gradient_heatmaps(
+            two_layers, imgs, 0.7, 5, seed=4, batch=batch, method=method, outputs=(start, count)
+        )
+        assert part.shape == (count, 5, 6)
+        np.testing.assert_array_equal(part, flat[start : start + count])
+
+
+def test_ranged_edm_maps_equal_the_full_map_and_sides_average_to_the_locality():
+    net = small_edm(6)
+    imgs = images(3, 1, 6, 6)
+    full = gradient_heatmaps(net, imgs, 1.3, 3, seed=9, batch=20)
+    parts, sides = [], []
+    for start in range(0, 36, 10):
+        count = min(10, 36 - start)
+        part = gradient_heatmaps(net, imgs, 1.3, 3, seed=9, batch=20, outputs=(start, count))
+        parts.append(part)
+        sides.append(range_sides(part, start))
+    np.testing.assert_array_equal(np.concatenate(parts).reshape(full.shape), full)
+    sides = np.concatenate(sides)
+    np.testing.assert_array_equal(sides, locality_sides(full).reshape(36, 3))
+    np.testing.assert_array_equal(sides.sum(axis=0) / 36, locality(full))
+
+
+def test_bad_ranges_are_refused():
+    for outputs in [(0, 0), (30, 1), (25, 6), (-1, 2)]:
+        with pytest.raises(ValueError, match="output pixels"):
+            gradient_heatmaps(ConvToy(torch.ones(1, 1, 3, 3)), images(2, 1, 5, 6), 1.0, 1, 0, outputs=outputs)
+    with pytest.raises(ValueError):
+        range_sides(np.zeros((4, 3, 3)), 6)
+
+
+def test_images_in_order_take_image_i_for_sample_i_and_the_same_noise():
+    imgs = images(70, 1, 4, 4)
+    z = torch.cat(list(draw_samples(imgs, 0.5, 70, seed=3, in_order=True)))
+    x0 = imgs.to(torch.float32) / 127.5 - 1
+    g = torch.Generator().manual_seed(3)
+    eps = torch.cat([torch.randn((64, 1, 4, 4), generator=g), torch.randn((6, 1, 4, 4), generator=g)])
+    assert torch.equal(z, x0 + 0.5 * eps)
+    with pytest.raises(ValueError, match="in order"):
+        list(draw_samples(imgs, 0.5, 69, seed=3, in_order=True))
+    with pytest.raises(ValueError, match="in order"):
+        list(draw_samples(imgs, 0.5, 70, seed=3, xflip=True, in_order=True))
+    # In order, the maps are those of the images drawn in that order.
+    net = ConvToy(torch.randn(1, 1, 3, 3), nonlinear=True)
+    picked = imgs[[5, 2, 5]]
+    a = gradient_heatmaps(net, picked, 0.5, 3, seed=1, in_order=True, outputs=(2, 5))
+    b = gradient_heatmaps(net, picked, 0.5, 3, seed=1, in_order=True)
+    np.testing.assert_array_equal(a, b.reshape(16, 4, 4)[2:7])
 
 
 # MARK: locality

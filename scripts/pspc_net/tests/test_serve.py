@@ -327,9 +327,34 @@ def test_heatmap_over_the_protocol(server, net):
     np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-7)
 
 
+def test_ranged_heatmaps_over_the_protocol_assemble_the_full_map(server, net):
+    images = np.random.default_rng(4).integers(0, 256, (3, 1, RES, RES), dtype=np.uint8)
+    with server.client() as c:
+        maps, loc = c.heatmap(t=0.9, samples=3, seed=5, images=images)
+        parts, sides = [], []
+        for start in range(0, RES * RES, 24):
+            count = min(24, RES * RES - start)
+            part, part_loc, part_sides = c.heatmap(t=0.9, samples=3, seed=5, images=images, outputs=(start, count))
+            assert part.shape == (count, RES, RES) and part_sides.shape == (count, 3)
+            np.testing.assert_array_equal(part_loc, part_sides.mean(axis=0))
+            parts.append(part)
+            sides.append(part_sides)
+        # In order: the same images, picked by the client, give the maps of those draws.
+        picked = images[[2, 0, 2]]
+        ordered, _ = c.heatmap(t=0.9, samples=3, seed=5, images=picked, in_order=True)
+    np.testing.assert_array_equal(np.concatenate(parts).reshape(maps.shape), maps)
+    np.testing.assert_array_equal(np.concatenate(sides).sum(axis=0) / (RES * RES), loc)
+    expected = gradient_heatmaps(net.requires_grad_(False), torch.from_numpy(picked), 0.9, 3, 5, batch=BATCH, in_order=True)
+    np.testing.assert_allclose(ordered, expected, rtol=1e-4, atol=1e-7)
+
+
 @pytest.mark.parametrize(
     "request_fields, code, needle",
     [
+        (dict(t=1.0, samples=1, output_start=3), pb.ERROR_CODE_INVALID_ARGUMENT, "output_start needs"),
+        (dict(t=1.0, samples=1, output_start=60, output_count=5), pb.ERROR_CODE_INVALID_ARGUMENT, "the image has 64"),
+        (dict(t=1.0, samples=2, images_in_order=True, images=np.zeros((3, 1, RES, RES), np.uint8)),
+         pb.ERROR_CODE_INVALID_ARGUMENT, "one image per sample"),
         (dict(t=0.0, samples=1), pb.ERROR_CODE_INVALID_ARGUMENT, "t must be positive"),
         (dict(t=float("nan"), samples=1), pb.ERROR_CODE_INVALID_ARGUMENT, "t must be positive"),
         (dict(t=1.0, samples=0), pb.ERROR_CODE_INVALID_ARGUMENT, "samples must be in"),
@@ -464,9 +489,12 @@ def test_heatmaps_too_large_for_a_frame_are_refused_before_any_work(net):
 
     service = NetworkService(EDMAdapter(net, (1, RES, RES), torch.device("cpu"), "tiny"), max_frame_size=20000)
     images = wire.tensor_from_array(np.zeros((1, 1, RES, RES), np.uint8))
-    with pytest.raises(WireError, match="maps of 8x8 images take 32768 bytes") as e:
+    with pytest.raises(WireError, match="maps of 64 output pixels of 8x8 images take 32768 bytes") as e:
         service.heatmap(pb.HeatmapRequest(t=1.0, samples=1, images=images))
     assert e.value.code == pb.ERROR_CODE_INVALID_ARGUMENT
+    # A range that fits is answered.
+    answer = service.heatmap(pb.HeatmapRequest(t=1.0, samples=1, images=images, output_start=60, output_count=4))
+    assert list(answer.maps.shape) == [4, RES, RES] and list(answer.sides.shape) == [4, 3]
 
 
 # MARK: version 2: sealed frames, limits, timeouts

@@ -1,0 +1,81 @@
+import Foundation
+import PSPCData
+import PSPCTestSupport
+import XCTest
+
+/// `pspc heatmap --data DIR`: x0 drawn in pspc from an ingested dataset (with its flipped copies), only those
+/// images sent; the maps equal the network's in Python on the same draw, and asking in ranges of output
+/// pixels changes no bit. The endpoint's options reach it through --network-batch and --network-option.
+final class HeatmapDataTests: XCTestCase {
+    func testHeatmapFromAnIngestedDatasetInRanges() throws {
+        let work = try CommandRunner.temporaryDirectory("heatmap-data")
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        try NetworkFixture.makeConvNetwork(at: "\(work)/eps.ts")
+        try CommandRunner.python(
+            "import numpy as np; np.save('\(work)/images.npy', np.random.default_rng(7).integers(0, 256, (4, 1, 28, 28), dtype=np.uint8))"
+        )
+        try CommandRunner.succeed([
+            "ingest", "--source", "npy:\(work)/images.npy", "--shards", "2", "--out", "\(work)/data",
+        ])
+        func heatmap(_ out: String, _ extra: [String]) throws {
+            try CommandRunner.succeed(
+                [
+                    "heatmap", "--local-network", "\(work)/eps.ts", "--network-adapter", "vp-eps", "--network-shape",
+                    "1,28,28", "--network-batch", "32", "--network-option", "threads=2", "--grid", "1.5,0.4",
+                    "--samples", "3", "--seed", "5", "--data", "\(work)/data", "--out", out,
+                ] + extra, environment: NetworkFixture.environment)
+        }
+        try heatmap("\(work)/one.npy", [])
+        try heatmap("\(work)/ranges.npy", ["--pixels-per-request", "100"])
+        XCTAssertEqual(try FileIO.read("\(work)/one.npy"), try FileIO.read("\(work)/ranges.npy"))
+        XCTAssertEqual(
+            try String(contentsOfFile: "\(work)/one.locality.csv", encoding: .utf8),
+            try String(contentsOfFile: "\(work)/ranges.locality.csv", encoding: .utf8))
+        XCTAssertEqual(try NPY.read(path: "\(work)/one.npy").shape, [2, 28, 28, 28, 28])
+        // The same draw in Python: SeededDraw.distinct (SplitMix64, partial Fisher-Yates) over the 4 images and
+        // their mirrors, seed 5 + level, image i for sample i.
+        try NetworkFixture.run(
+            """
+            import numpy as np, torch
+            from pspc_net.adapters import load_denoiser
+            from pspc_net.heatmap import gradient_heatmaps
+            M = (1 << 64) - 1
+            def distinct(count, total, seed):
+                state, swapped, out = (seed + 0x9E3779B97F4A7C15) & M, {}, []
+                for i in range(count):
+                    state = (state + 0x9E3779B97F4A7C15) & M
+                    z = state
+                    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+                    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+                    z ^= z >> 31
+                    j = i + z % (total - i)
+                    a, b = swapped.get(i, i), swapped.get(j, j)
+                    swapped[j] = a
+                    out.append(b)
+                return out
+            images = np.load('\(work)/images.npy')
+            both = np.concatenate([images, images[..., ::-1]])
+            net = load_denoiser('\(work)/eps.ts', 'vp-eps', 'cpu', (1, 28, 28))
+            got = np.load('\(work)/one.npy')
+            for level, t in enumerate([1.5, 0.4]):
+                picked = torch.from_numpy(np.ascontiguousarray(both[distinct(3, 8, 5 + level)]))
+                want = gradient_heatmaps(net, picked, t, 3, 5 + level, batch=32, in_order=True)
+                assert np.allclose(got[level], want, rtol=1e-4, atol=1e-7), np.abs(got[level] - want).max()
+            """)
+    }
+
+    func testHeatmapDataAndEndpointOptionErrors() throws {
+        let result = try CommandRunner.run([
+            "heatmap", "--network", "127.0.0.1:1", "--network-token-file", "/nonexistent", "--network-adapter",
+            "vp-eps", "--out", "/tmp/x.npy",
+        ])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.stderr.contains("configure --local-network"), result.stderr)
+        let bad = try CommandRunner.run([
+            "heatmap", "--local-network", "/nonexistent.pt", "--network-option", "listen=1.2.3.4:5", "--out",
+            "/tmp/x.npy",
+        ])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("not one pspc sets"), bad.stderr)
+    }
+}
