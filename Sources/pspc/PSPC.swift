@@ -13,8 +13,8 @@ struct PSPC: AsyncParsableCommand {
             "Exact patch-posterior denoisers (PSPC, optimal empirical, Gaussian, CFDM) over a sharded training set.",
         version: "0.1.0",
         subcommands: [
-            Ingest.self, Synthesize.self, Queries.self, Denoise.self, Sample.self, SweepCommand.self, Calibrate.self, Heatmap.self,
-            Report.self, Grid.self, Worker.self, Info.self,
+            Ingest.self, Synthesize.self, Queries.self, Denoise.self, Sample.self, SweepCommand.self, Calibrate.self,
+            Heatmap.self, Report.self, Grid.self, Worker.self, Info.self,
         ]
     )
 

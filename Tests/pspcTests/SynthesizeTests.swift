@@ -13,11 +13,16 @@ final class SynthesizeTests: XCTestCase {
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: work) }
 
     @discardableResult
-    func synthesize(_ shape: String, _ format: String, to out: String, count: Int = 200, seed: Int = 7, extra: [String] = [])
+    func synthesize(
+        _ shape: String, _ format: String, to out: String, count: Int = 200, seed: Int = 7, extra: [String] = []
+    )
         throws -> CommandRunner.Result
     {
         try CommandRunner.succeed(
-            ["synthesize", "--shape", shape, "--count", "\(count)", "--seed", "\(seed)", "--format", format, "--out", out, "--source", "fashion-mnist:test"]
+            [
+                "synthesize", "--shape", shape, "--count", "\(count)", "--seed", "\(seed)", "--format", format, "--out",
+                out, "--source", "fashion-mnist:test",
+            ]
                 + extra)
     }
 
