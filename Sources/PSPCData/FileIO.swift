@@ -203,7 +203,9 @@ public final class ReadableFile: @unchecked Sendable {
         precondition(start >= 0 && count >= 0 && start + count <= buffer.count)
         var done = 0
         while done < count {
-            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + start + done, count - done, off_t(offset + done)) }
+            let n = buffer.withUnsafeMutableBytes {
+                pread(fd, $0.baseAddress! + start + done, count - done, off_t(offset + done))
+            }
             if n == 0 {
                 throw DataError.corrupt(
                     path: path, reason: "truncated: needs \(count) bytes at offset \(offset), the file has \(size)")
@@ -235,7 +237,9 @@ public final class OutputFile {
         self.path = path
         self.temporary = path + ".tmp-\(getpid())"
         fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o666)
-        guard fd >= 0 else { throw DataError.io(path: path, reason: "cannot write: \(SystemError.describe(errno: errno))") }
+        guard fd >= 0 else {
+            throw DataError.io(path: path, reason: "cannot write: \(SystemError.describe(errno: errno))")
+        }
         buffer.reserveCapacity(Self.bufferSize)
     }
 

@@ -62,7 +62,8 @@ extension IDXReader {
         }
         let count = Int(bytes[4]) << 24 | Int(bytes[5]) << 16 | Int(bytes[6]) << 8 | Int(bytes[7])
         guard bytes.count >= 8 + count else {
-            throw DataError.corrupt(path: path, reason: "truncated: \(bytes.count) bytes, the header announces \(8 + count)")
+            throw DataError.corrupt(
+                path: path, reason: "truncated: \(bytes.count) bytes, the header announces \(8 + count)")
         }
         return Array(bytes[8..<(8 + min(count, limit ?? count))])
     }

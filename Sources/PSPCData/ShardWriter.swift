@@ -31,7 +31,9 @@ public final class ShardWriter {
         self.blocks = (count + perBlock - 1) / perBlock
         self.temporary = path + ".tmp-\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o666)
-        guard fd >= 0 else { throw DataError.io(path: path, reason: "cannot write: \(SystemError.describe(errno: errno))") }
+        guard fd >= 0 else {
+            throw DataError.io(path: path, reason: "cannot write: \(SystemError.describe(errno: errno))")
+        }
         self.fd = fd
         self.offset = ShardFile.headerSize + blocks * ShardFile.tableEntrySize
         block.reserveCapacity(perBlock * shape.dimension)
@@ -53,9 +55,12 @@ public final class ShardWriter {
     /// Writes the header and table, renames the file into place and returns its size and SHA-256.
     public func finish() throws -> (bytes: Int, sha256: String) {
         precondition(written == count && block.isEmpty, "the shard is not complete")
-        let header = ShardFile.header(shape: shape, count: count, firstIndex: firstIndex, perBlock: perBlock, table: table)
+        let header = ShardFile.header(
+            shape: shape, count: count, firstIndex: firstIndex, perBlock: perBlock, table: table)
         try write(header + table, at: 0)
-        if close(fd) != 0 { throw DataError.io(path: path, reason: "cannot write: \(SystemError.describe(errno: errno))") }
+        if close(fd) != 0 {
+            throw DataError.io(path: path, reason: "cannot write: \(SystemError.describe(errno: errno))")
+        }
         let file = try ReadableFile(path: temporary)
         let sha256 = try Manifest.sha256Hex(file)
         guard rename(temporary, path) == 0 else {
@@ -75,7 +80,9 @@ public final class ShardWriter {
     private func write(_ bytes: [UInt8], at position: Int) throws {
         var done = 0
         while done < bytes.count {
-            let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(position + done)) }
+            let n = bytes.withUnsafeBytes {
+                pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(position + done))
+            }
             if n < 0 {
                 if errno == EINTR { continue }
                 throw DataError.io(path: path, reason: "cannot write: \(SystemError.describe(errno: errno))")

@@ -77,7 +77,9 @@ public enum SyntheticWriter {
         let labelFile = try OutputFile(path: labelsPath)
         try file.write(NPY.header(shape: [count, shape.channels, shape.height, shape.width], descr: "|u1"))
         try labelFile.write(NPY.header(shape: [count], descr: "|u1"))
-        try batches(images, count: count, threads: threads, progress: progress) { $0.pixels } write: {
+        try batches(images, count: count, threads: threads, progress: progress) {
+            $0.pixels
+        } write: {
             _, pixels, label in
             try file.write(pixels)
             try labelFile.write(CollectionOfOne(label))
@@ -94,12 +96,15 @@ public enum SyntheticWriter {
         }
         let split = CIFAR10Reader.Split.train.fileNames
         guard count >= split.count else {
-            throw DataError.invalid("CIFAR-10's training split is \(split.count) batches: --count must be at least \(split.count)")
+            throw DataError.invalid(
+                "CIFAR-10's training split is \(split.count) batches: --count must be at least \(split.count)")
         }
         try FileIO.createDirectory(path)
         var files: [OutputFile] = []
         for name in split { files.append(try OutputFile(path: path + (path.hasSuffix("/") ? "" : "/") + name)) }
-        try batches(images, count: count, threads: threads, progress: progress) { $0.pixels } write: {
+        try batches(images, count: count, threads: threads, progress: progress) {
+            $0.pixels
+        } write: {
             index, pixels, label in
             let file = files[index * split.count / count]
             try file.write(CollectionOfOne(label))

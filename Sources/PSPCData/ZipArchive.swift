@@ -131,7 +131,9 @@ public struct ZipArchive: Sendable {
         if tail.count >= 22 {
             var candidate = tail.count - 22
             while candidate >= 0 {
-                if u32(tail, candidate) == 0x0605_4B50 && candidate + 22 + Int(u16(tail, candidate + 20)) <= tail.count {
+                if u32(tail, candidate) == 0x0605_4B50
+                    && candidate + 22 + Int(u16(tail, candidate + 20)) <= tail.count
+                {
                     eocd = candidate
                     break
                 }

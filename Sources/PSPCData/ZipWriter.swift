@@ -84,7 +84,9 @@ public final class ZipWriter {
 
     /// The fields a local header and a central directory entry share, from "version needed" to the extra
     /// field's length (a stored entry: both sizes are `size`).
-    private func putShared(_ bytes: inout [UInt8], needed: UInt16, crc: UInt32, size: Int, nameLength: Int, extraLength: Int) {
+    private func putShared(
+        _ bytes: inout [UInt8], needed: UInt16, crc: UInt32, size: Int, nameLength: Int, extraLength: Int
+    ) {
         put(&bytes, needed)
         put(&bytes, UInt16(0))  // flags
         put(&bytes, UInt16(0))  // method: stored

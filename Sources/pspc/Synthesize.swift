@@ -6,7 +6,8 @@ import PSPCExperiments
 
 struct Synthesize: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write a deterministic synthetic colour dataset (Fashion-MNIST items on gradients) as a zip, npy or CIFAR-10 batches.",
+        abstract:
+            "Write a deterministic synthetic colour dataset (Fashion-MNIST items on gradients) as a zip, npy or CIFAR-10 batches.",
         discussion: """
             Image i is a Fashion-MNIST item (picked, scaled to half to all of the shorter side, tinted per channel,
             maybe mirrored) placed at a random offset on a two-colour gradient; everything follows from --seed and i
@@ -57,6 +58,8 @@ struct Synthesize: AsyncParsableCommand {
             images, count: count, format: format, to: out,
             threads: threads ?? ProcessInfo.processInfo.activeProcessorCount
         ) { done, _ in making.update(done) }
-        note("wrote \(count) images of \(images.shape) (seed \(seed), items from \(source)) as \(format.rawValue) to \(out)")
+        note(
+            "wrote \(count) images of \(images.shape) (seed \(seed), items from \(source)) as \(format.rawValue) to \(out)"
+        )
     }
 }

@@ -27,7 +27,8 @@ final class StreamingTests: XCTestCase {
         let manifest = try ShardStore.write(all, shards: 2, to: directory, source: "test")
         for (k, shard) in manifest.shards.enumerated() {
             let bytes = try FileIO.read(directory + "/" + shard.file)
-            let expected = try ShardFile.encode(all.slice(shard.first..<(shard.first + shard.count)), firstIndex: shard.first)
+            let expected = try ShardFile.encode(
+                all.slice(shard.first..<(shard.first + shard.count)), firstIndex: shard.first)
             XCTAssertEqual(bytes, expected, "shard \(k)")
             XCTAssertEqual(shard.sha256, Manifest.sha256Hex(expected))
             XCTAssertEqual(shard.bytes, expected.count)
@@ -76,7 +77,9 @@ final class StreamingTests: XCTestCase {
         for i in 0..<9 {
             var hwc = [UInt8](repeating: 0, count: shape.dimension)
             for c in 0..<3 { for p in 0..<20 { hwc[p * 3 + c] = all.pixels[i * 60 + c * 20 + p] } }
-            try zip.add(name: SyntheticWriter.zipEntryName(i), bytes: try PNG.encode(pixels: hwc, width: 5, height: 4, channels: 3))
+            try zip.add(
+                name: SyntheticWriter.zipEntryName(i),
+                bytes: try PNG.encode(pixels: hwc, width: 5, height: 4, channels: 3))
         }
         try zip.finish()
         let stream = try EDMZipReader.open(path: directory + "/d.zip", limit: 7)
@@ -86,7 +89,9 @@ final class StreamingTests: XCTestCase {
         XCTAssertEqual(try EDMZipReader.read(path: directory + "/d.zip"), all)
 
         try NPY.write(NPYArray(shape: [9, 3, 4, 5], data: .uint8(all.pixels)), to: directory + "/d.npy")
-        XCTAssertEqual(try DatasetSource.npy(path: directory + "/d.npy", channelsLast: false).open(limit: 4).readAll(), all.prefix(4))
+        XCTAssertEqual(
+            try DatasetSource.npy(path: directory + "/d.npy", channelsLast: false).open(limit: 4).readAll(),
+            all.prefix(4))
         var truncated = try FileIO.read(directory + "/d.npy")
         truncated.removeLast()
         try FileIO.writeAtomically(truncated, to: directory + "/t.npy")

@@ -13,11 +13,16 @@ final class SynthesizeTests: XCTestCase {
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: work) }
 
     @discardableResult
-    func synthesize(_ shape: String, _ format: String, to out: String, count: Int = 200, seed: Int = 7, extra: [String] = [])
+    func synthesize(
+        _ shape: String, _ format: String, to out: String, count: Int = 200, seed: Int = 7, extra: [String] = []
+    )
         throws -> CommandRunner.Result
     {
         try CommandRunner.succeed(
-            ["synthesize", "--shape", shape, "--count", "\(count)", "--seed", "\(seed)", "--format", format, "--out", out, "--source", "fashion-mnist:test"]
+            [
+                "synthesize", "--shape", shape, "--count", "\(count)", "--seed", "\(seed)", "--format", format, "--out",
+                out, "--source", "fashion-mnist:test",
+            ]
                 + extra)
     }
 
@@ -122,5 +127,49 @@ final class SynthesizeTests: XCTestCase {
             XCTAssertTrue(result.stderr.contains(message), "\(arguments): \(result.stderr)")
             XCTAssertFalse(result.crashed)
         }
+    }
+
+    /// Ingest streams: 40,000 images of 3x64x64 (491 MB of pixels, one shard) go through in far less memory
+    /// than the pixels (measured: about 85 MB). The zip repeats a few PNGs so that it is quick to make.
+    func testIngestOfALargeZipStaysFarBelowTheDatasetSize() throws {
+        let count = 40_000, side = 64
+        let pngs = try (0..<7).map { k in
+            try PNG.encode(
+                pixels: (0..<(side * side * 3)).map { UInt8(truncatingIfNeeded: $0 * (k + 3) / 5) }, width: side,
+                height: side, channels: 3)
+        }
+        let zip = try ZipWriter(path: "\(work)/large.zip")
+        for i in 0..<count { try zip.add(name: SyntheticWriter.zipEntryName(i), bytes: pngs[i % 7]) }
+        try zip.finish()
+        let (status, peakKiB) = try Self.runMeasuringPeakMemory(
+            ["ingest", "--source", "edm-zip:\(work)/large.zip", "--out", "\(work)/large"])
+        XCTAssertEqual(status, 0)
+        let pixelsKiB = count * 3 * side * side / 1024
+        XCTAssertLessThan(peakKiB, 300 * 1024, "peak \(peakKiB) KiB ingesting \(pixelsKiB) KiB of pixels")
+        let manifest = try Manifest.read(directory: "\(work)/large")
+        XCTAssertEqual(manifest.count, count)
+        XCTAssertEqual(manifest.shards.count, 1)
+    }
+
+    /// Runs pspc (output discarded) and returns its exit status and peak resident set size in KiB, from
+    /// wait4's rusage of that one process.
+    static func runMeasuringPeakMemory(_ arguments: [String]) throws -> (status: Int32, peakKiB: Int) {
+        let argv: [UnsafeMutablePointer<CChar>?] = ([CommandRunner.binary.path] + arguments).map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        var pid = pid_t()
+        let binary = CommandRunner.binary.path
+        guard posix_spawn(&pid, binary, &actions, nil, argv, environ) == 0 else {
+            throw DataError.io(path: binary, reason: "cannot start")
+        }
+        var status: Int32 = 0
+        var usage = rusage()
+        while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+        let exited = status & 0x7F == 0
+        return (exited ? (status >> 8) & 0xFF : -1, Int(usage.ru_maxrss))
     }
 }
