@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import PSPCCore
+import PSPCData
 import PSPCWire
 
 /// The coordinator's connection to one worker: the handshake, then requests matched to answers by id, each
@@ -47,7 +48,7 @@ final class WorkerConnection: @unchecked Sendable {
                 .connect(host: address.host, port: address.port).get()
         } catch {
             established.fail(error)
-            throw ClusterError.workerFailed(worker: address.description, reason: "cannot connect (\(error))")
+            throw ClusterError.workerFailed(worker: address.description, reason: "cannot connect: \(connectFailure(error))")
         }
         let timeoutTask = channel.eventLoop.scheduleTask(in: timeout) {
             established.fail(
@@ -220,4 +221,21 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler, @unchecked Send
         state.closeAll(ClusterError.workerFailed(worker: state.worker, reason: "\(error)"))
         context.close(promise: nil)
     }
+}
+
+/// Why a connection could not be made, in words: NIO's connection error holds one error per address tried; an
+/// operating-system error reads "Connection refused (ECONNREFUSED)".
+func connectFailure(_ error: Error) -> String {
+    if let error = error as? NIOConnectionError {
+        let causes = error.connectionErrors.map { attempt in
+            (attempt.error as? IOError).map { SystemError.describe(errno: $0.errnoCode) } ?? "\(attempt.error)"
+        }
+        if let dns = error.dnsAAAAError ?? error.dnsAError, causes.isEmpty { return "cannot resolve \(error.host) (\(dns))" }
+        if !causes.isEmpty { return Array(Set(causes)).sorted().joined(separator: "; ") }
+    }
+    if let error = error as? IOError { return SystemError.describe(errno: error.errnoCode) }
+    if let error = error as? ChannelError, case .connectTimeout(let amount) = error {
+        return "no connection within \(Double(amount.nanoseconds) / 1e9) s"
+    }
+    return "\(error)"
 }
