@@ -256,22 +256,22 @@ public actor Cluster {
         let ids = shards.map { _ in newRequest(request, batch: batch) }
         post(zip(ids, shards).map { .submit($0, shard: $1) })
         do {
-            return try await withThrowingTaskGroup(of: (Int, PartialResponse).self) { tasks in
-                for (i, id) in ids.enumerated() { tasks.addTask { (i, try await self.outcome(of: id)) } }
-                var answers = [PartialResponse?](repeating: nil, count: ids.count)
-                for try await (i, answer) in tasks { answers[i] = answer }
-                return answers.map { $0! }
-            }
+            return try await Self.inOrder(ids) { try await self.outcome(of: $0) }
         } catch let error as ClusterError where error.isReplyTooLarge {
             // Together the answers exceed a frame: shard by shard, each split further when it must be.
-            return try await withThrowingTaskGroup(of: (Int, PartialResponse).self) { tasks in
-                for (i, shard) in shards.enumerated() {
-                    tasks.addTask { (i, try await self.evaluate(request, shard: shard)) }
-                }
-                var answers = [PartialResponse?](repeating: nil, count: shards.count)
-                for try await (i, answer) in tasks { answers[i] = answer }
-                return answers.map { $0! }
-            }
+            return try await Self.inOrder(shards) { try await self.evaluate(request, shard: $0) }
+        }
+    }
+
+    /// `body` of every item at once, the results in the items' order.
+    private static func inOrder<Item: Sendable>(
+        _ items: [Item], _ body: @escaping @Sendable (Item) async throws -> PartialResponse
+    ) async throws -> [PartialResponse] {
+        try await withThrowingTaskGroup(of: (Int, PartialResponse).self) { tasks in
+            for (i, item) in items.enumerated() { tasks.addTask { (i, try await body(item)) } }
+            var answers = [PartialResponse?](repeating: nil, count: items.count)
+            for try await (i, answer) in tasks { answers[i] = answer }
+            return answers.map { $0! }
         }
     }
 
