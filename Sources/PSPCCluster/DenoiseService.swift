@@ -24,8 +24,9 @@ public protocol DenoiseBackend: Sendable {
 /// A request's queries are split into runs of equal t, each run going to the backend; query i keeps its index
 /// `first_query_index + i`, so CFDM's noise is the one `pspc denoise` draws for that row of a file at that t. At most
 /// `Configuration.concurrentRequests` requests compute at once, the others wait in arrival order. Bad input gets
-/// an `ErrorReply` naming the problem and the connection goes on; a `Cancel` stops a waiting request, or a
-/// computing one between its runs of t, answered CANCELLED; a closed connection cancels what it still had here.
+/// an `ErrorReply` naming the problem and the connection goes on; a `Cancel` takes a waiting request out of the
+/// queue at once, or stops a computing one between its runs of t, answered CANCELLED; a closed connection cancels
+/// what it still had here.
 public final class DenoiseService: Sendable {
     /// How the service answers.
     public struct Configuration: Sendable {
@@ -152,9 +153,8 @@ public final class DenoiseService: Sendable {
                 "denoise_request.first_query_index must be at most 2^48, got \(request.firstQueryIndex)")
         }
         let first = Int(request.firstQueryIndex)
-        await gate.enter()
+        try await gate.enter()
         defer { Task { await gate.leave() } }
-        try Task.checkCancellation()
         let dim = shape.dimension
         var values: [Double] = []
         values.reserveCapacity(queries.values.count)
@@ -194,29 +194,49 @@ public final class DenoiseService: Sendable {
     }
 }
 
-/// At most `limit` holders at once; the others wait in arrival order.
+/// At most `limit` holders at once; the others wait in arrival order. A waiter whose task is cancelled leaves the
+/// queue at once (`CancellationError`).
 actor RequestGate {
     let limit: Int
     private var holders = 0
-    private var waiting: [CheckedContinuation<Void, Never>] = []
+    private var waiting: [(id: Int, continuation: CheckedContinuation<Void, Error>)] = []
+    private var nextID = 0
 
     init(limit: Int) { self.limit = limit }
 
-    func enter() async {
+    func enter() async throws {
+        try Task.checkCancellation()
         if holders < limit {
             holders += 1
             return
         }
+        let id = nextID
+        nextID += 1
         // The place is handed over by `leave()`, which does not decrement for a waiter it wakes.
-        await withCheckedContinuation { waiting.append($0) }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+                if Task.isCancelled {
+                    continuation.resume(throwing: CancellationError())
+                } else {
+                    waiting.append((id, continuation))
+                }
+            }
+        } onCancel: {
+            Task { await self.drop(id) }
+        }
     }
 
     func leave() {
         if waiting.isEmpty {
             holders -= 1
         } else {
-            waiting.removeFirst().resume()
+            waiting.removeFirst().continuation.resume()
         }
+    }
+
+    private func drop(_ id: Int) {
+        guard let i = waiting.firstIndex(where: { $0.id == id }) else { return }
+        waiting.remove(at: i).continuation.resume(throwing: CancellationError())
     }
 }
 

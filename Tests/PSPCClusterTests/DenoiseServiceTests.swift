@@ -183,9 +183,11 @@ final class DenoiseServiceTests: XCTestCase {
         var cancel = Pspc_V1_Cancel()
         cancel.targetRequestID = 2
         try await client.send(Pspc_V1_Frame(requestID: 3, body: .cancel(cancel)))
+        // Answered while request 1 still holds the only place: the cancelled request left the queue at once.
+        let second = try await client.frame(for: 2)
+        XCTAssertFalse(client.hasFrame(for: 1))
         backend.release.open()
         guard case .denoiseResponse? = try await client.frame(for: 1).body else { return XCTFail("request 1 failed") }
-        let second = try await client.frame(for: 2)
         guard case .error(let error)? = second.body else { return XCTFail("request 2 answered \(second)") }
         XCTAssertEqual(error.code, .cancelled, error.message)
         XCTAssertEqual(backend.calls, [.init(t: 1, count: 1, first: 0)], "the cancelled request never computed")
