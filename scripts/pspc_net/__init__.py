@@ -10,7 +10,8 @@ against (docs/science.md sections 1 and 6). Modules:
 - `adapters`: networks as EDM denoisers D(z, t): EDM checkpoints and pickles, eps-prediction VP nets.
 - `heatmap`: gradient-sensitivity heatmaps and their locality figure (docs/science.md section 4).
 - `serve`: the network endpoint, `python -m pspc_net.serve`; `client`: `Client`, the client of it and of
-  `pspc serve` (exact denoisers, docs/python.md), and the lower-level `NetworkClient`;
+  `pspc serve` (exact denoisers, docs/python.md), and the lower-level `NetworkClient`; `launch`: `pspc serve`
+  as a child process; `bench_serve`: its single-query and batch throughput (scripts/bench-serve.sh);
   `bench`: its throughput next to the network called directly (scripts/bench-network.sh).
 """
 

@@ -8,8 +8,6 @@ Needs the built `pspc` binary: $PSPC_BINARY, else the newest of .build/release/p
 from __future__ import annotations
 
 import os
-import select
-import signal
 import subprocess
 import threading
 
@@ -19,6 +17,7 @@ import torch
 
 from pspc_net import Client, WireError
 from pspc_net.client import NetworkClient
+from pspc_net.launch import PSPCServe
 from pspc_net.proto import pspc_pb2 as pb
 
 from .test_serve import BATCH, RES, ServerProcess, save_checkpoint, tiny_net
@@ -50,32 +49,8 @@ def run_pspc(*args: str) -> None:
     assert result.returncode == 0, f"pspc {' '.join(args)} failed:\n{result.stderr}"
 
 
-class PSPCServe:
-    """`pspc serve` on 127.0.0.1:0; waits for the listening line."""
-
-    def __init__(self, args: list[str], log_path: str):
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen(
-            [pspc_binary(), "serve", "--listen", "127.0.0.1:0", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            text=True,
-        )
-        ready, _, _ = select.select([self.proc.stdout], [], [], 300)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line.startswith("pspc serve listening on 127.0.0.1:"):
-            self.proc.kill()
-            raise RuntimeError(f"pspc serve did not start: {line!r}; see {log_path}")
-        self.address = line.strip().rsplit(" ", 1)[1]
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(60)
-        finally:
-            self.log.close()
+def serve(args: list[str], log_path: str) -> PSPCServe:
+    return PSPCServe(pspc_binary(), args, log_path)
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +69,7 @@ def setup(tmp_path_factory):
     z = rng.uniform(-1, 1, (5, 1, 28, 28)) + T * rng.standard_normal((5, 1, 28, 28))
     np.save(str(root / "z.npy"), z)
     common = ["--data", data, "--local-workers", "2", "--threads", "1"]
-    server = PSPCServe(
-        ["--token-file", str(token), *common, "--heatmaps", heatmaps], str(root / "serve.log")
-    )
+    server = serve(["--token-file", str(token), *common, "--heatmaps", heatmaps], str(root / "serve.log"))
     yield {"root": root, "data": data, "heatmaps": heatmaps, "token": str(token), "z": z, "server": server,
            "common": common}  # fmt: skip
     assert server.stop() == 0, open(root / "serve.log").read()
@@ -240,9 +213,7 @@ def test_two_clients_at_once(setup):
 
 
 def test_sigterm_drains_and_exits_0(setup, tmp_path):
-    server = PSPCServe(
-        ["--token-file", setup["token"], "--data", setup["data"], "--threads", "1"], str(tmp_path / "serve.log")
-    )
+    server = serve(["--token-file", setup["token"], "--data", setup["data"], "--threads", "1"], str(tmp_path / "serve.log"))
     with Client(server.address, setup["token"]) as client:
         assert client.denoise(setup["z"][:2], T, method="empirical").shape == (2, 1, 28, 28)
     assert server.stop() == 0
