@@ -128,8 +128,16 @@ public final class DenoiseService: Sendable {
         } catch is CancellationError {
             return .error(.cancelled("request \(id) was cancelled"), requestID: id)
         } catch let error as ClusterError {
-            // The workers behind this server failed the request: the request itself may be fine.
-            return .error(.unavailable(error.description), requestID: id)
+            switch error {
+            case .cancelled:
+                return .error(.cancelled("request \(id) was cancelled"), requestID: id)
+            case .remote(_, let message, let code) where !error.isRetryable:
+                // A worker refused the request itself: the client is told why, with the worker's code.
+                return .error(.peerError(code: code, message: message), requestID: id)
+            default:
+                // The workers behind this server failed the request: the request itself may be fine.
+                return .error(.unavailable(error.description), requestID: id)
+            }
         } catch {
             return WorkerService.errorFrame(error, requestID: id)
         }
