@@ -216,8 +216,27 @@ def test_sigterm_drains_and_exits_0(setup, tmp_path):
     server = serve(["--token-file", setup["token"], "--data", setup["data"], "--threads", "1"], str(tmp_path / "serve.log"))
     with Client(server.address, setup["token"]) as client:
         assert client.denoise(setup["z"][:2], T, method="empirical").shape == (2, 1, 28, 28)
+        with pytest.raises(WireError, match="started without --heatmaps"):
+            client.denoise(setup["z"][:2], T, method="pspc-flex", lambda_=0.5)
     assert server.stop() == 0
-    assert "stopped after 1 requests" in open(tmp_path / "serve.log").read()
+    assert "stopped after 2 requests" in open(tmp_path / "serve.log").read()
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--listen", "127.0.0.1:0"], "--data is required"),
+        (["--listen", "127.0.0.1:0", "--heatmap-times", "t.json"], "--heatmap-times needs --heatmaps"),
+        (["--listen", "127.0.0.1:0", "--concurrent-requests", "0"], "--concurrent-requests must be at least 1"),
+        (["--listen", "nowhere"], "nowhere"),
+    ],
+)
+def test_command_line_errors(setup, args, needle):
+    result = subprocess.run(
+        [pspc_binary(), "serve", "--token-file", setup["token"], *args], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert needle in result.stderr, result.stderr
 
 
 def test_the_same_client_speaks_to_the_network_endpoint(tmp_path):
