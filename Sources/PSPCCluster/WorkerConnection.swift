@@ -93,8 +93,12 @@ final class WorkerConnection: @unchecked Sendable {
     func start(_ body: Pspc_V1_Frame.OneOf_Body) -> (UInt64, EventLoopFuture<Pspc_V1_Frame>)? {
         let id = state.nextRequestID()
         let promise = channel.eventLoop.makePromise(of: Pspc_V1_Frame.self)
-        guard state.register(id, promise) else { return nil }
         let worker = address.description, state = self.state
+        guard state.register(id, promise) else {
+            // Closed already: the promise is completed all the same (NIO requires it; nobody waits on it).
+            promise.fail(ClusterError.workerFailed(worker: worker, reason: "connection closed"))
+            return nil
+        }
         channel.writeAndFlush(Pspc_V1_Frame(requestID: id, body: body)).whenFailure { error in
             state.fail(id, ClusterError.workerFailed(worker: worker, reason: "send failed: \(error)"))
         }
