@@ -245,15 +245,37 @@ public actor DenoisingEngine {
         }
     }
 
+    /// Rows of the outer-product sum asked for at once: each shard's answer stays near 8 MiB (D = 3072: 341 rows,
+    /// D = 12288: 85), so neither a frame nor the coordinator holds every shard's whole D x D matrix at once
+    /// (3x64x64: 1.2 GB a shard).
+    public static func momentRowsPerRequest(dimension: Int) -> Int {
+        max(1, min(dimension, (8 << 20) / (8 * dimension)))
+    }
+
     private func computeGaussianModel() async throws -> GaussianModel {
-        var moments = Moments.zero(dimension: shape.dimension)
-        for answer in try await gather(.moments(rows: moments.rows)) {
-            guard case .moments(let part) = answer, part.sum.count == shape.dimension else {
-                throw PSPCError.shapeMismatch("a shard answered a moments request with the wrong kind or size")
+        let dim = shape.dimension, step = Self.momentRowsPerRequest(dimension: dim)
+        var total = Moments.zero(dimension: dim)
+        for start in stride(from: 0, to: dim, by: step) {
+            // Each block is merged over the shards in shard order, as the whole matrix would be: a block's rows
+            // hold exactly the bits they have in the whole sum (pspc_outer_rows), so the model does not depend on
+            // the block size.
+            let rows = start..<min(dim, start + step)
+            var block = Moments.zero(dimension: dim, rows: rows)
+            for answer in try await gather(.moments(rows: rows)) {
+                guard case .moments(let part) = answer, part.sum.count == dim else {
+                    throw PSPCError.shapeMismatch("a shard answered a moments request with the wrong kind or size")
+                }
+                try block.merge(part)
             }
-            try moments.merge(part)
+            if start == 0 {
+                total.count = block.count
+                total.sum = block.sum
+            } else if block.count != total.count || block.sum != total.sum {
+                throw PSPCError.shapeMismatch("the shards' moments changed between row blocks")
+            }
+            total.outer.replaceSubrange((start * dim)..<(rows.upperBound * dim), with: block.outer)
         }
-        return try GaussianModel(moments: moments)
+        return try GaussianModel(moments: total)
     }
 
     func cfdm(_ batch: QueryBatch, t: Double, smoothing: Double, copies: Int, seed: UInt64, firstQueryIndex: Int)
