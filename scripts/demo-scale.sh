@@ -27,8 +27,12 @@ done
 cd "$root"
 scripts/setup.sh >/dev/null
 scripts/setup-python.sh >/dev/null
-swift build -c release --product pspc >/dev/null
-pspc="$root/.build/release/pspc"
+# PSPC_BIN: a pspc binary to use instead of building one.
+pspc="${PSPC_BIN:-}"
+if [ -z "$pspc" ]; then
+    swift build -c release --product pspc >/dev/null
+    pspc="$root/.build/release/pspc"
+fi
 py="${PSPC_VENV:-$root/.venv}/bin/python"
 mkdir -p "$work"
 workers=()

@@ -144,6 +144,14 @@ class Bench:
 
     # MARK: sections
 
+    def data(self):
+        """Makes every dataset the other sections use (kept in --work), without timing anything."""
+        log("== datasets")
+        for shape in self.args.shapes:
+            for n in self.args.sizes:
+                self.dataset(shape, n)
+        self.dataset(self.args.cluster_shape, self.args.cluster_n)
+
     def table(self):
         log("== per-query time against N and shape (whole `pspc denoise` process, in-process engine)")
         for shape in self.args.shapes:
@@ -355,7 +363,7 @@ class Bench:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pspc", default="pspc")
-    p.add_argument("--sections", default="table,peer,cluster,latency")
+    p.add_argument("--sections", default="table,peer,cluster,latency", help="any of data (only make the datasets), table, peer, cluster, latency")
     p.add_argument("--shapes", default="1x28x28,3x32x32,3x64x64")
     p.add_argument("--sizes", default="10000,40000,120000")
     p.add_argument("--methods", default="empirical,pspc-square,pspc-flex,gaussian,cfdm")
