@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -14,6 +15,20 @@ public final class MetricsEndpoint: Sendable {
         case ready
         /// Not ready, and why (`loading shards`, `draining`): the body of the 503.
         case notReady(String)
+    }
+
+    /// A readiness that changes as a process loads, serves and drains, for the `readiness` closure:
+    /// `readiness: { state.value }`.
+    public final class ReadinessState: @unchecked Sendable {
+        private let lock = NSLock()
+        private var current: Readiness
+
+        public init(_ initial: Readiness) { current = initial }
+
+        public var value: Readiness {
+            get { lock.withLock { current } }
+            set { lock.withLock { current = newValue } }
+        }
     }
 
     /// The address the endpoint is bound to (the free port picked for port 0).

@@ -17,8 +17,9 @@ struct Worker: AsyncParsableCommand {
             Prints `pspc worker listening on HOST:PORT` on standard output once it serves (then, with
             --metrics-listen, `pspc worker metrics on HOST:PORT`), and stops cleanly on SIGTERM or SIGINT: it
             stops accepting, lets the requests it took finish, and exits 0. --metrics-listen serves plain HTTP:
-            /metrics (Prometheus), /healthz (liveness) and /readyz (503 while loading shards or draining). Shards: --shards 0,3,5 or --placement INDEX/COUNT[/REPLICATION] (shard k goes to
-            workers (k + j) mod COUNT, j < REPLICATION); default: every shard.
+            /metrics (Prometheus), /healthz (liveness) and /readyz (503 while loading shards or draining).
+            Shards: --shards 0,3,5 or --placement INDEX/COUNT[/REPLICATION] (shard k goes to workers
+            (k + j) mod COUNT, j < REPLICATION); default: every shard.
             """)
 
     @Option(help: "Address to listen on, HOST:PORT (port 0 picks a free port).") var listen: String
@@ -64,7 +65,7 @@ struct Worker: AsyncParsableCommand {
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let metrics = WorkerMetrics(version: PSPC.configuration.version)
-        let readiness = ReadinessState(.notReady("loading shards"))
+        let readiness = MetricsEndpoint.ReadinessState(.notReady("loading shards"))
         var endpoint: MetricsEndpoint?
         if let metricsAddress {
             // Libraries that report through swift-metrics land in the same registry.
@@ -156,15 +157,3 @@ func listenFailure(_ error: Error) -> String {
     return "\(error)"
 }
 
-/// What the worker's /readyz answers, set as it loads, serves and drains.
-final class ReadinessState: @unchecked Sendable {
-    private let lock = NSLock()
-    private var current: MetricsEndpoint.Readiness
-
-    init(_ initial: MetricsEndpoint.Readiness) { current = initial }
-
-    var value: MetricsEndpoint.Readiness {
-        get { lock.withLock { current } }
-        set { lock.withLock { current = newValue } }
-    }
-}

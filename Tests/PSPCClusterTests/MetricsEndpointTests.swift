@@ -12,18 +12,9 @@ import XCTest
 final class MetricsEndpointTests: XCTestCase {
     static let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
-    final class Box: @unchecked Sendable {
-        private let lock = NSLock()
-        private var current = MetricsEndpoint.Readiness.notReady("loading shards")
-        var value: MetricsEndpoint.Readiness {
-            get { lock.withLock { current } }
-            set { lock.withLock { current = newValue } }
-        }
-    }
-
     func testPathsStatusesAndMalformedRequests() async throws {
         let metrics = WorkerMetrics(version: "9.9.9-test")
-        let readiness = Box()
+        let readiness = MetricsEndpoint.ReadinessState(.notReady("loading shards"))
         let endpoint = try await MetricsEndpoint.start(
             host: "127.0.0.1", port: 0, group: Self.group, registry: metrics.registry, readiness: { readiness.value })
         let port = try XCTUnwrap(endpoint.localAddress.port)
