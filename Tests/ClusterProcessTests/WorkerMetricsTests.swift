@@ -4,7 +4,7 @@ import XCTest
 
 /// `pspc worker --metrics-listen` serves Prometheus metrics whose request counters equal, op by op, what the
 /// coordinators of real `pspc denoise --cluster` runs sent (their `--log-level info` traffic line), and bytes
-/// equal to theirs; /healthz and /readyz answer 200, other paths 404.
+/// equal to theirs; /healthz and /readyz answer 200, other paths 404; `pspc status` and a wrong token are counted.
 final class WorkerMetricsTests: XCTestCase {
     func testScrapedCountersEqualWhatTheCoordinatorsSent() async throws {
         let work = try CommandRunner.temporaryDirectory("worker-metrics")
@@ -89,6 +89,17 @@ final class WorkerMetricsTests: XCTestCase {
             XCTAssertGreaterThanOrEqual(workerSent, Double(bytesReceived))
         }
         XCTAssertEqual(samples["pspc_queue_depth"], 0)
+
+        // `pspc status` sends one health request; a wrong token is one authentication failure, and no request.
+        try Data("a-wrong-token-0123456789abcdefgh".utf8).write(to: URL(fileURLWithPath: "\(work)/wrong"))
+        let wrong = try JSONSerialization.data(withJSONObject: ["workers": [address], "tokenFile": "wrong"])
+        try wrong.write(to: URL(fileURLWithPath: "\(work)/wrong.json"))
+        try CommandRunner.succeed(["status", "--cluster", "\(work)/cluster.json"])
+        XCTAssertEqual(try CommandRunner.run(["status", "--cluster", "\(work)/wrong.json"]).status, 1)
+        let after = try await HTTPProbe.scrape(port: metricsPort) { $0["pspc_connections_open"] == 0 }
+        XCTAssertEqual(after[#"pspc_requests_total{op="health"}"#], Double(sent["health", default: 0] + 1))
+        XCTAssertEqual(after[#"pspc_handshake_failures_total{reason="authentication"}"#], 1)
+        XCTAssertEqual(after[#"pspc_requests_total{op="empirical"}"#], samples[#"pspc_requests_total{op="empirical"}"#])
 
         input.fileHandleForWriting.closeFile()
         worker.waitUntilExit()
