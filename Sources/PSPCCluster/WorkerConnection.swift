@@ -99,9 +99,11 @@ final class WorkerConnection: @unchecked Sendable {
         guard state.register(id, promise) else { return nil }
         let worker = address.description, state = self.state, traffic = self.traffic
         let frame = Pspc_V1_Frame(requestID: id, body: body)
+        let op = frame.metricsOp
+        // Counted once written, as the worker counts it once read (the frame itself is not kept for it).
         channel.writeAndFlush(frame).whenComplete { result in
             switch result {
-            case .success: traffic.countRequest(frame.metricsOp)
+            case .success: traffic.countRequest(op)
             case .failure(let error):
                 state.fail(id, ClusterError.workerFailed(worker: worker, reason: "send failed: \(error)"))
             }
