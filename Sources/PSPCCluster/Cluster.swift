@@ -216,7 +216,6 @@ public actor Cluster {
     }
 
     public func close() {
-        if !closed { logger.info("coordinator traffic: \(traffic.summary)") }
         closed = true
         ticker?.cancel()
         for connection in connections.values { connection.close() }

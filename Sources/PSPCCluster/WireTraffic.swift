@@ -21,11 +21,10 @@ public final class WireTraffic: TrafficSink, @unchecked Sendable {
     /// Request frames handed to connections since the start, by op (`empirical`, `health`, `cancel`, ...).
     public var requests: [String: Int] { lock.withLock { sentRequests } }
 
-    /// One line for a log: bytes each way and the requests by op, in op order.
-    public var summary: String {
-        let (sent, received) = totals
-        let ops = requests.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        return "\(sent) bytes sent, \(received) bytes received; requests sent: \(ops.isEmpty ? "none" : ops)"
+    /// The requests by op in op order, for a log's metadata: `crop_composite:2,empirical:3` (`none` before any).
+    public var requestsSummary: String {
+        let ops = requests.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ",")
+        return ops.isEmpty ? "none" : ops
     }
 
     func add(sent s: Int, received r: Int) {

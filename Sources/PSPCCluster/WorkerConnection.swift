@@ -96,8 +96,12 @@ final class WorkerConnection: @unchecked Sendable {
     func start(_ body: Pspc_V1_Frame.OneOf_Body) -> (UInt64, EventLoopFuture<Pspc_V1_Frame>)? {
         let id = state.nextRequestID()
         let promise = channel.eventLoop.makePromise(of: Pspc_V1_Frame.self)
-        guard state.register(id, promise) else { return nil }
         let worker = address.description, state = self.state, traffic = self.traffic
+        guard state.register(id, promise) else {
+            // Closed already: the promise is completed all the same (NIO requires it; nobody waits on it).
+            promise.fail(ClusterError.workerFailed(worker: worker, reason: "connection closed"))
+            return nil
+        }
         let frame = Pspc_V1_Frame(requestID: id, body: body)
         let op = frame.metricsOp
         // Counted once written, as the worker counts it once read (the frame itself is not kept for it).

@@ -290,7 +290,7 @@ public enum NPY {
         }
     }
 
-    private static func appendLittleEndian<Bits: FixedWidthInteger>(_ value: Bits, to out: inout [UInt8]) {
+    public static func appendLittleEndian<Bits: FixedWidthInteger>(_ value: Bits, to out: inout [UInt8]) {
         withUnsafeBytes(of: value.littleEndian) { out.append(contentsOf: $0) }
     }
 }

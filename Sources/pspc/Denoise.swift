@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import Foundation
 import PSPCCore
 import PSPCData
@@ -32,12 +33,15 @@ struct Denoise: AsyncParsableCommand {
         let result: DenoisingEngine.Output
         let count: Int
         let method: DenoiseMethod
+        var engineSeconds = 0.0
         do {
             method = try methodOptions.resolve(for: shape)
             let z = try QueryFile.read(input, shape: shape)
             count = z.count / shape.dimension
             let bar = ProgressBar("\(method.name) t=\(t)", total: count, unit: " queries")
+            let started = DispatchTime.now().uptimeNanoseconds
             result = try await context.engine.denoise(z, t: t, method: method) { bar.update($0) }
+            engineSeconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
             await context.close()
         } catch {
             await context.close()
@@ -51,7 +55,9 @@ struct Denoise: AsyncParsableCommand {
             note("pspc-flex: every pixel was covered by a mask")
         }
         try QueryFile.write(result.values, shape: shape, to: output)
-        note("wrote \(count) denoised images to \(output)")
+        note(
+            "wrote \(count) denoised images to \(output) (engine \(String(format: "%.3f", engineSeconds)) s, \(String(format: "%.2f", 1000 * engineSeconds / Double(max(count, 1)))) ms/query)"
+        )
     }
 }
 

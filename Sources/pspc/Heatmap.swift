@@ -98,14 +98,27 @@ struct Heatmap: AsyncParsableCommand {
             await network.close()
             throw error
         }
-        var maps: [Float] = []
+        // Assembled level by level into the output file (64x64 maps are 67 MB of float32 a level): one level in
+        // memory at a time.
+        let base = isRunDirectory ? run.file("heatmaps") : String(out.dropLast(4))
+        let output = try OutputFile(path: base + ".npy")
         var shape: [Int] = []
         var csv = "t,side50,side75,side95\n"
         var rows: [JSONValue] = []
         for (i, t) in levels.enumerated() {
             let array = try NPY.read(path: run.file("parts", String(format: "level-%02d.npy", i)))
-            shape = array.shape
-            maps += array.asDoubles().map(Float.init)
+            if i == 0 {
+                shape = array.shape
+                try output.write(NPY.header(shape: [levels.count] + shape, descr: "<f4"))
+            } else if array.shape != shape {
+                throw DataError.invalid("heatmap level \(i) is \(array.shape), level 0 was \(shape)")
+            }
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(array.shape.reduce(1, *) * 4)
+            let values: [Float]
+            if case .float32(let v) = array.data { values = v } else { values = array.asDoubles().map(Float.init) }
+            for value in values { NPY.appendLittleEndian(value.bitPattern, to: &bytes) }
+            try output.write(bytes)
             let locality = try NPY.read(path: run.file("parts", String(format: "level-%02d.locality.npy", i))).asDoubles()
             csv += CSVText.line([RunNumber.text(t)] + locality.map(RunNumber.text))
             rows.append(
@@ -114,8 +127,7 @@ struct Heatmap: AsyncParsableCommand {
                     ("side95", .number(locality[2])),
                 ]))
         }
-        let base = isRunDirectory ? run.file("heatmaps") : String(out.dropLast(4))
-        try NPY.write(NPYArray(shape: [levels.count] + shape, data: .float32(maps)), to: base + ".npy")
+        try output.commit()
         try FileIO.writeAtomically(Array(JSONValue.doubles(levels).serialized().utf8), to: base + ".times.json")
         if isRunDirectory {
             try run.writeText(csv, to: "locality.csv")

@@ -14,7 +14,7 @@ struct PSPC: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             Ingest.self, Synthesize.self, Queries.self, Denoise.self, Sample.self, SweepCommand.self, Calibrate.self,
-            Heatmap.self, Report.self, Grid.self, Worker.self, Status.self, Info.self,
+            Heatmap.self, Report.self, Grid.self, Worker.self, Serve.self, Status.self, Info.self,
         ]
     )
 

@@ -106,46 +106,21 @@ struct Worker: AsyncParsableCommand {
         note(
             "pspc worker: shards \(ids.map(String.init).joined(separator: ",")) of \(manifest.source) (\(hosted.reduce(0) { $0 + $1.source.imageCount }) images), \(threadCount) threads"
         )
-        // Launchers read this line; written unbuffered so they see it at once.
-        FileHandle.standardOutput.write(
-            Data("pspc worker listening on \(HostPort(host: address.host, port: bound))\n".utf8))
+        var announcements = ["pspc worker listening on \(HostPort(host: address.host, port: bound))"]
         if let endpoint, let metricsAddress {
-            let metricsPort = endpoint.localAddress.port ?? metricsAddress.port
-            let announced = HostPort(host: metricsAddress.host, port: metricsPort)
-            FileHandle.standardOutput.write(Data("pspc worker metrics on \(announced)\n".utf8))
+            let announced = HostPort(host: metricsAddress.host, port: endpoint.localAddress.port ?? metricsAddress.port)
+            announcements.append("pspc worker metrics on \(announced)")
             service.logger.info("metrics, /healthz and /readyz on http://\(announced)")
         }
-        // Stop accepting and say so to readiness probes (the metrics endpoint keeps answering while it drains).
-        let drain: @Sendable () -> Void = {
-            readiness.value = .notReady("draining")
-            channel.close(promise: nil)
-        }
-
-        // SIGTERM / SIGINT: stop accepting, close, exit 0.
-        let stop = DispatchQueue(label: "pspc.worker.signals")
-        var sources: [DispatchSourceSignal] = []
-        for signalNumber in [SIGTERM, SIGINT] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: stop)
-            source.setEventHandler(handler: drain)
-            source.resume()
-            sources.append(source)
-        }
-        if exitWithParent {
-            // EOF on stdin means the parent is gone (even after SIGKILL): stop as on SIGTERM.
-            Thread.detachNewThread {
-                while !FileHandle.standardInput.availableData.isEmpty {}
-                drain()
-            }
-        }
-        try await channel.closeFuture.get()
+        // Stopping: readiness probes are told at once (the metrics endpoint keeps answering while it drains).
+        try await ServerLifetime.announceAndServe(
+            announcements, channel: channel, exitWithParent: exitWithParent,
+            stopping: { readiness.value = .notReady("draining") })
         readiness.value = .notReady("draining")
         // Let requests already taken finish (their coordinators wait for them), then leave at once: exit()
         // can hang in OpenBLAS's exit handler waiting for its idle threads, so the process ends with _exit.
-        let drainDeadline = Date().addingTimeInterval(30)
-        while service.inFlight > 0 && Date() < drainDeadline { try await Task.sleep(nanoseconds: 10_000_000) }
+        try await ServerLifetime.drain(seconds: 30) { service.inFlight }
         note("pspc worker: stopped")
-        _ = sources
         _exit(0)
     }
 }

@@ -3,7 +3,7 @@ import PSPCTestSupport
 import XCTest
 
 /// `pspc worker --metrics-listen` serves Prometheus metrics whose request counters equal, op by op, what the
-/// coordinators of real `pspc denoise --cluster` runs sent (their `--log-level info` traffic line), and bytes
+/// coordinators of real `pspc denoise --cluster` runs sent (their `--log-level info` `wire traffic` line), and bytes
 /// equal to theirs; /healthz and /readyz answer 200, other paths 404; `pspc status` and a wrong token are counted.
 final class WorkerMetricsTests: XCTestCase {
     func testScrapedCountersEqualWhatTheCoordinatorsSent() async throws {
@@ -64,7 +64,7 @@ final class WorkerMetricsTests: XCTestCase {
                 ["denoise", "--cluster", "\(work)/cluster.json", "--t", "1", "--input", "\(work)/q/z.npy",
                  "--output", "\(work)/out.npy", "--log-level", "info"] + method)
             let line = try XCTUnwrap(
-                run.stderr.split(separator: "\n").first { $0.contains("coordinator traffic: ") }, run.stderr)
+                run.stderr.split(separator: "\n").first { $0.contains("wire traffic") }, run.stderr)
             let traffic = Self.parseTraffic(String(line))
             bytesSent += traffic.sent
             bytesReceived += traffic.received
@@ -106,17 +106,18 @@ final class WorkerMetricsTests: XCTestCase {
         XCTAssertEqual(worker.terminationStatus, 0)
     }
 
-    /// Bytes and requests from `... coordinator traffic: S bytes sent, R bytes received; requests sent: a=1 b=2`.
+    /// Bytes and requests from `... received_bytes=R requests_sent=a:1,b:2 sent_bytes=S ... wire traffic`.
     static func parseTraffic(_ line: String) -> (sent: Int, received: Int, requests: [String: Int]) {
-        let text = line[line.range(of: "coordinator traffic: ")!.upperBound...]
-        let words = text.split(separator: " ")
-        let sent = Int(words[0]) ?? -1
-        let received = Int(words[3]) ?? -1
+        var fields: [String: String] = [:]
+        for word in line.split(separator: " ") {
+            let parts = word.split(separator: "=", maxSplits: 1)
+            if parts.count == 2 { fields[String(parts[0])] = String(parts[1]) }
+        }
         var requests: [String: Int] = [:]
-        for word in words where word.contains("=") {
-            let parts = word.split(separator: "=")
+        for item in (fields["requests_sent"] ?? "").split(separator: ",") {
+            let parts = item.split(separator: ":")
             if parts.count == 2, let n = Int(parts[1]) { requests[String(parts[0])] = n }
         }
-        return (sent, received, requests)
+        return (Int(fields["sent_bytes"] ?? "") ?? -1, Int(fields["received_bytes"] ?? "") ?? -1, requests)
     }
 }

@@ -175,3 +175,213 @@ class NetworkClient:
 
     def health(self) -> pb.HealthResponse:
         return self.call(health_request=pb.HealthRequest()).health_response
+
+
+# MARK: - Client: one front end for pspc serve and the network endpoint
+
+# Room in a frame for everything of a denoise request or response but its tensors' payloads.
+_FRAME_OVERHEAD = 64 << 10
+
+
+def parse_address(address) -> tuple[str, int]:
+    """HOST:PORT, [IPv6]:PORT or a (host, port) pair."""
+    if isinstance(address, tuple):
+        host, port = address
+        return str(host), int(port)
+    host, sep, port = str(address).rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def _schedule(value, name: str) -> pb.DenoiseSchedule:
+    """A schedule option: "cifar10", {"t": [...], "values": [...]} or a (t, values) pair."""
+    if isinstance(value, str):
+        return pb.DenoiseSchedule(builtin=value)
+    if isinstance(value, dict):
+        t, values = value.get("t"), value.get("values")
+    else:
+        try:
+            t, values = value
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be 'cifar10', {{'t': [...], 'values': [...]}} or (t, values)") from None
+    return pb.DenoiseSchedule(t=[float(x) for x in t], values=[float(x) for x in values])
+
+
+def denoise_options(**options) -> pb.DenoiseOptions:
+    """`DenoiseOptions` from keyword arguments: patch_size, patch_schedule, lambda_ (or "lambda"),
+    lambda_schedule, smoothing, copies, seed. Unknown names raise `TypeError`; the server checks the values
+    (and which method takes which)."""
+    if "lambda" in options:
+        options["lambda_"] = options.pop("lambda")
+    known = {"patch_size", "patch_schedule", "lambda_", "lambda_schedule", "smoothing", "copies", "seed"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"unknown denoiser option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    out = pb.DenoiseOptions()
+    given = {k: v for k, v in options.items() if v is not None}
+    if "patch_size" in given:
+        out.patch_size = int(given["patch_size"])
+    if "patch_schedule" in given:
+        out.patch_schedule.CopyFrom(_schedule(given["patch_schedule"], "patch_schedule"))
+    if "lambda_" in given:
+        setattr(out, "lambda", float(given["lambda_"]))
+    if "lambda_schedule" in given:
+        out.lambda_schedule.CopyFrom(_schedule(given["lambda_schedule"], "lambda_schedule"))
+    if "smoothing" in given:
+        out.smoothing = float(given["smoothing"])
+    if "copies" in given:
+        out.copies = int(given["copies"])
+    if "seed" in given:
+        out.seed = int(given["seed"])
+    return out
+
+
+def _to_numpy(x):
+    """(numpy array, how to give a result back in x's kind): numpy arrays, torch tensors, lists, floats."""
+    module = type(x).__module__
+    if module.startswith("torch"):
+        import torch
+
+        array = x.detach().to("cpu").numpy()
+        dtype, device = x.dtype, x.device
+
+        def back(result: np.ndarray):
+            out = torch.from_numpy(np.require(result, requirements=["C", "W"]))
+            return out.to(device=device, dtype=dtype if dtype.is_floating_point else torch.float64)
+
+        return array, back
+    array = np.asarray(x)
+    dtype = array.dtype if array.dtype.kind == "f" else np.dtype(np.float64)
+    return array, lambda result: np.asarray(result).astype(dtype, copy=False)
+
+
+class Client:
+    """A blocking client of `pspc serve` (exact denoisers) and of the network endpoint (the trained
+    network), over one authenticated connection (`NetworkClient`).
+
+        with Client("127.0.0.1:7800", "token") as client:
+            x0 = client.denoise(z, t=1.0, method="pspc-square", patch_size=7)
+
+    `z` is `[B, C, H, W]` (numpy or torch, any float dtype, any device); the answer comes back as the
+    same kind, dtype and device. `t` is one noise level or one per query (`[B]`). `method` is one of
+    "empirical", "pspc-square", "pspc-flex", "gaussian", "cfdm" (pspc serve) or omitted / "network" (the
+    network endpoint); options as `denoise_options`. A refused request raises `WireError` naming the
+    problem (`.code`, `.message`), and the connection stays usable. Batches larger than a frame are
+    sent as several requests (numbered with first_query_index, so cfdm's noise does not change).
+    """
+
+    def __init__(
+        self,
+        address,
+        token_file: str | None = None,
+        *,
+        token: bytes | None = None,
+        timeout: float | None = 3600.0,
+        node_id: str = "pspc-python-client",
+        max_frame_size: int = wire.DEFAULT_MAX_FRAME_SIZE,
+    ):
+        if (token is None) == (token_file is None):
+            raise ValueError("give token_file or token")
+        if token is None:
+            token = wire.read_token(token_file)
+        host, port = parse_address(address)
+        self.address = f"{host}:{port}"
+        self.connection = NetworkClient(
+            host, port, token, node_id=node_id, timeout=timeout, max_frame_size=max_frame_size
+        )
+        self.welcome = self.connection.welcome
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.connection.close()
+
+    @property
+    def info(self) -> pb.WorkerInfo:
+        """What the server said about its data in the Welcome (shape, image count, dataset id)."""
+        return self.welcome.info
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the server denoises."""
+        s = self.welcome.info.shape
+        return (s.channels, s.height, s.width)
+
+    @property
+    def kind(self) -> str:
+        """"pspc" for pspc serve, "network" for the network endpoint."""
+        return "network" if self.welcome.role == pb.ROLE_NETWORK else "pspc"
+
+    def health(self) -> pb.HealthResponse:
+        return self.connection.health()
+
+    def denoise(self, z, t, method: str | None = None, **options):
+        """D(z, t) with `method` and its options (see the class)."""
+        zn, back = _to_numpy(z)
+        if zn.ndim != 4:
+            raise ValueError(f"z must be [B, C, H, W], got shape {list(zn.shape)}")
+        if zn.dtype not in (np.float32, np.float64):
+            zn = zn.astype(np.float64)
+        tn, _ = _to_numpy(t)
+        tn = np.asarray(tn, dtype=np.float64).reshape(-1)
+        if tn.size == 1:
+            tn = np.full(zn.shape[0], tn[0])
+        if tn.shape != (zn.shape[0],):
+            raise ValueError(f"t must be one level or one per query ({zn.shape[0]}), got {tn.size} values")
+        request_options = denoise_options(**options)
+        per_query = int(np.prod(zn.shape[1:])) * (zn.itemsize + 8) + 16
+        chunk = max(1, (self.connection.max_frame_size - _FRAME_OVERHEAD) // per_query)
+        parts = []
+        for start in range(0, max(zn.shape[0], 1), chunk):
+            end = min(start + chunk, zn.shape[0])
+            request = pb.DenoiseRequest(
+                z=wire.tensor_from_array(zn[start:end]),
+                t=wire.tensor_from_array(tn[start:end]),
+                method=method or "",
+                options=request_options,
+                first_query_index=start,
+            )
+            frame = self.connection.call(denoise_request=request)
+            parts.append(wire.array_from_tensor(frame.denoise_response.denoised, "denoise_response.denoised"))
+        return back(np.concatenate(parts) if len(parts) > 1 else parts[0])
+
+    def denoiser(self, method: str | None = None, **options) -> "RemoteDenoiser":
+        """`D(x, sigma)` as a sampling loop calls a network: see `RemoteDenoiser`."""
+        denoise_options(**dict(options))  # unknown option names fail here, not at the first step
+        return RemoteDenoiser(self, method, options)
+
+
+class RemoteDenoiser:
+    """A denoiser a sampler calls like an EDM network: `D(x, sigma)` with x `[B, C, H, W]` (numpy or
+    torch) and sigma a float or `[B]` (`[B, 1, 1, 1]` too), giving D(x, sigma) in x's kind, dtype and
+    device. It holds no parameters and gradients do not flow through it; `eval()` and `to()` return it
+    unchanged so that code written for an `nn.Module` runs."""
+
+    def __init__(self, client: Client, method: str | None, options: dict):
+        self.client, self.method, self.options = client, method, dict(options)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.client.shape
+
+    def __call__(self, x, sigma):
+        return self.client.denoise(x, sigma, self.method, **self.options)
+
+    forward = __call__
+
+    def eval(self) -> "RemoteDenoiser":
+        return self
+
+    def to(self, *args, **kwargs) -> "RemoteDenoiser":
+        return self
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"RemoteDenoiser({self.method or 'network'}{', ' + settings if settings else ''} @ {self.client.address})"

@@ -12,10 +12,11 @@ sends nothing for --idle-timeout seconds (default 300) is closed; at most --max-
 64) are served at once, and one above that gets a plain UNAVAILABLE error and is closed. Then, matched
 by `request_id`:
 
-- `DenoiseRequest{z [B, C, H, W] float64|float32, t [B]}` -> `DenoiseResponse{denoised}`: D(z, t)
+- `DenoiseRequest{z [B, C, H, W] float64|float32, t [B], method "" or "network"}` -> `DenoiseResponse{denoised}`: D(z, t)
   computed in float32 on the device in chunks of `--batch`, sent as FLOAT32 `[B, C, H, W]` (the exact
   values the network produced; `--response-dtype float64` widens them). Swift's
-  `Pspc_V1_DenoiseResponse.decoded()` reads either.
+  `Pspc_V1_DenoiseResponse.decoded()` reads either. Any other method (an exact denoiser, which
+  `pspc serve` computes) is refused with INVALID_ARGUMENT naming it.
 - `HeatmapRequest{t, samples M, seed, images, output_start, output_count, images_in_order}` ->
   `HeatmapResponse{maps, locality, sides}`: maps FLOAT64 `[H, W, H, W]` (`maps[y, x, y', x']`, output
   pixel first), locality FLOAT64 `[3]`: the mean over output pixels of the side of the smallest centred
@@ -111,6 +112,13 @@ class NetworkService:
     # MARK: denoise
 
     def denoise(self, request: pb.DenoiseRequest, cancelled=lambda: False) -> pb.DenoiseResponse:
+        if request.method not in ("", "network"):
+            raise WireError.invalid_argument(
+                f"this endpoint serves the trained network (method \"network\"), not method {request.method!r}; "
+                "the exact denoisers are served by pspc serve"
+            )
+        if request.HasField("options") and request.options.ByteSize() > 0:
+            raise WireError.invalid_argument("denoise_request.options are settings of pspc serve's methods, not the network's")
         if not request.HasField("z"):
             raise WireError.invalid_argument("denoise_request.z is missing")
         if not request.HasField("t"):

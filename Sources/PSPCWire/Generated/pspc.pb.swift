@@ -985,36 +985,139 @@ public nonisolated struct Pspc_V1_MomentsMsg: Sendable {
   fileprivate var _outer: Pspc_V1_Tensor? = nil
 }
 
-/// D_theta(z, t): `z` is [B, C, H, W], `t` is [B] (one noise level per query).
-public nonisolated struct Pspc_V1_DenoiseRequest: Sendable {
+/// D(z, t): `z` is [B, C, H, W], `t` is [B] (one noise level per query). `method` names the denoiser: ""
+/// or "network" is the trained network D_theta (what the network endpoint serves; pspc serve refuses it),
+/// "empirical", "pspc-square", "pspc-flex", "gaussian" or "cfdm" one of the exact denoisers pspc serve
+/// computes (the network endpoint refuses those), with its settings in `options`. `first_query_index`
+/// numbers the queries for seeded methods (cfdm: query i of the request draws the noise of query
+/// first_query_index + i), so that a batch split over several requests gives what one request gives.
+public nonisolated struct Pspc_V1_DenoiseRequest: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var z: Pspc_V1_Tensor {
-    get {_z ?? Pspc_V1_Tensor()}
-    set {_z = newValue}
+    get {_storage._z ?? Pspc_V1_Tensor()}
+    set {_uniqueStorage()._z = newValue}
   }
   /// Returns true if `z` has been explicitly set.
-  public var hasZ: Bool {self._z != nil}
+  public var hasZ: Bool {_storage._z != nil}
   /// Clears the value of `z`. Subsequent reads from it will return its default value.
-  public mutating func clearZ() {self._z = nil}
+  public mutating func clearZ() {_uniqueStorage()._z = nil}
 
   public var t: Pspc_V1_Tensor {
-    get {_t ?? Pspc_V1_Tensor()}
-    set {_t = newValue}
+    get {_storage._t ?? Pspc_V1_Tensor()}
+    set {_uniqueStorage()._t = newValue}
   }
   /// Returns true if `t` has been explicitly set.
-  public var hasT: Bool {self._t != nil}
+  public var hasT: Bool {_storage._t != nil}
   /// Clears the value of `t`. Subsequent reads from it will return its default value.
-  public mutating func clearT() {self._t = nil}
+  public mutating func clearT() {_uniqueStorage()._t = nil}
+
+  public var method: String {
+    get {_storage._method}
+    set {_uniqueStorage()._method = newValue}
+  }
+
+  public var options: Pspc_V1_DenoiseOptions {
+    get {_storage._options ?? Pspc_V1_DenoiseOptions()}
+    set {_uniqueStorage()._options = newValue}
+  }
+  /// Returns true if `options` has been explicitly set.
+  public var hasOptions: Bool {_storage._options != nil}
+  /// Clears the value of `options`. Subsequent reads from it will return its default value.
+  public mutating func clearOptions() {_uniqueStorage()._options = nil}
+
+  public var firstQueryIndex: UInt64 {
+    get {_storage._firstQueryIndex}
+    set {_uniqueStorage()._firstQueryIndex = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _z: Pspc_V1_Tensor? = nil
-  fileprivate var _t: Pspc_V1_Tensor? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// The settings of an exact denoiser, as `pspc denoise` takes them on its command line.
+public nonisolated struct Pspc_V1_DenoiseOptions: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// pspc-square: the patch side s, or a schedule of sides over t (exactly one of the two).
+  public var patchSize: UInt32 = 0
+
+  public var patchSchedule: Pspc_V1_DenoiseSchedule {
+    get {_patchSchedule ?? Pspc_V1_DenoiseSchedule()}
+    set {_patchSchedule = newValue}
+  }
+  /// Returns true if `patchSchedule` has been explicitly set.
+  public var hasPatchSchedule: Bool {self._patchSchedule != nil}
+  /// Clears the value of `patchSchedule`. Subsequent reads from it will return its default value.
+  public mutating func clearPatchSchedule() {self._patchSchedule = nil}
+
+  /// pspc-flex: the mask mass threshold lambda in (0, 1], or a schedule of it (exactly one); the heatmaps
+  /// the masks come from are the server's (pspc serve --heatmaps).
+  public var lambda: Double {
+    get {_lambda ?? 0}
+    set {_lambda = newValue}
+  }
+  /// Returns true if `lambda` has been explicitly set.
+  public var hasLambda: Bool {self._lambda != nil}
+  /// Clears the value of `lambda`. Subsequent reads from it will return its default value.
+  public mutating func clearLambda() {self._lambda = nil}
+
+  public var lambdaSchedule: Pspc_V1_DenoiseSchedule {
+    get {_lambdaSchedule ?? Pspc_V1_DenoiseSchedule()}
+    set {_lambdaSchedule = newValue}
+  }
+  /// Returns true if `lambdaSchedule` has been explicitly set.
+  public var hasLambdaSchedule: Bool {self._lambdaSchedule != nil}
+  /// Clears the value of `lambdaSchedule`. Subsequent reads from it will return its default value.
+  public mutating func clearLambdaSchedule() {self._lambdaSchedule = nil}
+
+  /// cfdm: the smoothing scale (>= 0, required), perturbed copies per query (0 means 8) and their seed.
+  public var smoothing: Double {
+    get {_smoothing ?? 0}
+    set {_smoothing = newValue}
+  }
+  /// Returns true if `smoothing` has been explicitly set.
+  public var hasSmoothing: Bool {self._smoothing != nil}
+  /// Clears the value of `smoothing`. Subsequent reads from it will return its default value.
+  public mutating func clearSmoothing() {self._smoothing = nil}
+
+  public var copies: UInt32 = 0
+
+  public var seed: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _patchSchedule: Pspc_V1_DenoiseSchedule? = nil
+  fileprivate var _lambda: Double? = nil
+  fileprivate var _lambdaSchedule: Pspc_V1_DenoiseSchedule? = nil
+  fileprivate var _smoothing: Double? = nil
+}
+
+/// A value per noise level, looked up at the grid time nearest to t: `builtin` names one ("cifar10", the
+/// paper's), or `t` and `values` list it (as many of each; patch sides must be whole numbers).
+public nonisolated struct Pspc_V1_DenoiseSchedule: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var builtin: String = String()
+
+  public var t: [Double] = []
+
+  public var values: [Double] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Pspc_V1_DenoiseResponse: Sendable {
@@ -2579,7 +2682,105 @@ nonisolated extension Pspc_V1_MomentsMsg: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Pspc_V1_DenoiseRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DenoiseRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}z\0\u{1}t\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}z\0\u{1}t\0\u{1}method\0\u{1}options\0\u{3}first_query_index\0")
+
+  fileprivate class _StorageClass {
+    var _z: Pspc_V1_Tensor? = nil
+    var _t: Pspc_V1_Tensor? = nil
+    var _method: String = String()
+    var _options: Pspc_V1_DenoiseOptions? = nil
+    var _firstQueryIndex: UInt64 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _z = source._z
+      _t = source._t
+      _method = source._method
+      _options = source._options
+      _firstQueryIndex = source._firstQueryIndex
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._z) }()
+        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._t) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._method) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._options) }()
+        case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._firstQueryIndex) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._z {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      try { if let v = _storage._t {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      } }()
+      if !_storage._method.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._method, fieldNumber: 3)
+      }
+      try { if let v = _storage._options {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+      if _storage._firstQueryIndex != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._firstQueryIndex, fieldNumber: 5)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pspc_V1_DenoiseRequest, rhs: Pspc_V1_DenoiseRequest) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._z != rhs_storage._z {return false}
+        if _storage._t != rhs_storage._t {return false}
+        if _storage._method != rhs_storage._method {return false}
+        if _storage._options != rhs_storage._options {return false}
+        if _storage._firstQueryIndex != rhs_storage._firstQueryIndex {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pspc_V1_DenoiseOptions: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DenoiseOptions"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}patch_size\0\u{3}patch_schedule\0\u{1}lambda\0\u{3}lambda_schedule\0\u{1}smoothing\0\u{1}copies\0\u{1}seed\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2587,8 +2788,13 @@ nonisolated extension Pspc_V1_DenoiseRequest: SwiftProtobuf.Message, SwiftProtob
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularMessageField(value: &self._z) }()
-      case 2: try { try decoder.decodeSingularMessageField(value: &self._t) }()
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.patchSize) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._patchSchedule) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self._lambda) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._lambdaSchedule) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self._smoothing) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.copies) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.seed) }()
       default: break
       }
     }
@@ -2599,18 +2805,78 @@ nonisolated extension Pspc_V1_DenoiseRequest: SwiftProtobuf.Message, SwiftProtob
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
     // https://github.com/apple/swift-protobuf/issues/1182
-    try { if let v = self._z {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    } }()
-    try { if let v = self._t {
+    if self.patchSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.patchSize, fieldNumber: 1)
+    }
+    try { if let v = self._patchSchedule {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
     } }()
+    try { if let v = self._lambda {
+      try visitor.visitSingularDoubleField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._lambdaSchedule {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._smoothing {
+      try visitor.visitSingularDoubleField(value: v, fieldNumber: 5)
+    } }()
+    if self.copies != 0 {
+      try visitor.visitSingularUInt32Field(value: self.copies, fieldNumber: 6)
+    }
+    if self.seed != 0 {
+      try visitor.visitSingularUInt64Field(value: self.seed, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Pspc_V1_DenoiseRequest, rhs: Pspc_V1_DenoiseRequest) -> Bool {
-    if lhs._z != rhs._z {return false}
-    if lhs._t != rhs._t {return false}
+  public static func ==(lhs: Pspc_V1_DenoiseOptions, rhs: Pspc_V1_DenoiseOptions) -> Bool {
+    if lhs.patchSize != rhs.patchSize {return false}
+    if lhs._patchSchedule != rhs._patchSchedule {return false}
+    if lhs._lambda != rhs._lambda {return false}
+    if lhs._lambdaSchedule != rhs._lambdaSchedule {return false}
+    if lhs._smoothing != rhs._smoothing {return false}
+    if lhs.copies != rhs.copies {return false}
+    if lhs.seed != rhs.seed {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pspc_V1_DenoiseSchedule: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DenoiseSchedule"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}builtin\0\u{1}t\0\u{1}values\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.builtin) }()
+      case 2: try { try decoder.decodeRepeatedDoubleField(value: &self.t) }()
+      case 3: try { try decoder.decodeRepeatedDoubleField(value: &self.values) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.builtin.isEmpty {
+      try visitor.visitSingularStringField(value: self.builtin, fieldNumber: 1)
+    }
+    if !self.t.isEmpty {
+      try visitor.visitPackedDoubleField(value: self.t, fieldNumber: 2)
+    }
+    if !self.values.isEmpty {
+      try visitor.visitPackedDoubleField(value: self.values, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pspc_V1_DenoiseSchedule, rhs: Pspc_V1_DenoiseSchedule) -> Bool {
+    if lhs.builtin != rhs.builtin {return false}
+    if lhs.t != rhs.t {return false}
+    if lhs.values != rhs.values {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
