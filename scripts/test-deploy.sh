@@ -234,9 +234,17 @@ part_lint() {
 }
 
 part_local() {
+    local status=0
     TMPDIR="$work/tmp" deploy/local/run.sh --workers 3 --replication 2 --data "$work/data" --pspc "$work/pspc" \
-        -- "${denoise_args[@]}" --output "$work/local.npy"
+        --metrics -- "${denoise_args[@]}" --output "$work/local.npy" 2>"$work/local.err" || status=$?
+    cat "$work/local.err"
+    [ "$status" -eq 0 ] || fail "local: the launcher ended with status $status"
     compare "local (3 workers, replication 2)" "$work/local.npy"
+    if [ "$(grep '^pspc local: metrics: ' "$work/local.err" | grep -o 'http://127.0.0.1:[0-9]*/metrics' | wc -l)" -eq 3 ]; then
+        pass "local: --metrics lists the 3 workers' metrics addresses"
+    else
+        fail "local: --metrics did not list 3 metrics addresses"
+    fi
     no_workers_left "local"
 
     # A long job stopped by SIGTERM once its workers serve: the launcher must end and take its workers along.
@@ -334,6 +342,7 @@ EOF
     # timeout's process group) interrupts the wait.
     local status=0
     (cd "$work" && PSPC="$work/pspc" PSPC_DATA="$work/data" PSPC_REPLICATION=2 PSPC_START_TIMEOUT=120 \
+        PSPC_METRICS_PORT=0 \
         exec timeout 300 sbatch --wait --ntasks=3 --overcommit --output="$d/job-%j.out" \
         "$root/deploy/slurm/pspc.sbatch" "${denoise_args[@]}" --output "$work/slurm.npy") &
     echo $! >"$work/pids/sbatch"
@@ -346,6 +355,11 @@ EOF
         fail "slurm: the batch job ended with status $status"
     fi
     compare "slurm (3 tasks, replication 2)" "$work/slurm.npy"
+    if [ "$(cat "$d"/job-*.out | grep -c '^pspc slurm: worker [0-9] metrics on http://.*:[0-9]*/metrics$')" -eq 3 ]; then
+        pass "slurm: PSPC_METRICS_PORT=0 gives each of the 3 workers a metrics address in the job output"
+    else
+        fail "slurm: the job output does not list 3 workers' metrics addresses"
+    fi
     no_workers_left "slurm"
     if ls -d "$work"/.pspc-* >/dev/null 2>&1; then
         fail "slurm: the shared directory was left behind"
@@ -402,6 +416,20 @@ worker = sts["spec"]["template"]["spec"]["containers"][0]
 script = worker["args"][0]
 if "--listen 0.0.0.0:7070" not in script or "${HOSTNAME##*-}" not in script:
     problems.append("worker command lacks --listen 0.0.0.0:7070 or the ordinal from the hostname")
+# Metrics: the port, its probes, the Service port and the scrape annotations.
+ports = {p["name"]: p["containerPort"] for p in worker["ports"]}
+if "--metrics-listen 0.0.0.0:9090" not in script or ports.get("metrics") != 9090:
+    problems.append("worker lacks --metrics-listen 0.0.0.0:9090 or the container port metrics: 9090")
+for probe, path in [("startupProbe", "/readyz"), ("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")]:
+    get = worker.get(probe, {}).get("httpGet", {})
+    if get.get("path") != path or get.get("port") != "metrics":
+        problems.append(f"{probe} is not httpGet {path} on port metrics: {worker.get(probe)}")
+service_ports = {p["name"]: p for p in docs[("Service", "pspc-workers")]["spec"]["ports"]}
+if service_ports.get("metrics", {}).get("port") != 9090 or service_ports["metrics"].get("targetPort") != "metrics":
+    problems.append("the Service lacks port metrics 9090 -> metrics")
+annotations = sts["spec"]["template"]["metadata"].get("annotations", {})
+if annotations.get("prometheus.io/scrape") != "true" or annotations.get("prometheus.io/port") != "9090":
+    problems.append(f"pod annotations lack prometheus.io/scrape and port 9090: {annotations}")
 for shell, code in [("sh", script), ("bash", docs[("Job", "pspc-denoise")]["spec"]["template"]["spec"]["initContainers"][0]["args"][0])]:
     r = subprocess.run([shell, "-n", "-c", code], capture_output=True, text=True)
     if r.returncode != 0:
@@ -416,7 +444,7 @@ if f"--placement 2/{n}/{settings['PSPC_REPLICATION']}" not in out:
 print("\n".join(problems) or f"consistent: {n} workers, replication {settings['PSPC_REPLICATION']}; {out.strip()}")
 sys.exit(1 if problems else 0)
 PY
-        pass "kubernetes: replicas, PSPC_WORKERS and cluster.json agree; pod scripts parse; pod 2 gets placement 2/N/R"
+        pass "kubernetes: replicas, PSPC_WORKERS and cluster.json agree; pod scripts parse; pod 2 gets placement 2/N/R; metrics port, HTTP probes and scrape annotations"
     else
         fail "kubernetes: manifests disagree (see logs/kubernetes.log)"
     fi
@@ -497,6 +525,12 @@ part_systemd() {
         grep -q "^$key=" deploy/systemd/worker.env.example || fail "systemd: worker.env.example lacks $key"
         grep -q "\${$key}" "$unit" || fail "systemd: the unit does not use \${$key}"
     done
+    # Optional metrics: $METRICS_ARGS (unbraced: split into words, nothing when unset).
+    if grep -q '^METRICS_ARGS=--metrics-listen ' deploy/systemd/worker.env.example && grep -q ' \$METRICS_ARGS$' "$unit"; then
+        pass "systemd: METRICS_ARGS in worker.env.example is passed to the worker"
+    else
+        fail "systemd: METRICS_ARGS missing from worker.env.example or the unit's ExecStart"
+    fi
 }
 
 run_part setup

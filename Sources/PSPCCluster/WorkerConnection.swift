@@ -13,12 +13,15 @@ final class WorkerConnection: @unchecked Sendable {
     let channel: Channel
     let peer: HandshakePeer
     private let state: ConnectionState
+    /// Where the requests written on this connection are counted, by op.
+    private let traffic: WireTraffic
 
-    private init(address: HostPort, channel: Channel, peer: HandshakePeer, state: ConnectionState) {
+    private init(address: HostPort, channel: Channel, peer: HandshakePeer, state: ConnectionState, traffic: WireTraffic) {
         self.address = address
         self.channel = channel
         self.peer = peer
         self.state = state
+        self.traffic = traffic
     }
 
     static func connect(
@@ -58,7 +61,7 @@ final class WorkerConnection: @unchecked Sendable {
         do {
             let peer = try await established.futureResult.get()
             timeoutTask.cancel()
-            return WorkerConnection(address: address, channel: channel, peer: peer, state: state)
+            return WorkerConnection(address: address, channel: channel, peer: peer, state: state, traffic: traffic)
         } catch {
             timeoutTask.cancel()
             channel.close(promise: nil)
@@ -93,14 +96,21 @@ final class WorkerConnection: @unchecked Sendable {
     func start(_ body: Pspc_V1_Frame.OneOf_Body) -> (UInt64, EventLoopFuture<Pspc_V1_Frame>)? {
         let id = state.nextRequestID()
         let promise = channel.eventLoop.makePromise(of: Pspc_V1_Frame.self)
-        let worker = address.description, state = self.state
+        let worker = address.description, state = self.state, traffic = self.traffic
         guard state.register(id, promise) else {
             // Closed already: the promise is completed all the same (NIO requires it; nobody waits on it).
             promise.fail(ClusterError.workerFailed(worker: worker, reason: "connection closed"))
             return nil
         }
-        channel.writeAndFlush(Pspc_V1_Frame(requestID: id, body: body)).whenFailure { error in
-            state.fail(id, ClusterError.workerFailed(worker: worker, reason: "send failed: \(error)"))
+        let frame = Pspc_V1_Frame(requestID: id, body: body)
+        let op = frame.metricsOp
+        // Counted once written, as the worker counts it once read (the frame itself is not kept for it).
+        channel.writeAndFlush(frame).whenComplete { result in
+            switch result {
+            case .success: traffic.countRequest(op)
+            case .failure(let error):
+                state.fail(id, ClusterError.workerFailed(worker: worker, reason: "send failed: \(error)"))
+            }
         }
         return (id, promise.futureResult)
     }
@@ -110,7 +120,10 @@ final class WorkerConnection: @unchecked Sendable {
     func cancel(_ id: UInt64) {
         var cancel = Pspc_V1_Cancel()
         cancel.targetRequestID = id
-        channel.writeAndFlush(Pspc_V1_Frame(requestID: state.nextRequestID(), body: .cancel(cancel)), promise: nil)
+        let traffic = self.traffic
+        channel.writeAndFlush(Pspc_V1_Frame(requestID: state.nextRequestID(), body: .cancel(cancel))).whenSuccess {
+            traffic.countRequest("cancel")
+        }
         state.fail(id, ClusterError.cancelled)
     }
 

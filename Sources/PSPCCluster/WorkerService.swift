@@ -40,6 +40,8 @@ public final class WorkerService: Sendable {
     let connections = ConnectionCount()
     /// Refused connections, bad frames and error replies (warning), connections (info), each request (debug).
     public let logger: Logger
+    /// Requests, errors, bytes, connections and what this worker holds, for `MetricsEndpoint`.
+    public let metrics: WorkerMetrics
 
     /// What bounds a worker's exposure to its peers.
     public struct Limits: Sendable {
@@ -60,9 +62,11 @@ public final class WorkerService: Sendable {
         shards: [HostedShard], shape: ImageShape, token: [UInt8], nodeID: String, threads: Int,
         datasetShards: Int, datasetID: String, xflip: Bool, maxFrameSize: Int = FrameCodec.defaultMaxFrameSize,
         limits: Limits = Limits(),
-        logger: Logger = Logger(label: "pspc.worker", factory: { _ in SwiftLogNoOpLogHandler() })
+        logger: Logger = Logger(label: "pspc.worker", factory: { _ in SwiftLogNoOpLogHandler() }),
+        metrics: WorkerMetrics = WorkerMetrics(version: "unknown")
     ) {
         self.limits = limits
+        self.metrics = metrics
         self.logger = logger
         self.shards = shards.sorted { $0.id < $1.id }
         self.token = token
@@ -83,6 +87,7 @@ public final class WorkerService: Sendable {
         info.datasetID = datasetID
         info.xflip = xflip
         self.info = info
+        metrics.hold(shards: shards.count, images: Int(info.imageCount))
     }
 
     /// Binds `host:port` (port 0 picks a free one) and serves until the returned channel is closed.
@@ -100,6 +105,7 @@ public final class WorkerService: Sendable {
                         token: service.token, role: .worker, nodeID: service.nodeID,
                         info: service.info, acceptedRoles: [.coordinator])
                     try channel.pipeline.syncOperations.addHandlers([
+                        TrafficCounter(service.metrics),
                         ByteToMessageHandler(FrameDecoder(security: security)),
                         MessageToByteHandler(FrameEncoder(security: security)),
                         WorkerConnectionHandler(
@@ -114,6 +120,7 @@ public final class WorkerService: Sendable {
     /// `reply(to:requestID:)`, and `cancel()` on the job drops it or stops it.
     func submit(_ request: Pspc_V1_PartialRequest) -> ComputeJob<Pspc_V1_PartialResponse> {
         counters.started()
+        metrics.queueDepth.increment()
         return compute.submit { flag in
             self.counters.began()
             return try self.evaluate(request, cancellation: flag)
@@ -122,6 +129,7 @@ public final class WorkerService: Sendable {
 
     /// The answer to a submitted partial request: its partials, CANCELLED, or the error that stopped it.
     func reply(to job: ComputeJob<Pspc_V1_PartialResponse>, requestID id: UInt64) async -> Pspc_V1_Frame {
+        defer { metrics.queueDepth.decrement() }
         do {
             let response = try await job.value()
             counters.finished(.served)
@@ -412,10 +420,12 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        service.metrics.connectionsOpen.increment()
         if let peer = context.remoteAddress, let ip = peer.ipAddress {
             logger[metadataKey: "peer"] = "\(ip):\(peer.port ?? 0)"
         }
         guard admitted else {
+            service.metrics.handshakeFailed(.tooManyConnections)
             closeAfter(
                 .error(.unavailable("too many connections (limit \(service.limits.maxConnections))")),
                 context: context, because: "too many connections (limit \(service.limits.maxConnections))")
@@ -433,6 +443,7 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        service.metrics.connectionsOpen.decrement()
         timer?.cancel()
         if admitted { service.connections.leave() }
         // Nobody is left to read the answers: drop the waiting requests and stop the computing one.
@@ -448,6 +459,7 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
         if !handshake.isEstablished {
             if now - opened >= service.limits.handshakeTimeout {
                 let seconds = service.limits.handshakeTimeout.nanoseconds / 1_000_000_000
+                service.metrics.handshakeFailed(.timeout)
                 closeAfter(
                     .error(.unexpectedMessage(expected: "a handshake within \(seconds) s", got: "nothing")),
                     context: context, because: "no handshake within \(seconds) s")
@@ -475,6 +487,7 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
                 if let reply { context.writeAndFlush(wrapOutboundOut(reply), promise: nil) }
                 logger.info("coordinator connected")
             case .fail(let error, let reply):
+                service.metrics.handshakeFailed(WorkerMetrics.HandshakeFailure(error))
                 closeAfter(reply, context: context, because: "handshake failed: \(error)")
             }
             return
@@ -483,6 +496,8 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
         let service = self.service
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         let id = frame.requestID
+        let op = frame.metricsOp
+        service.metrics.requestRead(op: op)
         // A partial request is queued here, on the event loop, so that requests compute in arrival order.
         let job: ComputeJob<Pspc_V1_PartialResponse>?
         switch frame.body {
@@ -498,18 +513,21 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
             job = nil
         }
         computing += 1
-        let logger = self.logger, started = NIODeadline.now(), op = frame.bodyName
+        let logger = self.logger, started = NIODeadline.now(), body = frame.bodyName
         Task {
             let reply: Pspc_V1_Frame
             if let job { reply = await service.reply(to: job, requestID: id) } else { reply = await service.answer(frame) }
+            let seconds = Double((NIODeadline.now() - started).nanoseconds) / 1e9
+            service.metrics.requestAnswered(op: op, seconds: seconds)
+            if case .error(let error)? = reply.body { service.metrics.requestFailed(op: op, code: error.code) }
             if case .error(let error)? = reply.body, error.code != .cancelled {
                 logger.warning(
-                    "request \(id) (\(op)) answered with an error: \(WireError(reply: error))",
+                    "request \(id) (\(body)) answered with an error: \(WireError(reply: error))",
                     metadata: ["request": "\(id)"])
             } else {
-                let ms = Double((NIODeadline.now() - started).nanoseconds) / 1e6
                 logger.debug(
-                    "request \(id) (\(op)) answered in \(String(format: "%.1f", ms)) ms", metadata: ["request": "\(id)"])
+                    "request \(id) (\(body)) answered in \(String(format: "%.1f", seconds * 1e3)) ms",
+                    metadata: ["request": "\(id)"])
             }
             bound.eventLoop.execute {
                 handler.value.computing -= 1
@@ -519,6 +537,7 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
                 bound.value.writeAndFlush(handler.value.wrapOutboundOut(reply)).whenFailure { error in
                     // The encoder refused it (too large for a frame): say so in a frame that fits.
                     let wire = (error as? WireError) ?? .malformedFrame(String(describing: error))
+                    service.metrics.requestFailed(op: op, code: wire.code)
                     guard !handler.value.closing else { return }
                     bound.value.writeAndFlush(
                         handler.value.wrapOutboundOut(.error(wire, requestID: reply.requestID)), promise: nil)
@@ -530,6 +549,7 @@ final class WorkerConnectionHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         guard !closing else { return }
         let wire = (error as? WireError) ?? .malformedFrame(String(describing: error))
+        if !handshake.isEstablished { service.metrics.handshakeFailed(.badFrame) }
         closeAfter(.error(wire), context: context, because: "bad frame: \(wire)")
     }
 

@@ -60,7 +60,12 @@ struct EngineOptions: ParsableArguments {
                 // What crossed the wire, framing and MACs included, for operators and scripts/bench-scale.sh.
                 let (sent, received) = cluster.traffic.totals
                 Logs.logger("pspc.coordinator", level: Logs.level).info(
-                    "wire traffic", metadata: ["sent_bytes": "\(sent)", "received_bytes": "\(received)"])
+                    "wire traffic",
+                    metadata: [
+                        "sent_bytes": "\(sent)", "received_bytes": "\(received)",
+                        // Request frames by op, as workers count them in pspc_requests_total.
+                        "requests_sent": "\(cluster.traffic.requestsSummary)",
+                    ])
             }
             await cluster?.close()
             local?.stop()

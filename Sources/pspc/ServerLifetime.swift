@@ -8,13 +8,24 @@ enum ServerLifetime {
     /// Writes `line` to standard output (unbuffered: launchers and tests wait for it), then returns once the
     /// channel is closed by a signal, by standard input's end, or otherwise.
     static func announceAndServe(_ line: String, channel: Channel, exitWithParent: Bool) async throws {
-        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+        try await announceAndServe([line], channel: channel, exitWithParent: exitWithParent)
+    }
+
+    /// Writes `lines` (the first one the address launchers wait for), then serves as above; `stopping` runs
+    /// when a signal or standard input's end stops the server, before its channel is closed.
+    static func announceAndServe(
+        _ lines: [String], channel: Channel, exitWithParent: Bool, stopping: @escaping @Sendable () -> Void = {}
+    ) async throws {
+        FileHandle.standardOutput.write(Data(lines.map { $0 + "\n" }.joined().utf8))
         let stop = DispatchQueue(label: "pspc.server.signals")
         var sources: [DispatchSourceSignal] = []
         for signalNumber in [SIGTERM, SIGINT] {
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: stop)
-            source.setEventHandler { channel.close(promise: nil) }
+            source.setEventHandler {
+                stopping()
+                channel.close(promise: nil)
+            }
             source.resume()
             sources.append(source)
         }
@@ -22,6 +33,7 @@ enum ServerLifetime {
             // EOF on stdin means the parent is gone (even after SIGKILL): stop as on SIGTERM.
             Thread.detachNewThread {
                 while !FileHandle.standardInput.availableData.isEmpty {}
+                stopping()
                 channel.close(promise: nil)
             }
         }

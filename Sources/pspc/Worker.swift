@@ -2,22 +2,29 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Logging
+import Metrics
 import NIOCore
 import NIOPosix
 import PSPCCluster
 import PSPCCore
 import PSPCData
+import Prometheus
 
 struct Worker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve partial sums over shards of a dataset to coordinators that hold the cluster token.",
         discussion: """
-            Prints `pspc worker listening on HOST:PORT` on standard output once it serves, and stops cleanly on
-            SIGTERM or SIGINT. Shards: --shards 0,3,5 or --placement INDEX/COUNT[/REPLICATION] (shard k goes to
-            workers (k + j) mod COUNT, j < REPLICATION); default: every shard.
+            Prints `pspc worker listening on HOST:PORT` on standard output once it serves (then, with
+            --metrics-listen, `pspc worker metrics on HOST:PORT`), and stops cleanly on SIGTERM or SIGINT: it
+            stops accepting, lets the requests it took finish, and exits 0. --metrics-listen serves plain HTTP:
+            /metrics (Prometheus), /healthz (liveness) and /readyz (503 while loading shards or draining).
+            Shards: --shards 0,3,5 or --placement INDEX/COUNT[/REPLICATION] (shard k goes to workers
+            (k + j) mod COUNT, j < REPLICATION); default: every shard.
             """)
 
     @Option(help: "Address to listen on, HOST:PORT (port 0 picks a free port).") var listen: String
+    @Option(help: "Serve /metrics, /healthz and /readyz over HTTP on HOST:PORT (port 0 picks a free port).")
+    var metricsListen: String?
     @Option(help: "Dataset directory written by `pspc ingest`.") var data: String
     @Option(help: "Comma-separated shard ids to serve.") var shards: String?
     @Option(help: "INDEX/COUNT[/REPLICATION]: serve the shards placed on worker INDEX of COUNT.") var placement: String?
@@ -36,6 +43,7 @@ struct Worker: AsyncParsableCommand {
 
     func run() async throws {
         let address = try HostPort(listen)
+        let metricsAddress = try metricsListen.map { try HostPort($0) }
         let token = try readClusterToken(tokenFile)
         let manifest = try Manifest.read(directory: data)
         let ids: [Int]
@@ -55,6 +63,23 @@ struct Worker: AsyncParsableCommand {
         } else {
             ids = Array(manifest.shards.indices)
         }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let metrics = WorkerMetrics(version: PSPC.configuration.version)
+        let readiness = MetricsEndpoint.ReadinessState(.notReady("loading shards"))
+        var endpoint: MetricsEndpoint?
+        if let metricsAddress {
+            // Libraries that report through swift-metrics land in the same registry.
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
+            do {
+                endpoint = try await MetricsEndpoint.start(
+                    host: metricsAddress.host, port: metricsAddress.port, group: group, registry: metrics.registry,
+                    readiness: { readiness.value })
+            } catch {
+                try? await group.shutdownGracefully()
+                throw ClusterError.invalidConfiguration(
+                    "cannot listen on \(metricsAddress) for metrics: \(listenFailure(error))")
+            }
+        }
         let threadCount = threads ?? ProcessInfo.processInfo.activeProcessorCount
         BLASThreads.set(threadCount)
         var hosted: [WorkerService.HostedShard] = []
@@ -68,8 +93,7 @@ struct Worker: AsyncParsableCommand {
             shards: hosted, shape: manifest.shape, token: token,
             nodeID: "\(ProcessInfo.processInfo.hostName):\(getpid())",
             threads: threadCount, datasetShards: manifest.shards.count, datasetID: manifest.fingerprint,
-            xflip: xflip == .on, logger: Logs.logger("pspc.worker", level: logLevel))
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            xflip: xflip == .on, logger: Logs.logger("pspc.worker", level: logLevel), metrics: metrics)
         let channel: Channel
         do {
             channel = try await service.bind(host: address.host, port: address.port, group: group)
@@ -78,12 +102,21 @@ struct Worker: AsyncParsableCommand {
             throw ClusterError.invalidConfiguration("cannot listen on \(address): \(listenFailure(error))")
         }
         let bound = channel.localAddress?.port ?? address.port
+        readiness.value = .ready
         note(
             "pspc worker: shards \(ids.map(String.init).joined(separator: ",")) of \(manifest.source) (\(hosted.reduce(0) { $0 + $1.source.imageCount }) images), \(threadCount) threads"
         )
+        var announcements = ["pspc worker listening on \(HostPort(host: address.host, port: bound))"]
+        if let endpoint, let metricsAddress {
+            let announced = HostPort(host: metricsAddress.host, port: endpoint.localAddress.port ?? metricsAddress.port)
+            announcements.append("pspc worker metrics on \(announced)")
+            service.logger.info("metrics, /healthz and /readyz on http://\(announced)")
+        }
+        // Stopping: readiness probes are told at once (the metrics endpoint keeps answering while it drains).
         try await ServerLifetime.announceAndServe(
-            "pspc worker listening on \(HostPort(host: address.host, port: bound))", channel: channel,
-            exitWithParent: exitWithParent)
+            announcements, channel: channel, exitWithParent: exitWithParent,
+            stopping: { readiness.value = .notReady("draining") })
+        readiness.value = .notReady("draining")
         // Let requests already taken finish (their coordinators wait for them), then leave at once: exit()
         // can hang in OpenBLAS's exit handler waiting for its idle threads, so the process ends with _exit.
         try await ServerLifetime.drain(seconds: 30) { service.inFlight }
@@ -98,3 +131,4 @@ func listenFailure(_ error: Error) -> String {
     if let error = error as? IOError { return SystemError.describe(errno: error.errnoCode) }
     return "\(error)"
 }
+

@@ -21,6 +21,8 @@ unless ARGS give it) and stops the workers when it ends.
   --start-timeout S     seconds to wait for every worker to announce itself (default 120)
   --pspc PATH           the pspc binary (default: $PSPC, else pspc on PATH, else .build/release/pspc)
   --keep DIR            keep the cluster file, token and worker logs in DIR (created) instead of a temp dir
+  --metrics             each worker also serves /metrics, /healthz and /readyz over HTTP on a free port of
+                        HOST (--metrics-listen HOST:0); their addresses are printed once all serve
 
 --xflip on|off in ARGS is given to the workers too. Example:
   deploy/local/run.sh --workers 3 --replication 2 --data data -- \
@@ -34,6 +36,7 @@ die() {
 }
 
 workers=3 replication=1 data="" host=127.0.0.1 threads="" deadline=120 start_timeout=120 pspc="${PSPC:-}" keep=""
+metrics=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --workers) workers="${2:?--workers needs a value}"; shift 2 ;;
@@ -45,6 +48,7 @@ while [ $# -gt 0 ]; do
     --start-timeout) start_timeout="${2:?--start-timeout needs a value}"; shift 2 ;;
     --pspc) pspc="${2:?--pspc needs a value}"; shift 2 ;;
     --keep) keep="${2:?--keep needs a value}"; shift 2 ;;
+    --metrics) metrics=1; shift ;;
     -h | --help) usage; exit 0 ;;
     --) shift; break ;;
     *) usage >&2; die "unknown option '$1' (the pspc command goes after --)" ;;
@@ -120,18 +124,23 @@ for ((i = 0; i < workers; i++)); do
     args=(worker --listen "$host:0" --data "$data" --placement "$i/$workers/$replication"
         --token-file "$dir/token" --xflip "$xflip")
     if [ -n "$threads" ]; then args+=(--threads "$threads"); fi
+    if [ "$metrics" = 1 ]; then args+=(--metrics-listen "$host:0"); fi
     "$pspc" "${args[@]}" >"$dir/worker-$i.out" 2>"$dir/worker-$i.log" &
     pids+=($!)
 done
 
-# Each worker prints `pspc worker listening on HOST:PORT` once it serves.
+# Each worker prints `pspc worker listening on HOST:PORT` once it serves (then, with --metrics, `pspc worker
+# metrics on HOST:PORT`).
 addresses=()
+metrics_addresses=()
 start=$SECONDS
 for ((i = 0; i < workers; i++)); do
     while :; do
         line="$(grep -m1 '^pspc worker listening on ' "$dir/worker-$i.out" 2>/dev/null || true)"
-        if [ -n "$line" ]; then
+        metrics_line="$(grep -m1 '^pspc worker metrics on ' "$dir/worker-$i.out" 2>/dev/null || true)"
+        if [ -n "$line" ] && { [ "$metrics" = 0 ] || [ -n "$metrics_line" ]; }; then
             addresses+=("${line#pspc worker listening on }")
+            if [ "$metrics" = 1 ]; then metrics_addresses+=("http://${metrics_line#pspc worker metrics on }/metrics"); fi
             break
         fi
         if ! kill -0 "${pids[i]}" 2>/dev/null; then
@@ -157,6 +166,7 @@ done
     printf '],\n  "tokenFile": "token",\n  "replication": %s,\n  "deadlineSeconds": %s\n}\n' "$replication" "$deadline"
 } >"$dir/cluster.json"
 echo "pspc local: $workers workers (replication $replication): ${addresses[*]}" >&2
+if [ "$metrics" = 1 ]; then echo "pspc local: metrics: ${metrics_addresses[*]}" >&2; fi
 
 run=("${command[@]}" --cluster "$dir/cluster.json")
 if [ "$has_data" -eq 0 ]; then run+=(--data "$data"); fi
