@@ -42,6 +42,9 @@ public final class DenoiseService: Sendable {
     }
 
     public let backend: any DenoiseBackend
+    /// Requests by op (`denoise`, `health`, `cancel`), errors, durations, bytes, connections, queue depth: what
+    /// `pspc serve --metrics-listen` serves.
+    public let metrics: WorkerMetrics
     public let info: Pspc_V1_WorkerInfo
     public let nodeID: String
     public let configuration: Configuration
@@ -62,9 +65,12 @@ public final class DenoiseService: Sendable {
     public init(
         backend: any DenoiseBackend, info: Pspc_V1_WorkerInfo, token: [UInt8], nodeID: String,
         configuration: Configuration = Configuration(),
-        logger: Logger = Logger(label: "pspc.serve", factory: { _ in SwiftLogNoOpLogHandler() })
+        logger: Logger = Logger(label: "pspc.serve", factory: { _ in SwiftLogNoOpLogHandler() }),
+        metrics: WorkerMetrics = WorkerMetrics(version: "unknown", ops: WorkerMetrics.serveOps)
     ) throws {
         self.backend = backend
+        self.metrics = metrics
+        metrics.hold(shards: Int(info.datasetShards), images: Int(info.imageCount))
         self.info = info
         self.shape = try ImageShape(wire: info.shape)
         guard !token.isEmpty else { throw WireError.invalidArgument("the token is empty") }
@@ -90,6 +96,7 @@ public final class DenoiseService: Sendable {
                         token: service.token, role: .coordinator, nodeID: service.nodeID, info: service.info,
                         acceptedRoles: [.coordinator])
                     try channel.pipeline.syncOperations.addHandlers([
+                        TrafficCounter(service.metrics),
                         ByteToMessageHandler(FrameDecoder(security: security)),
                         MessageToByteHandler(FrameEncoder(security: security)),
                         DenoiseConnectionHandler(
@@ -280,7 +287,9 @@ final class DenoiseConnectionHandler: ChannelInboundHandler {
         if let peer = context.remoteAddress, let ip = peer.ipAddress {
             logger[metadataKey: "peer"] = "\(ip):\(peer.port ?? 0)"
         }
+        service.metrics.connectionsOpen.increment()
         guard admitted else {
+            service.metrics.handshakeFailed(.tooManyConnections)
             let reason = "too many connections (limit \(limits.maxConnections))"
             closeAfter(.error(.unavailable(reason)), context: context, because: reason)
             return
@@ -297,6 +306,7 @@ final class DenoiseConnectionHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
+        service.metrics.connectionsOpen.decrement()
         if admitted { service.connections.leave() }
         closing = true
         for task in requests.values { task.cancel() }
@@ -308,6 +318,7 @@ final class DenoiseConnectionHandler: ChannelInboundHandler {
         let now = NIODeadline.now()
         if !handshake.isEstablished {
             if now - opened >= limits.handshakeTimeout {
+                service.metrics.handshakeFailed(.timeout)
                 let seconds = limits.handshakeTimeout.nanoseconds / 1_000_000_000
                 closeAfter(
                     .error(.unexpectedMessage(expected: "a handshake within \(seconds) s", got: "nothing")),
@@ -335,11 +346,14 @@ final class DenoiseConnectionHandler: ChannelInboundHandler {
                 if let reply { context.writeAndFlush(wrapOutboundOut(reply), promise: nil) }
                 logger.info("client connected")
             case .fail(let error, let reply):
+                service.metrics.handshakeFailed(WorkerMetrics.HandshakeFailure(error))
                 closeAfter(reply, context: context, because: "handshake failed: \(error)")
             }
             return
         }
         let id = frame.requestID
+        let op = frame.metricsOp
+        if case .error? = frame.body {} else { service.metrics.requestRead(op: op) }
         if case .cancel(let cancel)? = frame.body {
             // No reply of its own: the cancelled request is answered CANCELLED, or with its result if it was done.
             requests[cancel.targetRequestID]?.cancel()
@@ -351,9 +365,13 @@ final class DenoiseConnectionHandler: ChannelInboundHandler {
         }
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let service = self.service, logger = self.logger, started = NIODeadline.now(), op = frame.bodyName
+        let service = self.service, logger = self.logger, started = NIODeadline.now()
+        service.metrics.queueDepth.increment()
         let task = Task {
             let reply = await service.answer(frame)
+            service.metrics.queueDepth.decrement()
+            service.metrics.requestAnswered(op: op, seconds: Double((NIODeadline.now() - started).nanoseconds) / 1e9)
+            if case .error(let error)? = reply.body { service.metrics.requestFailed(op: op, code: error.code) }
             if case .error(let error)? = reply.body, error.code != .cancelled {
                 logger.warning(
                     "request \(id) (\(op)) answered with an error: \(WireError(reply: error))",
@@ -381,6 +399,7 @@ final class DenoiseConnectionHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         guard !closing else { return }
+        if !handshake.isEstablished { service.metrics.handshakeFailed(.badFrame) }
         let wire = (error as? WireError) ?? .malformedFrame(String(describing: error))
         closeAfter(.error(wire), context: context, because: "bad frame: \(wire)")
     }

@@ -44,8 +44,15 @@ public final class WorkerMetrics: Sendable {
         MetricNameDescriptor(namespace: "pspc", metricName: name, unitName: unit, helpText: help)
     }
 
-    /// `version` is the build's (`pspc --version`), shown as `pspc_build_info{version=...} 1`.
-    public init(version: String, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+    /// Ops `pspc serve` answers.
+    public static let serveOps = ["denoise", "health", "cancel"]
+
+    /// `version` is the build's (`pspc --version`), shown as `pspc_build_info{version=...} 1`; `ops` are counted
+    /// from zero (a worker's `knownOps`, or `serveOps` for `pspc serve`).
+    public init(
+        version: String, ops: [String] = WorkerMetrics.knownOps,
+        registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
+    ) {
         self.registry = registry
         func gauge(_ name: String, _ help: String) -> Gauge {
             registry.makeGauge(descriptor: Self.named(name, unit: "", help))
@@ -54,15 +61,15 @@ public final class WorkerMetrics: Sendable {
             registry.makeCounter(descriptor: Self.named(name, unit: "total", help))
         }
         registry.makeGauge(
-            descriptor: Self.named("build", unit: "info", "The worker's build: always 1."), labels: [("version", version)]
+            descriptor: Self.named("build", unit: "info", "This process's build: always 1."), labels: [("version", version)]
         ).set(to: 1.0)
-        queueDepth = gauge("queue_depth", "Partial requests waiting or computing now.")
+        queueDepth = gauge("queue_depth", "Requests waiting or computing now.")
         connectionsOpen = gauge("connections_open", "Connections open now, handshaking ones included.")
-        shardsHeld = gauge("shards_held", "Shards this worker holds.")
-        imagesHeld = gauge("images_held", "Images this worker holds, x-flipped copies included.")
-        bytesReceived = counter("bytes_received", "Bytes read from coordinators, framing and handshakes included.")
-        bytesSent = counter("bytes_sent", "Bytes written to coordinators, framing and handshakes included.")
-        for op in Self.knownOps {
+        shardsHeld = gauge("shards_held", "Shards this process computes over (its own, or its workers').")
+        imagesHeld = gauge("images_held", "Training images behind this process, x-flipped copies included.")
+        bytesReceived = counter("bytes_received", "Bytes read from clients, framing and handshakes included.")
+        bytesSent = counter("bytes_sent", "Bytes written to clients, framing and handshakes included.")
+        for op in ops {
             _ = registry.makeCounter(descriptor: Self.requests, labels: [("op", op)])
             if op != "cancel" { _ = histogram(op) }  // A cancel has no answer of its own.
         }
@@ -149,6 +156,7 @@ extension Pspc_V1_Frame {
                 return "partial_request"
             }
             return WorkerMetrics.snakeCase(name)
+        case .denoiseRequest?: return "denoise"
         case .healthRequest?: return "health"
         case .cancel?: return "cancel"
         default: return bodyName

@@ -33,6 +33,8 @@ struct Serve: AsyncParsableCommand {
     var concurrentRequests: Int?
     @Option(help: "Log level of the server's messages on stderr (connections: info, each request: debug).")
     var serveLogLevel: Logger.Level = .info
+    @Option(help: "Serve /metrics, /healthz and /readyz over HTTP on HOST:PORT (port 0 picks a free port).")
+    var metricsListen: String?
     @Flag(help: "Stop when standard input closes (a parent that starts the server holds it open).")
     var exitWithParent = false
 
@@ -47,7 +49,14 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let address = try HostPort(listen)
+        let metricsAddress = try metricsListen.map { try HostPort($0) }
         let token = try readClusterToken(tokenFile)
+        // Up first, so that a probe sees "loading" while shards load or workers connect.
+        let metricsGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let metrics = WorkerMetrics(version: PSPC.configuration.version, ops: WorkerMetrics.serveOps)
+        let readiness = MetricsEndpoint.ReadinessState(.notReady("loading the training set"))
+        let endpoint = try await ServerLifetime.startMetrics(
+            at: metricsAddress, group: metricsGroup, metrics: metrics, readiness: readiness)
         let context = try await engineOptions.context()
         let backend: EngineBackend
         do {
@@ -80,7 +89,7 @@ struct Serve: AsyncParsableCommand {
             concurrentRequests ?? (context.cluster == nil ? 1 : engineOptions.batchesInFlight)
         let service = try DenoiseService(
             backend: backend, info: info, token: token, nodeID: "serve@\(ProcessInfo.processInfo.hostName):\(getpid())",
-            configuration: configuration, logger: Logs.logger("pspc.serve", level: serveLogLevel))
+            configuration: configuration, logger: Logs.logger("pspc.serve", level: serveLogLevel), metrics: metrics)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let channel: Channel
         do {
@@ -94,10 +103,18 @@ struct Serve: AsyncParsableCommand {
         note(
             "pspc serve: \(context.source), \(info.imageCount) images of \(context.shape), \(configuration.concurrentRequests) request(s) at once"
         )
+        readiness.value = .ready
+        var announcements = ["pspc serve listening on \(HostPort(host: address.host, port: bound))"]
+        if let endpoint, let metricsAddress {
+            let announced = ServerLifetime.bound(metricsAddress, endpoint)
+            announcements.append("pspc serve metrics on \(announced)")
+            service.logger.info("metrics, /healthz and /readyz on http://\(announced)")
+        }
         // SIGTERM / SIGINT: stop accepting, let the requests taken finish, close the engine, exit 0.
         try await ServerLifetime.announceAndServe(
-            "pspc serve listening on \(HostPort(host: address.host, port: bound))", channel: channel,
-            exitWithParent: exitWithParent)
+            announcements, channel: channel, exitWithParent: exitWithParent,
+            stopping: { readiness.value = .notReady("draining") })
+        readiness.value = .notReady("draining")
         note("pspc serve: stopping")
         try await ServerLifetime.drain(seconds: 60) { service.inFlight }
         await context.close()

@@ -66,20 +66,8 @@ struct Worker: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let metrics = WorkerMetrics(version: PSPC.configuration.version)
         let readiness = MetricsEndpoint.ReadinessState(.notReady("loading shards"))
-        var endpoint: MetricsEndpoint?
-        if let metricsAddress {
-            // Libraries that report through swift-metrics land in the same registry.
-            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
-            do {
-                endpoint = try await MetricsEndpoint.start(
-                    host: metricsAddress.host, port: metricsAddress.port, group: group, registry: metrics.registry,
-                    readiness: { readiness.value })
-            } catch {
-                try? await group.shutdownGracefully()
-                throw ClusterError.invalidConfiguration(
-                    "cannot listen on \(metricsAddress) for metrics: \(listenFailure(error))")
-            }
-        }
+        let endpoint = try await ServerLifetime.startMetrics(
+            at: metricsAddress, group: group, metrics: metrics, readiness: readiness)
         let threadCount = threads ?? ProcessInfo.processInfo.activeProcessorCount
         BLASThreads.set(threadCount)
         var hosted: [WorkerService.HostedShard] = []
@@ -108,7 +96,7 @@ struct Worker: AsyncParsableCommand {
         )
         var announcements = ["pspc worker listening on \(HostPort(host: address.host, port: bound))"]
         if let endpoint, let metricsAddress {
-            let announced = HostPort(host: metricsAddress.host, port: endpoint.localAddress.port ?? metricsAddress.port)
+            let announced = ServerLifetime.bound(metricsAddress, endpoint)
             announcements.append("pspc worker metrics on \(announced)")
             service.logger.info("metrics, /healthz and /readyz on http://\(announced)")
         }

@@ -14,6 +14,7 @@ import signal
 import subprocess
 
 READY_PREFIX = "pspc serve listening on "
+METRICS_PREFIX = "pspc serve metrics on "
 
 
 class PSPCServe:
@@ -49,6 +50,15 @@ class PSPCServe:
                     tail = f.read()[-2000:]
             raise RuntimeError(f"pspc serve did not start (it printed {line!r}):\n{tail}")
         self.address = line[len(READY_PREFIX) :].strip()
+        # With --metrics-listen the next line names the metrics endpoint (HOST:PORT of /metrics, /healthz, /readyz).
+        self.metrics_address = None
+        if "--metrics-listen" in args:
+            line = self.proc.stdout.readline()
+            if not line.startswith(METRICS_PREFIX):
+                self.proc.kill()
+                self.proc.wait()
+                raise RuntimeError(f"pspc serve did not name its metrics endpoint (it printed {line!r})")
+            self.metrics_address = line[len(METRICS_PREFIX) :].strip()
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM, then its exit status."""

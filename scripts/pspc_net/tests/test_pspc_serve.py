@@ -222,6 +222,59 @@ def test_sigterm_drains_and_exits_0(setup, tmp_path):
     assert "stopped after 2 requests" in open(tmp_path / "serve.log").read()
 
 
+def scrape(address: str, path: str = "/metrics") -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{address}{path}", timeout=30) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def samples(text: str) -> dict[str, float]:
+    """Prometheus text: `name{labels} value` lines, by `name{labels}`."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def test_metrics_count_the_requests_a_client_sent(setup, tmp_path):
+    """`pspc serve --metrics-listen`: after 3 denoise requests (one of them refused) and a health request, the
+    scrape counts exactly those, by op, with the refusal by its code, and the bytes the client moved."""
+    server = serve(
+        ["--token-file", setup["token"], "--data", setup["data"], "--threads", "1", "--metrics-listen", "127.0.0.1:0"],
+        str(tmp_path / "serve.log"),
+    )
+    try:
+        assert scrape(server.metrics_address, "/readyz")[0] == 200
+        status, body = scrape(server.metrics_address, "/healthz")
+        assert status == 200 and body.strip() == "ok", body
+        assert scrape(server.metrics_address, "/nowhere")[0] == 404
+        with Client(server.address, setup["token"]) as client:
+            client.denoise(setup["z"][:2], T, method="empirical")
+            client.denoise(setup["z"][:1], T, method="pspc-square", patch_size=5)
+            with pytest.raises(WireError):
+                client.denoise(setup["z"][:1], T, method="no-such-method")
+            client.health()
+        status, text = scrape(server.metrics_address)
+        assert status == 200
+        got = samples(text)
+        assert got['pspc_requests_total{op="denoise"}'] == 3, text
+        assert got['pspc_requests_total{op="health"}'] == 1, text
+        assert got['pspc_request_errors_total{op="denoise",code="invalid_argument"}'] == 1, text
+        assert got['pspc_request_duration_seconds_count{op="denoise"}'] == 3, text
+        # Queries in, answers out (tensors may travel zstd-compressed): thousands of bytes each way.
+        assert got["pspc_bytes_received_total"] > 4 * 784 and got["pspc_bytes_sent_total"] > 3 * 784, text
+        assert got["pspc_queue_depth"] == 0 and got["pspc_images_held"] == 406, text
+    finally:
+        assert server.stop() == 0
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [
