@@ -148,7 +148,9 @@ void pspc_exp(const double *in, double *out, long n) { DISPATCH(pspc_exp, in, ou
 
 long pspc_window_scratch_doubles(int channels, int height, int width) {
     long hw = (long)height * width;
-    return ((long)channels * hw + 2 * hw) * PSPC_LANES + PSPC_LANES;
+    // Tile, e, row sums, candidate logits (vectors), candidate positions (int32, padded to whole vectors),
+    // value sums.
+    return ((long)channels * hw + 3 * hw + (hw + 15) / 16 + channels) * PSPC_LANES + PSPC_LANES;
 }
 
 void pspc_window_posterior(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z, int patch,

@@ -607,9 +607,12 @@ void PSPC_VARIANT(pspc_window_posterior)(const pspc_image_tiles *set, long tile_
                                          double *v, double *scratch) {
     int rows = set->height, cols = set->width, channels = set->channels, r = patch / 2;
     long hw = (long)rows * cols, dim = channels * hw;
-    // Tile pixels [C H W] | per-pixel distances e [H W] | row box sums of e [H W].
+    // Tile pixels [C H W] | per-pixel distances e [H W] | row box sums of e [H W] | a pixel's candidate logits
+    // [H W] | their positions [H W] | value sums [C].
     vd *x = (vd *)align64(scratch);
-    vd *e = x + dim, *h = e + hw;
+    vd *e = x + dim, *h = e + hw, *logits = h + hw;
+    int32_t *where = (int32_t *)(logits + hw);
+    vd *v_add = (vd *)(where + hw + (hw & 15 ? 16 - (hw & 15) : 0));
     vd k = splat(-inv_two_t2), ninf = splat(-INFINITY), two_t2 = splat(1.0 / inv_two_t2);
     for (long t = tile_begin; t < tile_end; t++) {
         const uint8_t *tile = set->tiles + t * dim * PSPC_LANES;
@@ -641,9 +644,12 @@ void PSPC_VARIANT(pspc_window_posterior)(const pspc_image_tiles *set, long tile_
             }
             continue;
         }
-        // ELS: every candidate position q of p's class, distances from exact differences in registers. Each
-        // window row adds non-negative terms, so the partial sum bounds the distance from below: once it passes
-        // (40 - m) 2t^2 in all 8 lanes the candidate's weight is below e^-40 relative and it is dropped.
+        // ELS: every candidate position q of p's class, distances from exact differences in registers, in two
+        // passes per pixel: the logits of the tile's candidates and their maximum, then one exp per candidate
+        // against that maximum (no per-candidate rescaling) and one merge into the running state. Each window
+        // row adds non-negative terms, so the partial sum bounds the distance from below: once it passes
+        // (40 - m) 2t^2 in all 8 lanes (m the larger of the running and the tile's maximum) the candidate's weight
+        // is below e^-40 relative and it is dropped.
         for (int y = 0; y < rows; y++) {
             int qy0, qy1;
             window_class(y, rows, r, &qy0, &qy1);
@@ -654,9 +660,11 @@ void PSPC_VARIANT(pspc_window_posterior)(const pspc_image_tiles *set, long tile_
                 int dx0 = -r > -xx ? -r : -xx, dx1 = r < cols - 1 - xx ? r : cols - 1 - xx;
                 long p = (long)y * cols + xx;
                 double *mp = m + p * PSPC_LANES, *sp = s + p * PSPC_LANES, *vp = v + p * channels * PSPC_LANES;
+                vd m_old = load(mp), top = ninf;
+                long n = 0;
                 for (int qy = qy0; qy < qy1; qy++) {
                     for (int qx = qx0; qx < qx1; qx++) {
-                        vd limit = select_vd(valid, (splat(PSPC_NEGLIGIBLE) - load(mp)) * two_t2, ninf);
+                        vd limit = select_vd(valid, (splat(PSPC_NEGLIGIBLE) - vmax(m_old, top)) * two_t2, ninf);
                         vd d0 = splat(0.0), d1 = d0;
                         int dropped = 0;
                         for (int c = 0; c < channels && !dropped; c++) {
@@ -681,10 +689,28 @@ void PSPC_VARIANT(pspc_window_posterior)(const pspc_image_tiles *set, long tile_
                         }
                         if (dropped) continue;
                         vd l = select_vd(valid, (d0 + d1) * k, ninf);
-                        if (all_lanes(l < load(mp) - splat(PSPC_NEGLIGIBLE))) continue;
-                        lse_update_value(mp, sp, vp, channels, l, x + (long)qy * cols + qx, hw);
+                        logits[n] = l;
+                        where[n] = qy * cols + qx;
+                        n++;
+                        top = vmax(top, l);
                     }
                 }
+                if (n == 0) continue;
+                vd m_new = vmax(m_old, top);
+                vd s_add = splat(0.0);
+                for (int c = 0; c < channels; c++) v_add[c] = splat(0.0);
+                for (long j = 0; j < n; j++) {
+                    vd arg = logits[j] - m_new;  // -inf - -inf (NaN, a padded lane) gives weight 0
+                    if (all_lanes(arg < splat(-PSPC_NEGLIGIBLE))) continue;
+                    vd weight = vexp(arg);
+                    s_add += weight;
+                    for (int c = 0; c < channels; c++) v_add[c] += weight * x[c * hw + where[j]];
+                }
+                vd scale = vexp(m_old - m_new);  // 0 where the state was empty
+                store(mp, m_new);
+                store(sp, load(sp) * scale + s_add);
+                for (int c = 0; c < channels; c++)
+                    store(vp + c * PSPC_LANES, load(vp + c * PSPC_LANES) * scale + v_add[c]);
             }
         }
     }
