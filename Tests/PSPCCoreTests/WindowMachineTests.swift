@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import PSPCCore
 import PSPCData
+import PSPCKernels
 import XCTest
 
 /// Kamb & Ganguli's LS and ELS machines, literally from their definitions (docs/science.md), one window at a time
@@ -139,6 +140,29 @@ final class WindowMachineTests: XCTestCase {
                 }
             }
             print("window machines P=\(patch) \(c.name) vs empirical: worst relative error \(worst)")
+        }
+    }
+
+    /// Every CPU level's kernel (baseline, AVX2, AVX-512; levels the CPU lacks fall back) against the reference,
+    /// on the 3-channel case at six grid t.
+    func testEveryKernelLevelMatchesTheReference() async throws {
+        let c = Self.cases[1], images = c.images, grid = ExactnessTests.grid
+        let initial = pspc_kernel_level()
+        defer { _ = pspc_set_kernel_level(initial) }
+        let engine = try c.engine()
+        for ti in [0, 4, 8, 12, 15, 17] {
+            let t = grid[ti], z = c.query(ti, t: t)
+            for equivariant in [false, true] {
+                let expected = WindowReference.denoise(
+                    z: z, t: t, images: images, shape: c.shape, patch: 5, equivariant: equivariant)
+                for level in 0...2 {
+                    let inForce = pspc_set_kernel_level(Int32(level))
+                    let method: DenoiseMethod = equivariant ? .els(.constant(5)) : .ls(.constant(5))
+                    let out = try await engine.denoise(z, t: t, method: method).values
+                    let error = relativeError(out, expected)
+                    XCTAssertLessThanOrEqual(error, 1e-11, "\(method.name) level \(inForce) t=\(t)")
+                }
+            }
         }
     }
 
