@@ -202,18 +202,8 @@ final class WindowMachineTests: XCTestCase {
             let splits = [[0, n], [0, 1, 2, n], [0, 0, 1, 1, 2, 2, n, n]]
             let engines = try splits.map { try c.engine(splits: $0) }
             for method in [DenoiseMethod.ls(.constant(5)), .els(.constant(3))] {
-                var worst = 0.0
-                for (ti, t) in ExactnessTests.grid.enumerated() {
-                    let z = c.query(2 * ti, t: t) + c.query(2 * ti + 1, t: t)
-                    var outputs: [[Double]] = []
-                    for engine in engines { outputs.append(try await engine.denoise(z, t: t, method: method).values) }
-                    for (k, other) in outputs.enumerated().dropFirst() {
-                        let difference = relativeError(other, outputs[0])
-                        worst = max(worst, difference)
-                        XCTAssertLessThanOrEqual(
-                            difference, 1e-11, "\(method.name) \(c.name) t=\(t): \(splits[k].count - 1) shards vs 1")
-                    }
-                }
+                let (worst, _) = try await ShapeShardingTests.compare(
+                    engines, splits: splits, on: c, name: method.name, method: method, bound: 1e-11)
                 print("sharding \(method.name) \(c.name): worst relative difference \(worst)")
             }
         }
