@@ -534,7 +534,9 @@ extension PartialResponse {
     /// non-finite numbers.) Nil when sound.
     func unsoundness(for request: PartialRequest) -> String? {
         switch (request, self) {
-        case (.empirical, .softmax), (.cropNormalizers, .softmax), (.cropComposite, .sums), (.moments, .moments): return nil
+        case (.empirical, .softmax), (.cropNormalizers, .softmax), (.cropComposite, .sums), (.moments, .moments),
+            (.windowPosterior, .softmax):
+            return nil
         default: return "answered with partials of another kind"
         }
     }

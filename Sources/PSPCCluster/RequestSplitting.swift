@@ -26,6 +26,12 @@ extension PartialRequest {
                 .cropComposite(queries: a, t: t, crops: crops, logZ: Array(logZ[..<(n * perQuery)])),
                 .cropComposite(queries: b, t: t, crops: crops, logZ: Array(logZ[(n * perQuery)...]))
             )
+        case .windowPosterior(let q, let t, let patchSize, let equivariant):
+            guard let (a, b, _) = split(q) else { return nil }
+            return (
+                .windowPosterior(queries: a, t: t, patchSize: patchSize, equivariant: equivariant),
+                .windowPosterior(queries: b, t: t, patchSize: patchSize, equivariant: equivariant)
+            )
         case .moments(let rows):
             guard let rows, rows.count >= 2 else { return nil }
             let middle = rows.lowerBound + rows.count / 2

@@ -11,6 +11,12 @@ public enum DenoiseMethod: Sendable {
     /// Closed-form diffusion model: the empirical denoiser averaged over `copies` perturbed queries
     /// z + smoothing * eps, eps seeded per (seed, query index, copy).
     case cfdm(smoothing: Double, copies: Int, seed: UInt64)
+    /// Kamb & Ganguli's local score machine (docs/science.md): per pixel, the posterior mean of the centre pixel
+    /// over the training windows at the same position, P x P windows (P odd, looked up at t), zero-padded.
+    case ls(PatchSchedule)
+    /// Kamb & Ganguli's equivariant local score machine: as `ls`, the candidates being the training windows at
+    /// every position whose padding pattern equals the pixel's (boundary-broken: no circular padding).
+    case els(PatchSchedule)
 
     public var name: String {
         switch self {
@@ -19,6 +25,18 @@ public enum DenoiseMethod: Sendable {
         case .pspcFlex: return "pspc-flex"
         case .gaussian: return "gaussian"
         case .cfdm: return "cfdm"
+        case .ls: return "ls"
+        case .els: return "els"
+        }
+    }
+}
+
+extension DenoiseMethod {
+    /// Checks a window size of the LS / ELS machines: odd and at least 1 (windows are centred on a pixel).
+    public static func validateWindow(patchSize: Int) throws {
+        guard patchSize >= 1, patchSize % 2 == 1 else {
+            throw PSPCError.invalidArgument(
+                "the LS / ELS window size must be odd and at least 1 (windows are centred on a pixel), got \(patchSize)")
         }
     }
 }

@@ -152,6 +152,14 @@ public actor DenoisingEngine {
                     batch, t: t, smoothing: smoothing, copies: copies, seed: seed,
                     firstQueryIndex: firstQueryIndex),
                 uncoveredPixels: 0)
+        case .ls(let schedule):
+            return Output(
+                values: try await windowPosterior(batch, t: t, patchSize: schedule.value(at: t), equivariant: false),
+                uncoveredPixels: 0)
+        case .els(let schedule):
+            return Output(
+                values: try await windowPosterior(batch, t: t, patchSize: schedule.value(at: t), equivariant: true),
+                uncoveredPixels: 0)
         }
     }
 
@@ -230,6 +238,24 @@ public actor DenoisingEngine {
             }
         }
         return Output(values: numerator, uncoveredPixels: uncovered * batch.count)
+    }
+
+    /// LS / ELS: one round; the shards' per-pixel partials `[B][H W][C]` merged, their means put back in
+    /// `[B, C, H, W]` order.
+    func windowPosterior(_ batch: QueryBatch, t: Double, patchSize: Int, equivariant: Bool) async throws -> [Double] {
+        try DenoiseMethod.validateWindow(patchSize: patchSize)
+        let hw = shape.pixelCount, channels = shape.channels
+        let merged = try await mergedSoftmax(
+            .windowPosterior(queries: batch, t: t, patchSize: patchSize, equivariant: equivariant),
+            slots: batch.count * hw, valueLength: channels)
+        let means = try merged.means()
+        var out = [Double](repeating: 0, count: means.count)
+        for q in 0..<batch.count {
+            for p in 0..<hw {
+                for c in 0..<channels { out[(q * channels + c) * hw + p] = means[(q * hw + p) * channels + c] }
+            }
+        }
+        return out
     }
 
     /// The Gaussian baseline's mean and eigendecomposition, from the shards' moments (computed once).

@@ -68,6 +68,12 @@ public final class InProcessShard: PartialSumSource {
                     "moments rows \(rows) are outside the \(shape.dimension) rows of \(shape) images")
             }
             return .moments(moments(rows: rows))
+        case .windowPosterior(let queries, let t, let patchSize, let equivariant):
+            try check(queries, t: t)
+            try DenoiseMethod.validateWindow(patchSize: patchSize)
+            return .softmax(
+                try windowPosterior(
+                    queries, t: t, patchSize: patchSize, equivariant: equivariant, cancellation: cancellation))
         }
     }
 
@@ -315,6 +321,91 @@ public final class InProcessShard: PartialSumSource {
             for d in 0..<dim { result[q * dim + d] += partial.base[item * dim + d] }
         }
         return result
+    }
+
+    // MARK: - Window posteriors (LS / ELS)
+
+    /// Per (query, tile chunk) work item, `pspc_window_posterior` keeps per-lane state for every pixel; the lanes
+    /// are merged in lane order, then the chunks of each query in chunk order (the split depends on the shard
+    /// alone, so a shard answers bit-identically on any worker).
+    func windowPosterior(
+        _ queries: QueryBatch, t: Double, patchSize: Int, equivariant: Bool, cancellation: CancellationFlag? = nil
+    ) throws -> SoftmaxPartials {
+        let b = queries.count, hw = shape.pixelCount, channels = shape.channels, lanes = ImageSet.lanes
+        let dim = shape.dimension
+        var result = SoftmaxPartials.empty(slots: b * hw, valueLength: channels)
+        guard b > 0, images.count > 0 else { return result }
+        let chunks = tileChunks()
+        let items = b * chunks.count
+        // Per work item: (m, s) per pixel and v per pixel and channel, lanes already merged.
+        let m = SharedBuffer<Double>.allocate(items * hw, value: -.infinity)
+        let s = SharedBuffer<Double>.allocate(items * hw, value: 0)
+        let v = SharedBuffer<Double>.allocate(items * hw * channels, value: 0)
+        defer {
+            m.base.deallocate()
+            s.base.deallocate()
+            v.base.deallocate()
+        }
+        let invTwoT2 = 1 / (2 * t * t)
+        let scratchSize = pspc_window_scratch_doubles(Int32(shape.channels), Int32(shape.height), Int32(shape.width))
+        images.withTiles { set in
+            queries.values.withUnsafeBufferPointer { z in
+                let views = WindowViews(set: set, z: z.baseAddress!)
+                parallelFor(count: items, threads: threads) { item in
+                    if cancellation?.isCancelled == true { return }
+                    let q = item / chunks.count, tiles = chunks[item % chunks.count]
+                    let scratch = UnsafeMutablePointer<Double>.allocate(capacity: scratchSize)
+                    let laneM = UnsafeMutablePointer<Double>.allocate(capacity: hw * lanes)
+                    let laneS = UnsafeMutablePointer<Double>.allocate(capacity: hw * lanes)
+                    let laneV = UnsafeMutablePointer<Double>.allocate(capacity: hw * channels * lanes)
+                    defer {
+                        scratch.deallocate()
+                        laneM.deallocate()
+                        laneS.deallocate()
+                        laneV.deallocate()
+                    }
+                    laneM.initialize(repeating: -.infinity, count: hw * lanes)
+                    laneS.initialize(repeating: 0, count: hw * lanes)
+                    laneV.initialize(repeating: 0, count: hw * channels * lanes)
+                    pspc_window_posterior(
+                        views.set, tiles.lowerBound, tiles.upperBound, views.z + q * dim, Int32(patchSize),
+                        equivariant ? 1 : 0, invTwoT2, laneM, laneS, laneV, scratch)
+                    for p in 0..<hw {
+                        let slot = item * hw + p
+                        for lane in 0..<lanes {
+                            let m2 = laneM[p * lanes + lane]
+                            if m2 == -.infinity { continue }
+                            let m1 = m.base[slot], mNew = max(m1, m2)
+                            let a = m1 == -.infinity ? 0 : exp(m1 - mNew), c = exp(m2 - mNew)
+                            m.base[slot] = mNew
+                            s.base[slot] = s.base[slot] * a + laneS[p * lanes + lane] * c
+                            for ch in 0..<channels {
+                                let vi = slot * channels + ch
+                                v.base[vi] = v.base[vi] * a + laneV[(p * channels + ch) * lanes + lane] * c
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        try cancellation?.check()
+        // Merge the chunks of each query in order.
+        for item in 0..<items {
+            let q = item / chunks.count
+            let part = SoftmaxPartials(
+                m: Array(UnsafeBufferPointer(start: m.base + item * hw, count: hw)),
+                s: Array(UnsafeBufferPointer(start: s.base + item * hw, count: hw)),
+                v: Array(UnsafeBufferPointer(start: v.base + item * hw * channels, count: hw * channels)),
+                valueLength: channels)
+            result.merge(part, intoSlotsFrom: q * hw)
+        }
+        return result
+    }
+
+    /// The C views every window work item reads.
+    private struct WindowViews: @unchecked Sendable {
+        let set: UnsafePointer<pspc_image_tiles>
+        let z: UnsafePointer<Double>
     }
 
     // MARK: - Moments

@@ -12,6 +12,10 @@ public enum PartialRequest: Sendable {
     /// baseline. The engine names the rows, 0..<D, so that a coordinator whose workers cannot send a D x D
     /// matrix in one frame can ask for it in blocks of rows.
     case moments(rows: Range<Int>?)
+    /// LS / ELS (Kamb & Ganguli): per query and pixel p, the softmax over candidate `patchSize` x `patchSize`
+    /// training windows (zero-padded) with value the candidate's centre pixel: slots `query * H * W + p`, values the
+    /// C channels. `equivariant` false: the windows at p (LS); true: at every position of p's padding class (ELS).
+    case windowPosterior(queries: QueryBatch, t: Double, patchSize: Int, equivariant: Bool)
 }
 
 /// A shard's answer to a `PartialRequest`.

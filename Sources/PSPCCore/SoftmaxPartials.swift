@@ -52,6 +52,21 @@ public struct SoftmaxPartials: Sendable, Equatable {
         }
     }
 
+    /// Merges `other` into slots `first ..< first + other.slots` (same value length), as `merge` does per slot.
+    public mutating func merge(_ other: SoftmaxPartials, intoSlotsFrom first: Int) {
+        precondition(other.valueLength == valueLength && first >= 0 && first + other.slots <= slots)
+        let n = valueLength
+        for i in 0..<other.slots {
+            let m2 = other.m[i]
+            if m2 == -.infinity { continue }
+            let j = first + i, m1 = m[j], mNew = max(m1, m2)
+            let a = m1 == -.infinity ? 0 : exp(m1 - mNew), b = exp(m2 - mNew)
+            m[j] = mNew
+            s[j] = s[j] * a + other.s[i] * b
+            for k in 0..<n { v[j * n + k] = v[j * n + k] * a + other.v[i * n + k] * b }
+        }
+    }
+
     /// log Z = m + log s per slot; -inf for a slot nothing contributed to.
     public var logNormalizers: [Double] {
         (0..<slots).map { s[$0] > 0 ? m[$0] + log(s[$0]) : -.infinity }

@@ -30,7 +30,7 @@ public struct Variant: Sendable {
         }
     }
 
-    /// `network`, `empirical`, `gaussian`, `cfdm`, `pspc-square` or `pspc-flex`.
+    /// `network`, `empirical`, `gaussian`, `cfdm`, `pspc-square`, `pspc-flex`, `ls` or `els`.
     public let method: String
     public let param: Param
     /// nil for the network.

@@ -24,7 +24,9 @@
     void pspc_outer_rows_##level(const double *, long, long, long, long, double *);                             \
     void pspc_softmax_block_##level(double *, long, long, long, const double *, const double *, double,        \
                                     double *, double *, double *);                                             \
-    void pspc_exp_##level(const double *, double *, long);
+    void pspc_exp_##level(const double *, double *, long);                                                    \
+    void pspc_window_posterior_##level(const pspc_image_tiles *, long, long, const double *, int, int, double, \
+                                       double *, double *, double *, double *);
 
 DECLARE(baseline)
 #if defined(__x86_64__)
@@ -143,3 +145,15 @@ void pspc_softmax_block(double *dots, long rows, long cols, long ld, const doubl
 }
 
 void pspc_exp(const double *in, double *out, long n) { DISPATCH(pspc_exp, in, out, n) }
+
+long pspc_window_scratch_doubles(int channels, int height, int width) {
+    long hw = (long)height * width;
+    // Tile, e, row sums, candidate logits (vectors), candidate positions (int32, padded to whole vectors),
+    // value sums.
+    return ((long)channels * hw + 3 * hw + (hw + 15) / 16 + channels) * PSPC_LANES + PSPC_LANES;
+}
+
+void pspc_window_posterior(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z, int patch,
+                           int equivariant, double inv_two_t2, double *m, double *s, double *v, double *scratch) {
+    DISPATCH(pspc_window_posterior, set, tile_begin, tile_end, z, patch, equivariant, inv_two_t2, m, s, v, scratch)
+}

@@ -132,15 +132,23 @@ static inline vd square_logit(const vd *sat, int w1, int y0, int x0, int patch, 
     return select_vd(valid, d * k, splat(-INFINITY));
 }
 
-/// Online log-sum-exp update of per-lane state (m, s) with logits l: one exp per element.
-static inline void lse_update(double *mp, double *sp, vd l) {
+/// One online log-sum-exp step of per-lane state (m, s) with logits l: one exp per element. Returns the factor
+/// the smaller of (m, l) is scaled by and, in `greater`, the lanes where l is the new maximum.
+static inline vd lse_step(double *mp, double *sp, vd l, vl *greater) {
     vd m = load(mp), s = load(sp);
-    vl greater = l > m;
-    vd m_new = select_vd(greater, l, m);
-    vd lower = select_vd(greater, m, l);
+    *greater = l > m;
+    vd m_new = select_vd(*greater, l, m);
+    vd lower = select_vd(*greater, m, l);
     vd a = vexp(lower - m_new);  // -inf - x and -inf - -inf (NaN) both give 0
     store(mp, m_new);
-    store(sp, select_vd(greater, s * a + splat(1.0), s + a));
+    store(sp, select_vd(*greater, s * a + splat(1.0), s + a));
+    return a;
+}
+
+/// Online log-sum-exp update of per-lane state (m, s) with logits l.
+static inline void lse_update(double *mp, double *sp, vd l) {
+    vl greater;
+    (void)lse_step(mp, sp, l, &greater);
 }
 
 typedef struct {
@@ -567,5 +575,143 @@ void PSPC_VARIANT(pspc_exp)(const double *in, double *out, long n) {
         double tail[PSPC_LANES] = {in[i]};
         vd v = vexp(load(tail));
         out[i] = v[0];
+    }
+}
+
+// MARK: - Window posteriors (LS and ELS machines, pspc_window_posterior in PSPCKernels.h)
+
+/// Online log-sum-exp update of per-lane (m, s, v) with logits l and values x[c * stride] for each channel.
+static inline void lse_update_value(double *mp, double *sp, double *vp, int channels, vd l, const vd *x, long stride) {
+    vl greater;
+    vd a = lse_step(mp, sp, l, &greater);
+    for (int c = 0; c < channels; c++) {
+        vd v = load(vp + c * PSPC_LANES), xc = x[c * stride];
+        store(vp + c * PSPC_LANES, select_vd(greater, v * a + xc, v + a * xc));
+    }
+}
+
+/// Candidate rows (or columns) of a pixel at y of an image of `n` rows with window half-width r: the interior
+/// class [r, n - r) for an interior pixel, else y alone (an edge pixel's padding pattern is its own).
+static inline void window_class(int y, int n, int r, int *lo, int *hi) {
+    if (y >= r && y < n - r) {
+        *lo = r;
+        *hi = n - r;
+    } else {
+        *lo = y;
+        *hi = y + 1;
+    }
+}
+
+void PSPC_VARIANT(pspc_window_posterior)(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
+                                         int patch, int equivariant, double inv_two_t2, double *m, double *s,
+                                         double *v, double *scratch) {
+    int rows = set->height, cols = set->width, channels = set->channels, r = patch / 2;
+    long hw = (long)rows * cols, dim = channels * hw;
+    // Tile pixels [C H W] | per-pixel distances e [H W] | row box sums of e [H W] | a pixel's candidate logits
+    // [H W] | their positions [H W] | value sums [C].
+    vd *x = (vd *)align64(scratch);
+    vd *e = x + dim, *h = e + hw, *logits = h + hw;
+    int32_t *where = (int32_t *)(logits + hw);
+    vd *v_add = (vd *)(where + hw + (hw & 15 ? 16 - (hw & 15) : 0));
+    vd k = splat(-inv_two_t2), ninf = splat(-INFINITY), two_t2 = splat(1.0 / inv_two_t2);
+    for (long t = tile_begin; t < tile_end; t++) {
+        const uint8_t *tile = set->tiles + t * dim * PSPC_LANES;
+        vl valid = lane_mask(set, t);
+        for (long d = 0; d < dim; d++) x[d] = load_pixels(tile, d);
+        if (!equivariant) {
+            // LS: the window at p against the training window at p is a box sum of e over the clipped window,
+            // taken as direct sums of non-negative terms (row sums, then column sums of those): no cancellation.
+            pixel_sqdist(set, tile, z, e);
+            for (int y = 0; y < rows; y++) {
+                for (int xx = 0; xx < cols; xx++) {
+                    int a = xx - r > 0 ? xx - r : 0, b = xx + r < cols - 1 ? xx + r : cols - 1;
+                    vd sum = splat(0.0);
+                    for (int j = a; j <= b; j++) sum += e[(long)y * cols + j];
+                    h[(long)y * cols + xx] = sum;
+                }
+            }
+            for (int y = 0; y < rows; y++) {
+                int a = y - r > 0 ? y - r : 0, b = y + r < rows - 1 ? y + r : rows - 1;
+                for (int xx = 0; xx < cols; xx++) {
+                    long p = (long)y * cols + xx;
+                    vd sum = splat(0.0);
+                    for (int i = a; i <= b; i++) sum += h[(long)i * cols + xx];
+                    vd l = select_vd(valid, sum * k, ninf);
+                    double *mp = m + p * PSPC_LANES;
+                    if (all_lanes(l < load(mp) - splat(PSPC_NEGLIGIBLE))) continue;
+                    lse_update_value(mp, s + p * PSPC_LANES, v + p * channels * PSPC_LANES, channels, l, x + p, hw);
+                }
+            }
+            continue;
+        }
+        // ELS: every candidate position q of p's class, distances from exact differences in registers, in two
+        // passes per pixel: the logits of the tile's candidates and their maximum, then one exp per candidate
+        // against that maximum (no per-candidate rescaling) and one merge into the running state. Each window
+        // row adds non-negative terms, so the partial sum bounds the distance from below: once it passes
+        // (40 - m) 2t^2 in all 8 lanes (m the larger of the running and the tile's maximum) the candidate's weight
+        // is below e^-40 relative and it is dropped.
+        for (int y = 0; y < rows; y++) {
+            int qy0, qy1;
+            window_class(y, rows, r, &qy0, &qy1);
+            int dy0 = -r > -y ? -r : -y, dy1 = r < rows - 1 - y ? r : rows - 1 - y;
+            for (int xx = 0; xx < cols; xx++) {
+                int qx0, qx1;
+                window_class(xx, cols, r, &qx0, &qx1);
+                int dx0 = -r > -xx ? -r : -xx, dx1 = r < cols - 1 - xx ? r : cols - 1 - xx;
+                long p = (long)y * cols + xx;
+                double *mp = m + p * PSPC_LANES, *sp = s + p * PSPC_LANES, *vp = v + p * channels * PSPC_LANES;
+                vd m_old = load(mp), top = ninf;
+                long n = 0;
+                for (int qy = qy0; qy < qy1; qy++) {
+                    for (int qx = qx0; qx < qx1; qx++) {
+                        vd limit = select_vd(valid, (splat(PSPC_NEGLIGIBLE) - vmax(m_old, top)) * two_t2, ninf);
+                        vd d0 = splat(0.0), d1 = d0;
+                        int dropped = 0;
+                        for (int c = 0; c < channels && !dropped; c++) {
+                            for (int dy = dy0; dy <= dy1; dy++) {
+                                const double *zr = z + c * hw + (long)(y + dy) * cols + xx;
+                                const vd *xr = x + c * hw + (long)(qy + dy) * cols + qx;
+                                int dx = dx0;
+                                for (; dx + 1 <= dx1; dx += 2) {
+                                    vd a = splat(zr[dx]) - xr[dx], b = splat(zr[dx + 1]) - xr[dx + 1];
+                                    d0 += a * a;
+                                    d1 += b * b;
+                                }
+                                if (dx <= dx1) {
+                                    vd a = splat(zr[dx]) - xr[dx];
+                                    d0 += a * a;
+                                }
+                                if (all_lanes(d0 + d1 > limit)) {
+                                    dropped = 1;
+                                    break;
+                                }
+                            }
+                        }
+                        if (dropped) continue;
+                        vd l = select_vd(valid, (d0 + d1) * k, ninf);
+                        logits[n] = l;
+                        where[n] = qy * cols + qx;
+                        n++;
+                        top = vmax(top, l);
+                    }
+                }
+                if (n == 0) continue;
+                vd m_new = vmax(m_old, top);
+                vd s_add = splat(0.0);
+                for (int c = 0; c < channels; c++) v_add[c] = splat(0.0);
+                for (long j = 0; j < n; j++) {
+                    vd arg = logits[j] - m_new;  // -inf - -inf (NaN, a padded lane) gives weight 0
+                    if (all_lanes(arg < splat(-PSPC_NEGLIGIBLE))) continue;
+                    vd weight = vexp(arg);
+                    s_add += weight;
+                    for (int c = 0; c < channels; c++) v_add[c] += weight * x[c * hw + where[j]];
+                }
+                vd scale = vexp(m_old - m_new);  // 0 where the state was empty
+                store(mp, m_new);
+                store(sp, load(sp) * scale + s_add);
+                for (int c = 0; c < channels; c++)
+                    store(vp + c * PSPC_LANES, load(vp + c * PSPC_LANES) * scale + v_add[c]);
+            }
+        }
     }
 }

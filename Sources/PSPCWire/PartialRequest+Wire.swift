@@ -43,6 +43,16 @@ extension Pspc_V1_PartialRequest {
                 op.rowCount = count
             }
             self.op = .moments(op)
+        case .windowPosterior(let queries, let t, let patchSize, let equivariant):
+            var op = Pspc_V1_WindowPosteriorOp()
+            op.queries = Pspc_V1_Tensor(queries, compression: compression)
+            op.t = t
+            guard let size = UInt32(exactly: patchSize) else {
+                preconditionFailure("window size \(patchSize) does not fit the wire")
+            }
+            op.patchSize = size
+            op.equivariant = equivariant
+            self.op = .windowPosterior(op)
         }
     }
 }
@@ -88,6 +98,15 @@ extension PartialRequest {
                 let start = Int(op.rowStart)
                 self = .moments(rows: start..<(start + Int(op.rowCount)))
             }
+        case .windowPosterior(let op):
+            let queries = try Self.queries(op.hasQueries, op.queries, field: "window_posterior.queries", limits: limits)
+            try WireValues.requireNoiseLevel(op.t, field: "window_posterior.t")
+            let size = Int(op.patchSize)
+            guard size >= 1, size % 2 == 1 else {
+                throw WireError.invalidArgument(
+                    "window_posterior.patch_size must be odd and at least 1, got \(op.patchSize)")
+            }
+            self = .windowPosterior(queries: queries, t: op.t, patchSize: size, equivariant: op.equivariant)
         }
     }
 
@@ -96,7 +115,8 @@ extension PartialRequest {
     public init(wire: Pspc_V1_PartialRequest, shape: ImageShape, limits: WireLimits = .default) throws {
         try self.init(wire: wire, limits: limits)
         switch self {
-        case .empirical(let queries, _), .cropNormalizers(let queries, _, _), .cropComposite(let queries, _, _, _):
+        case .empirical(let queries, _), .cropNormalizers(let queries, _, _), .cropComposite(let queries, _, _, _),
+            .windowPosterior(let queries, _, _, _):
             guard queries.shape == shape else {
                 throw WireError.invalidArgument(
                     "the queries are \(queries.shape) images, the training set's are \(shape)")

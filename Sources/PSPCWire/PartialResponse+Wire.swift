@@ -40,16 +40,17 @@ extension PartialResponse {
         }
     }
 
-    /// As `init(wire:limits:)`, and the sizes must fit images of `shape`: softmax values per slot 0 or
-    /// `shape.dimension`, sums a whole number of images, moments of dimension `shape.dimension`.
+    /// As `init(wire:limits:)`, and the sizes must fit images of `shape`: softmax values per slot 0,
+    /// `shape.channels` or `shape.dimension`, sums a whole number of images, moments of dimension `shape.dimension`.
     public init(wire: Pspc_V1_PartialResponse, shape: ImageShape, limits: WireLimits = .default) throws {
         try self.init(wire: wire, limits: limits)
         let d = shape.dimension
         switch self {
         case .softmax(let partials):
-            guard partials.valueLength == 0 || partials.valueLength == d else {
+            // 0 (normalisers), D (whole images) or C (a pixel's channels: the LS / ELS window posteriors).
+            guard [0, d, shape.channels].contains(partials.valueLength) else {
                 throw WireError.invalidArgument(
-                    "softmax values have length \(partials.valueLength), not 0 or \(d) (\(shape))")
+                    "softmax values have length \(partials.valueLength), not 0, \(shape.channels) or \(d) (\(shape))")
             }
         case .sums(let sums):
             guard d > 0 && sums.count % d == 0 else {

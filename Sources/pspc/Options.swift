@@ -142,13 +142,15 @@ struct EngineOptions: ParsableArguments {
 
 /// Which denoiser, and its settings.
 struct MethodOptions: ParsableArguments {
-    @Option(help: "empirical | pspc-square | pspc-flex | gaussian | cfdm | network") var method: String?
-    @Option(help: "pspc-square: patch side s.") var patchSize: Int?
+    @Option(help: "empirical | pspc-square | pspc-flex | gaussian | cfdm | ls | els | network") var method: String?
+    @Option(help: "pspc-square: patch side s; ls / els: window side P (odd).") var patchSize: Int?
     @Option(
         help:
             "pspc-square: 'cifar10' (the paper's, sizes above the image side mean the whole image) or a JSON file {\"t\": [...], \"values\": [...]}."
     )
     var schedule: String?
+    @Option(help: "ls / els: window side P per t, a JSON file {\"t\": [...], \"values\": [...]} (odd sizes).")
+    var scaleSchedule: String?
     @Option(help: "pspc-flex: heatmaps .npy, [L, H, W, H, W] or [H, W, H, W] (output pixel -> input map).")
     var heatmaps: String?
     @Option(
@@ -160,7 +162,7 @@ struct MethodOptions: ParsableArguments {
     @Option(help: "cfdm: number of perturbed copies per query.") var copies: Int = 8
     @Option(help: "cfdm: seed of the perturbations.") var cfdmSeed: UInt64 = 0
 
-    static let names = ["empirical", "pspc-square", "pspc-flex", "gaussian", "cfdm", "network"]
+    static let names = ["empirical", "pspc-square", "pspc-flex", "gaussian", "cfdm", "ls", "els", "network"]
 
     var isNetwork: Bool { method == "network" }
 
@@ -176,6 +178,15 @@ struct MethodOptions: ParsableArguments {
         }
         if method == "pspc-square" && (patchSize == nil) == (schedule == nil) {
             throw ValidationError("pspc-square needs exactly one of --patch-size and --schedule")
+        }
+        if method == "ls" || method == "els" {
+            if (patchSize == nil) == (scaleSchedule == nil) {
+                throw ValidationError("\(method) needs exactly one of --patch-size and --scale-schedule")
+            }
+            if let patchSize, patchSize < 1 || patchSize % 2 == 0 {
+                throw ValidationError(
+                    "\(method): --patch-size must be odd and at least 1 (windows are centred on a pixel), got \(patchSize)")
+            }
         }
         if method == "pspc-flex" {
             if heatmaps == nil { throw ValidationError("pspc-flex needs --heatmaps") }
@@ -207,7 +218,7 @@ struct MethodOptions: ParsableArguments {
             let method = try resolve(name, for: shape)
             let param: Variant.Param
             switch name {
-            case "pspc-square": param = patchSize.map { .patchSize($0) } ?? .schedule
+            case "pspc-square", "ls", "els": param = patchSize.map { .patchSize($0) } ?? .schedule
             case "pspc-flex": param = lambda.map { .lambda($0) } ?? .schedule
             default: param = .none
             }
@@ -219,6 +230,7 @@ struct MethodOptions: ParsableArguments {
     var config: [(String, JSONValue)] {
         [
             ("patchSize", patchSize.map { .int($0) } ?? .null), ("schedule", schedule.map { .string($0) } ?? .null),
+            ("scaleSchedule", scaleSchedule.map { .string($0) } ?? .null),
             ("heatmaps", heatmaps.map { .string($0) } ?? .null),
             ("heatmapTimes", heatmapTimes.map { .string($0) } ?? .null), ("lambda", lambda.map { .number($0) } ?? .null),
             ("lambdaSchedule", lambdaSchedule.map { .string($0) } ?? .null),
@@ -245,6 +257,16 @@ struct MethodOptions: ParsableArguments {
             }
             for s in loaded.values { try CropSet.square(patchSize: s).validate(for: shape) }
             return .pspcSquare(loaded)
+        case "ls", "els":
+            let sizes: PatchSchedule
+            if let patchSize {
+                sizes = .constant(patchSize)
+            } else {
+                guard let scaleSchedule else { throw ValidationError("\(method) needs --patch-size or --scale-schedule") }
+                sizes = try Self.loadSchedule(scaleSchedule, builtin: .cifar10)
+            }
+            for p in sizes.values { try DenoiseMethod.validateWindow(patchSize: p) }
+            return method == "ls" ? .ls(sizes) : .els(sizes)
         case "pspc-flex":
             let lambdas: LambdaSchedule =
                 try lambda.map { .constant($0) } ?? Self.loadSchedule(lambdaSchedule!, builtin: .cifar10)

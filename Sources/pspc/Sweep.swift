@@ -85,7 +85,7 @@ struct SweepCommand: AsyncParsableCommand {
 
 /// The methods a sweep compares and their settings.
 struct SweepOptions: ParsableArguments {
-    @Option(help: "Methods, comma-separated: empirical, gaussian, cfdm, pspc-square, pspc-flex.")
+    @Option(help: "Methods, comma-separated: empirical, gaussian, cfdm, pspc-square, pspc-flex, ls, els.")
     var methods: String = "empirical,gaussian,pspc-square"
     @Option(help: "pspc-square: patch sizes, comma-separated (default 3,5,7,9,11,15,19,23 up to the image side).")
     var patchSizes: String?
@@ -101,7 +101,7 @@ struct SweepOptions: ParsableArguments {
     @Option(help: "cfdm: seed of the perturbations.") var cfdmSeed: UInt64 = 0
     @Option(help: "Output run directory.") var out: String
 
-    static let engineMethods = ["empirical", "gaussian", "cfdm", "pspc-square", "pspc-flex"]
+    static let engineMethods = ["empirical", "gaussian", "cfdm", "pspc-square", "pspc-flex", "ls", "els"]
 
     var methodList: [String] { methods.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
 
@@ -156,6 +156,14 @@ struct SweepOptions: ParsableArguments {
                 if let schedule {
                     let options = try MethodOptions.parse(["--method", name, "--schedule", schedule])
                     variants.append(Variant(method: name, param: .schedule, engineMethod: try options.resolve(for: shape)))
+                }
+            case "ls", "els":
+                // The odd --patch-sizes (default 3, 5, 7, 9, 11); windows are centred on a pixel.
+                let sizes = try parsedSizes().map { $0.filter { $0 % 2 == 1 } } ?? [3, 5, 7, 9, 11]
+                guard !sizes.isEmpty else { throw ValidationError("\(name) needs odd --patch-sizes, e.g. 3,5,7") }
+                for p in sizes {
+                    variants.append(
+                        Variant(method: name, param: .patchSize(p), engineMethod: name == "ls" ? .ls(.constant(p)) : .els(.constant(p))))
                 }
             case "pspc-flex":
                 for lambda in try parsedLambdas() {

@@ -83,9 +83,11 @@ final class FaultToleranceTests: XCTestCase {
         return file
     }
 
-    func denoiseArguments(cluster: String, output: String) -> [String] {
-        [
-            "denoise", "--cluster", cluster, "--method", "pspc-square", "--patch-size", "5", "--t", "1.09", "--input",
+    func denoiseArguments(cluster: String, output: String, method: [String] = ["pspc-square", "--patch-size", "5"])
+        -> [String]
+    {
+        ["denoise", "--cluster", cluster, "--method"] + method + [
+            "--t", "1.09", "--input",
             "\(work)/q/z.npy",
             "--output", output, "--batch-size", "25",
         ]
@@ -93,12 +95,13 @@ final class FaultToleranceTests: XCTestCase {
 
     /// Runs a denoise in the background, applies `fault` to worker `victim` once a fraction of the fault-free
     /// duration has passed, and returns the finished process's result.
-    func runWithFault(cluster: String, output: String, faultAfter seconds: Double, fault: () -> Void) throws -> (
-        Int32, String
-    ) {
+    func runWithFault(
+        cluster: String, output: String, method: [String] = ["pspc-square", "--patch-size", "5"],
+        faultAfter seconds: Double, fault: () -> Void
+    ) throws -> (Int32, String) {
         let process = Process()
         process.executableURL = CommandRunner.binary
-        process.arguments = denoiseArguments(cluster: cluster, output: output)
+        process.arguments = denoiseArguments(cluster: cluster, output: output, method: method)
         let err = Pipe()
         process.standardError = err
         process.standardOutput = FileHandle.nullDevice
@@ -117,13 +120,14 @@ final class FaultToleranceTests: XCTestCase {
         return Date().timeIntervalSince(start)
     }
 
-    func testKilledWorkerWithReplicationTwoChangesNothing() throws {
+    /// A worker killed with SIGKILL 40% into a run of `method` (replication 2): the replica answers, same bits.
+    func checkKilledWorkerChangesNothing(method: [String]) throws {
         let cluster = try startWorkers(3, replication: 2, deadline: 60)
         let duration = try timed {
-            try CommandRunner.succeed(denoiseArguments(cluster: cluster, output: "\(work)/clean.npy"))
+            try CommandRunner.succeed(denoiseArguments(cluster: cluster, output: "\(work)/clean.npy", method: method))
         }
         let (status, stderr) = try runWithFault(
-            cluster: cluster, output: "\(work)/faulted.npy", faultAfter: duration * 0.4
+            cluster: cluster, output: "\(work)/faulted.npy", method: method, faultAfter: duration * 0.4
         ) {
             kill(workers[1].processIdentifier, SIGKILL)
         }
@@ -132,6 +136,15 @@ final class FaultToleranceTests: XCTestCase {
         XCTAssertEqual(
             try Data(contentsOf: URL(fileURLWithPath: "\(work)/faulted.npy")),
             try Data(contentsOf: URL(fileURLWithPath: "\(work)/clean.npy")), "output differs after a worker died")
+    }
+
+    func testKilledWorkerWithReplicationTwoChangesNothing() throws {
+        try checkKilledWorkerChangesNothing(method: ["pspc-square", "--patch-size", "5"])
+    }
+
+    /// The LS machine's window_posterior op fails over like the crop ops.
+    func testKilledWorkerDuringAnLSRunChangesNothing() throws {
+        try checkKilledWorkerChangesNothing(method: ["ls", "--patch-size", "5"])
     }
 
     func testStoppedWorkerHitsTheDeadlineAndTheReplicaAnswers() throws {

@@ -15,16 +15,18 @@ final class ClusterTests: XCTestCase {
     static let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
 
     /// 1000 Fashion-MNIST training images as 7 uneven shards, x-flipped.
-    static let shards: [WorkerService.HostedShard] = {
+    static let shards = hostedShards(cuts: [0, 90, 250, 251, 500, 620, 999, 1000])
+
+    /// The first `cuts.last` Fashion-MNIST training images, x-flipped, as shards k = images cuts[k] ..< cuts[k + 1].
+    static func hostedShards(cuts: [Int]) -> [WorkerService.HostedShard] {
         let train = try! IDXReader.read(
-            path: DatasetSource.fashionMNISTDirectory + "/train-images-idx3-ubyte.gz", limit: 1000)
-        let cuts = [0, 90, 250, 251, 500, 620, 999, 1000]
-        return (0..<7).map { k in
+            path: DatasetSource.fashionMNISTDirectory + "/train-images-idx3-ubyte.gz", limit: cuts.last!)
+        return (0..<(cuts.count - 1)).map { k in
             let part = train.slice(cuts[k]..<cuts[k + 1])
             let set = try! ImageSet(pixels: part.pixels, count: part.count, shape: part.shape, xflip: true)
             return WorkerService.HostedShard(id: k, first: cuts[k], source: InProcessShard(images: set, threads: 2))
         }
-    }()
+    }
 
     static let test = try! IDXReader.read(
         path: DatasetSource.fashionMNISTDirectory + "/t10k-images-idx3-ubyte.gz", limit: 8)
@@ -35,7 +37,9 @@ final class ClusterTests: XCTestCase {
     }
 
     /// Starts workers holding shards by placement (index i of n, replication r); returns their channels.
-    static func startWorkers(_ n: Int, replication: Int, token: [UInt8] = token) async throws -> [Channel] {
+    static func startWorkers(
+        _ n: Int, replication: Int, token: [UInt8] = token, shards: [WorkerService.HostedShard] = ClusterTests.shards
+    ) async throws -> [Channel] {
         var channels: [Channel] = []
         for i in 0..<n {
             let ids = Placement.shards(forWorker: i, of: n, shardCount: shards.count, replication: replication)

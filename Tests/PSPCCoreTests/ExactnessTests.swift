@@ -29,6 +29,7 @@ final class ExactnessTests: XCTestCase {
     /// Relative bounds per method (see above).
     static let bounds: [String: Double] = [
         "empirical": 1e-11, "pspc-square": 1e-10, "pspc-flex": 1e-10, "gaussian": 1e-11, "cfdm": 1e-11,
+        "ls": 1e-11, "els": 1e-11,
     ]
 
     static let cases: [ExactnessCase] = [
@@ -113,7 +114,7 @@ final class ExactnessTests: XCTestCase {
     /// Runs the reference for `queriesPerT` queries at every grid t on both cores, then the engine, and checks
     /// the relative error against the method's bound. Returns the worst error.
     @discardableResult
-    func check(
+    static func check(
         _ method: String, _ label: String, on c: ExactnessCase, queriesPerT: Int, engineMethod: DenoiseMethod,
         reference: @escaping @Sendable (_ z: [Double], _ t: Double, _ queryIndex: Int) -> [Double]
     ) async throws -> Double {
@@ -141,7 +142,7 @@ final class ExactnessTests: XCTestCase {
     func testEmpirical() async throws {
         for c in Self.cases {
             let images = c.images
-            try await check("empirical", "empirical", on: c, queriesPerT: 3, engineMethod: .empirical) { z, t, _ in
+            try await Self.check("empirical", "empirical", on: c, queriesPerT: 3, engineMethod: .empirical) { z, t, _ in
                 Reference.empirical(z: z, t: t, images: images)
             }
         }
@@ -152,7 +153,7 @@ final class ExactnessTests: XCTestCase {
             let images = c.images, shape = c.shape
             for s in c.squareSizes {
                 let crops = Reference.squareCrops(s, shape: shape)
-                try await check(
+                try await Self.check(
                     "pspc-square", "pspc-square s=\(s)", on: c, queriesPerT: 1, engineMethod: .pspcSquare(.constant(s))
                 ) { z, t, _ in
                     Reference.composite(z: z, t: t, images: images, crops: crops, shape: shape)
@@ -167,7 +168,7 @@ final class ExactnessTests: XCTestCase {
             let images = c.images, shape = c.shape, side = min(shape.height, shape.width)
             let sizes = Self.grid.indices.map { i in max(1, min(side, side - 2 * i)) }
             let schedule = try PatchSchedule(t: Self.grid, values: sizes)
-            try await check("pspc-square", "pspc-square schedule", on: c, queriesPerT: 1, engineMethod: .pspcSquare(schedule)) {
+            try await Self.check("pspc-square", "pspc-square schedule", on: c, queriesPerT: 1, engineMethod: .pspcSquare(schedule)) {
                 z, t, _ in
                 let s = sizes[Reference.nearest(t, in: Self.grid)]
                 return Reference.composite(
@@ -213,7 +214,7 @@ final class ExactnessTests: XCTestCase {
             let masksByT = masksAt
             let uncovered = masksByT.values.map { shape.pixelCount - Set($0.joined()).count }.reduce(0, +)
             XCTAssertGreaterThan(uncovered, 0, "\(c.name): the empirical fallback is not exercised")
-            try await check("pspc-flex", "pspc-flex", on: c, queriesPerT: 2, engineMethod: .pspcFlex(flex)) { z, t, _ in
+            try await Self.check("pspc-flex", "pspc-flex", on: c, queriesPerT: 2, engineMethod: .pspcFlex(flex)) { z, t, _ in
                 Reference.flex(z: z, t: t, images: images, masks: masksByT[t]!, shape: shape)
             }
         }
@@ -222,7 +223,7 @@ final class ExactnessTests: XCTestCase {
     func testGaussian() async throws {
         for c in Self.cases {
             let gaussian = Reference.Gaussian(images: c.images)
-            try await check("gaussian", "gaussian", on: c, queriesPerT: 2, engineMethod: .gaussian) { z, t, _ in
+            try await Self.check("gaussian", "gaussian", on: c, queriesPerT: 2, engineMethod: .gaussian) { z, t, _ in
                 gaussian.denoise(z, t: t)
             }
         }
@@ -232,7 +233,7 @@ final class ExactnessTests: XCTestCase {
         let smoothing = 0.1, copies = 3, seed: UInt64 = 11
         for c in Self.cases {
             let images = c.images
-            try await check(
+            try await Self.check(
                 "cfdm", "cfdm", on: c, queriesPerT: 1,
                 engineMethod: .cfdm(smoothing: smoothing, copies: copies, seed: seed)
             ) { z, t, qi in

@@ -67,21 +67,33 @@ final class ShapeShardingTests: XCTestCase {
                 // D = 3072) runs once per engine, so it is sharded at 1x28x28 only.
                 + (c.shape.dimension <= 784 ? [("gaussian", DenoiseMethod.gaussian)] : [])
             for (name, method) in methods {
-                var worst = 0.0, bitEqual = true
-                for (ti, t) in ExactnessTests.grid.enumerated() {
-                    let z = c.query(2 * ti, t: t) + c.query(2 * ti + 1, t: t)
-                    var outputs: [[Double]] = []
-                    for engine in engines { outputs.append(try await engine.denoise(z, t: t, method: method).values) }
-                    for (k, other) in outputs.enumerated().dropFirst() {
-                        let difference = relativeError(other, outputs[0])
-                        worst = max(worst, difference)
-                        bitEqual = bitEqual && other == outputs[0]
-                        XCTAssertLessThanOrEqual(
-                            difference, Self.bound, "\(name) \(c.name) t=\(t): \(splits[k].count - 1) shards vs 1")
-                    }
-                }
+                let (worst, bitEqual) = try await Self.compare(
+                    engines, splits: splits, on: c, name: name, method: method, bound: Self.bound)
                 print("sharding \(name) \(c.name): worst relative difference \(worst), bit-equal \(bitEqual)")
             }
         }
+    }
+
+    /// Runs `method` through every engine (one per split) at every grid t, two queries of `c` each, and checks each
+    /// output against the first engine's within `bound`; returns the worst relative difference and whether all
+    /// were bit-equal.
+    static func compare(
+        _ engines: [DenoisingEngine], splits: [[Int]], on c: ExactnessCase, name: String, method: DenoiseMethod,
+        bound: Double
+    ) async throws -> (worst: Double, bitEqual: Bool) {
+        var worst = 0.0, bitEqual = true
+        for (ti, t) in ExactnessTests.grid.enumerated() {
+            let z = c.query(2 * ti, t: t) + c.query(2 * ti + 1, t: t)
+            var outputs: [[Double]] = []
+            for engine in engines { outputs.append(try await engine.denoise(z, t: t, method: method).values) }
+            for (k, other) in outputs.enumerated().dropFirst() {
+                let difference = relativeError(other, outputs[0])
+                worst = max(worst, difference)
+                bitEqual = bitEqual && other == outputs[0]
+                XCTAssertLessThanOrEqual(
+                    difference, bound, "\(name) \(c.name) t=\(t): \(splits[k].count - 1) shards vs 1")
+            }
+        }
+        return (worst, bitEqual)
     }
 }

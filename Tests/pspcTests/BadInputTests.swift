@@ -104,6 +104,18 @@ final class BadInputTests: XCTestCase {
             denoise(good, method: ["--method", "pspc-square", "--patch-size", "29"]),
             "patch size 29 is larger than the 28x28 image")
         try expectFailure(denoise(good, method: ["--method", "magic"]), "unknown method 'magic'")
+        for machine in ["ls", "els"] {
+            for bad in ["4", "0", "-3"] {
+                try expectFailure(
+                    denoise(good, method: ["--method", machine, "--patch-size=\(bad)"]),
+                    "\(machine): --patch-size must be odd and at least 1")
+            }
+            try expectFailure(
+                denoise(good, method: ["--method", machine]), "\(machine) needs exactly one of --patch-size and --scale-schedule")
+            try expectFailure(
+                denoise(good, method: ["--method", machine, "--scale-schedule", "cifar10"]),
+                "the LS / ELS window size must be odd and at least 1 (windows are centred on a pixel), got 32")
+        }
         try expectFailure(["ingest", "--source", "nonsense:x", "--out", "\(Self.work)/x"], "unknown source")
         try expectFailure(
             ["ingest", "--source", "idx:\(Self.work)/z.npy", "--out", "\(Self.work)/x"], "not an IDX file")

@@ -111,6 +111,19 @@ void pspc_outer_rows(const double *rows, long count, long dim, long row_start, l
 void pspc_softmax_block(double *dots, long rows, long cols, long ld, const double *qnorm, const double *xnorm,
                         double inv_two_t2, double *m, double *s, double *scale);
 
+/// Per-thread scratch size in doubles for `pspc_window_posterior`.
+long pspc_window_scratch_doubles(int channels, int height, int width);
+
+/// Kamb & Ganguli's LS (`equivariant` 0) and ELS (1) machines (docs/science.md): for every pixel p of the query
+/// `z` [C, H, W], the softmax over candidate `patch` x `patch` training windows (zero-padded, so pixels outside the
+/// image drop out of the distance) with logits -||z_win(p) - w||^2 * inv_two_t2, of the candidates' centre pixels.
+/// LS: the windows at p of every image; ELS: the windows at every position with p's padding pattern. For images
+/// [tile_begin, tile_end) * 8 of `set`, updates per-lane running state: `m`, `s` [H W][PSPC_LANES] (start at
+/// -inf, 0) and `v` [H W][C][PSPC_LANES] (start at 0). Distances are sums of squared differences; candidates
+/// whose logit is e^-40 below the running maximum in all 8 lanes are skipped, as in the crop kernels.
+void pspc_window_posterior(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z, int patch,
+                           int equivariant, double inv_two_t2, double *m, double *s, double *v, double *scratch);
+
 /// Vector exp for testing the kernels' approximation: out[i] = exp(in[i]) for in[i] in [-708, 709].
 void pspc_exp(const double *in, double *out, long n);
 

@@ -649,6 +649,14 @@ public nonisolated struct Pspc_V1_PartialRequest: @unchecked Sendable {
     set {_uniqueStorage()._op = .moments(newValue)}
   }
 
+  public var windowPosterior: Pspc_V1_WindowPosteriorOp {
+    get {
+      if case .windowPosterior(let v)? = _storage._op {return v}
+      return Pspc_V1_WindowPosteriorOp()
+    }
+    set {_uniqueStorage()._op = .windowPosterior(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Op: Equatable, Sendable {
@@ -656,6 +664,7 @@ public nonisolated struct Pspc_V1_PartialRequest: @unchecked Sendable {
     case cropNormalizers(Pspc_V1_CropNormalizersOp)
     case cropComposite(Pspc_V1_CropCompositeOp)
     case moments(Pspc_V1_MomentsOp)
+    case windowPosterior(Pspc_V1_WindowPosteriorOp)
 
   }
 
@@ -764,6 +773,37 @@ public nonisolated struct Pspc_V1_CropCompositeOp: Sendable {
   fileprivate var _queries: Pspc_V1_Tensor? = nil
   fileprivate var _crops: Pspc_V1_CropSpec? = nil
   fileprivate var _logZ: Pspc_V1_Tensor? = nil
+}
+
+/// LS / ELS machines: per query and pixel, the softmax partials (m, s, v) over candidate patch_size x
+/// patch_size training windows (zero-padded; patch_size odd) of their centre pixels; slots are query * H * W +
+/// pixel, values the C channels. equivariant false: the windows at the same position (LS); true: at every
+/// position with the pixel's padding pattern (ELS). `queries` is [B, C, H, W].
+public nonisolated struct Pspc_V1_WindowPosteriorOp: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var queries: Pspc_V1_Tensor {
+    get {_queries ?? Pspc_V1_Tensor()}
+    set {_queries = newValue}
+  }
+  /// Returns true if `queries` has been explicitly set.
+  public var hasQueries: Bool {self._queries != nil}
+  /// Clears the value of `queries`. Subsequent reads from it will return its default value.
+  public mutating func clearQueries() {self._queries = nil}
+
+  public var t: Double = 0
+
+  public var patchSize: UInt32 = 0
+
+  public var equivariant: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _queries: Pspc_V1_Tensor? = nil
 }
 
 /// Sum x and rows row_start ..< row_start + row_count of sum x x^T, for the Gaussian baseline.
@@ -2028,7 +2068,7 @@ nonisolated extension Pspc_V1_ErrorReply: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Pspc_V1_PartialRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PartialRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}shards\0\u{3}per_shard\0\u{2}\u{8}empirical\0\u{3}crop_normalizers\0\u{3}crop_composite\0\u{1}moments\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}shards\0\u{3}per_shard\0\u{2}\u{8}empirical\0\u{3}crop_normalizers\0\u{3}crop_composite\0\u{1}moments\0\u{3}window_posterior\0")
 
   fileprivate class _StorageClass {
     var _shards: [UInt32] = []
@@ -2119,6 +2159,19 @@ nonisolated extension Pspc_V1_PartialRequest: SwiftProtobuf.Message, SwiftProtob
             _storage._op = .moments(v)
           }
         }()
+        case 14: try {
+          var v: Pspc_V1_WindowPosteriorOp?
+          var hadOneofValue = false
+          if let current = _storage._op {
+            hadOneofValue = true
+            if case .windowPosterior(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._op = .windowPosterior(v)
+          }
+        }()
         default: break
         }
       }
@@ -2153,6 +2206,10 @@ nonisolated extension Pspc_V1_PartialRequest: SwiftProtobuf.Message, SwiftProtob
       case .moments?: try {
         guard case .moments(let v)? = _storage._op else { preconditionFailure() }
         try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+      }()
+      case .windowPosterior?: try {
+        guard case .windowPosterior(let v)? = _storage._op else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
       }()
       case nil: break
       }
@@ -2304,6 +2361,55 @@ nonisolated extension Pspc_V1_CropCompositeOp: SwiftProtobuf.Message, SwiftProto
     if lhs.t != rhs.t {return false}
     if lhs._crops != rhs._crops {return false}
     if lhs._logZ != rhs._logZ {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Pspc_V1_WindowPosteriorOp: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WindowPosteriorOp"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}queries\0\u{1}t\0\u{3}patch_size\0\u{1}equivariant\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._queries) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.t) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.patchSize) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.equivariant) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._queries {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.t.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.t, fieldNumber: 2)
+    }
+    if self.patchSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.patchSize, fieldNumber: 3)
+    }
+    if self.equivariant != false {
+      try visitor.visitSingularBoolField(value: self.equivariant, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Pspc_V1_WindowPosteriorOp, rhs: Pspc_V1_WindowPosteriorOp) -> Bool {
+    if lhs._queries != rhs._queries {return false}
+    if lhs.t != rhs.t {return false}
+    if lhs.patchSize != rhs.patchSize {return false}
+    if lhs.equivariant != rhs.equivariant {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
