@@ -141,23 +141,48 @@ struct EngineBackend: DenoiseBackend {
     func resolve(method: String, options: Pspc_V1_DenoiseOptions) async throws -> DenoiseMethod {
         guard MethodOptions.names.contains(method), method != "network" else {
             throw WireError.invalidArgument(
-                "unknown method '\(method)': use one of empirical, pspc-square, pspc-flex, gaussian, cfdm")
+                "unknown method '\(method)': use one of empirical, pspc-square, pspc-flex, gaussian, cfdm, ls, els")
         }
         // Options of another method are refused: a misspelt call must not silently compute something else.
-        var given: [(String, String)] = []
-        if options.patchSize != 0 { given.append(("patch_size", "pspc-square")) }
-        if options.hasPatchSchedule { given.append(("patch_schedule", "pspc-square")) }
-        if options.hasLambda { given.append(("lambda", "pspc-flex")) }
-        if options.hasLambdaSchedule { given.append(("lambda_schedule", "pspc-flex")) }
-        if options.hasSmoothing { given.append(("smoothing", "cfdm")) }
-        if options.copies != 0 { given.append(("copies", "cfdm")) }
-        if options.seed != 0 { given.append(("seed", "cfdm")) }
-        if let stray = given.first(where: { $0.1 != method }) {
-            throw WireError.invalidArgument("option \(stray.0) is for \(stray.1), not \(method)")
+        let sized = ["pspc-square", "ls", "els"]
+        var given: [(String, [String])] = []
+        if options.patchSize != 0 { given.append(("patch_size", sized)) }
+        if options.hasPatchSchedule { given.append(("patch_schedule", sized)) }
+        if options.hasLambda { given.append(("lambda", ["pspc-flex"])) }
+        if options.hasLambdaSchedule { given.append(("lambda_schedule", ["pspc-flex"])) }
+        if options.hasSmoothing { given.append(("smoothing", ["cfdm"])) }
+        if options.copies != 0 { given.append(("copies", ["cfdm"])) }
+        if options.seed != 0 { given.append(("seed", ["cfdm"])) }
+        if let stray = given.first(where: { !$0.1.contains(method) }) {
+            throw WireError.invalidArgument(
+                "option \(stray.0) is for \(stray.1.joined(separator: ", ")), not \(method)")
         }
         switch method {
         case "empirical": return .empirical
         case "gaussian": return .gaussian
+        case "ls", "els":
+            // The window side P per t (odd), as `pspc denoise --patch-size` or `--scale-schedule`.
+            guard (options.patchSize != 0) != options.hasPatchSchedule else {
+                throw WireError.invalidArgument("\(method) needs exactly one of patch_size and patch_schedule")
+            }
+            let sizes: PatchSchedule
+            if options.patchSize != 0 {
+                sizes = .constant(Int(options.patchSize))
+            } else {
+                let values = try Self.explicit(options.patchSchedule, field: "patch_schedule").map { value in
+                    guard value == value.rounded(), value >= 1, value <= Double(Int32.max) else {
+                        throw WireError.invalidArgument("patch_schedule values must be whole numbers >= 1, got \(value)")
+                    }
+                    return Int(value)
+                }
+                sizes = try PatchSchedule(t: options.patchSchedule.t, values: values)
+            }
+            do {
+                for p in sizes.values { try DenoiseMethod.validateWindow(patchSize: p) }
+            } catch {
+                throw WireError.invalidArgument("\(error)")
+            }
+            return method == "ls" ? .ls(sizes) : .els(sizes)
         case "pspc-square":
             guard (options.patchSize != 0) != options.hasPatchSchedule else {
                 throw WireError.invalidArgument("pspc-square needs exactly one of patch_size and patch_schedule")

@@ -31,6 +31,8 @@ METHODS = [
     ("pspc-flex", {"lambda_": 0.4}, ["--lambda", "0.4"]),
     ("gaussian", {}, []),
     ("cfdm", {"smoothing": 0.1, "copies": 2, "seed": 3}, ["--smoothing", "0.1", "--copies", "2", "--cfdm-seed", "3"]),
+    ("ls", {"patch_size": 5}, ["--patch-size", "5"]),
+    ("els", {"patch_size": 3}, ["--patch-size", "3"]),
 ]
 
 
@@ -152,7 +154,7 @@ def test_per_query_t_torch_in_and_out_and_the_sampler_wrapper(setup):
         (None, T, "pspc-square", {"patch_schedule": {"t": [1.0], "values": [2.5]}}, "whole numbers"),
         (None, T, "pspc-flex", {"lambda_": 1.5}, "lambda must be in (0, 1]"),
         (None, T, "cfdm", {}, "cfdm needs smoothing"),
-        (None, T, "empirical", {"patch_size": 3}, "patch_size is for pspc-square, not empirical"),
+        (None, T, "empirical", {"patch_size": 3}, "patch_size is for pspc-square, ls, els, not empirical"),
     ],
 )
 def test_bad_requests_raise_and_the_connection_goes_on(setup, z_change, t, method, options, needle):
