@@ -98,8 +98,8 @@ final class GaussianMomentsClusterTests: XCTestCase {
         }
     }
 
-    /// 3x32x32: D x D float64 is 75 MB, over the 64 MiB frame. Asked whole, a worker refuses it; the engine's
-    /// request (rows 0..<3072) is refused once and answered in two halves of 1536 rows.
+    /// 3x32x32: D x D float64 is 75 MB, over the 64 MiB frame. Asked whole, a worker refuses it; the engine asks
+    /// for blocks of `DenoisingEngine.momentRowsPerRequest` rows (341), which fit, one block after another.
     func testGaussianOn3x32x32ThroughWorkersMatchesInProcessBitForBit() async throws {
         let shape = ImageShape(channels: 3, height: 32, width: 32)
         let shards = try Self.shards(shape: shape, count: 160, cuts: [0, 70, 160])
@@ -113,8 +113,12 @@ final class GaussianMomentsClusterTests: XCTestCase {
         }
         XCTAssertEqual(services[0].statistics.served, 1)
         try await Self.assertGaussianMatches(local: shards.map { $0.source }, cluster: cluster, shape: shape)
-        // Per worker: the whole matrix refused, then its two halves answered.
-        XCTAssertEqual(services.map { $0.statistics.served }, [1 + 3, 3])
+        // Per worker: the whole matrix refused (worker 0), then the engine's blocks, one request each (every
+        // block fits: none is refused and halved).
+        let step = DenoisingEngine.momentRowsPerRequest(dimension: shape.dimension)
+        XCTAssertEqual(step, 341)
+        let blocks = (shape.dimension + step - 1) / step
+        XCTAssertEqual(services.map { $0.statistics.served }, [1 + blocks, blocks])
         await cluster.close()
         for channel in channels { try await channel.close() }
     }
