@@ -58,10 +58,10 @@ final class FaultToleranceTests: XCTestCase {
     }
 
     /// Starts `n` workers with placement i/n/r and writes a cluster file naming them (YAML when asked).
-    func startWorkers(_ n: Int, replication: Int, deadline: Double, retry: Double = 5, yaml: Bool = false) throws
-        -> String
-    {
-        addresses = try (0..<n).map { try startWorker($0, of: n, replication: replication) }
+    func startWorkers(
+        _ n: Int, replication: Int, deadline: Double, retry: Double = 5, yaml: Bool = false, data: String? = nil
+    ) throws -> String {
+        addresses = try (0..<n).map { try startWorker($0, of: n, replication: replication, data: data) }
         let file = "\(work)/cluster-\(n)-\(replication).\(yaml ? "yaml" : "json")"
         if yaml {
             let text = """
@@ -83,13 +83,12 @@ final class FaultToleranceTests: XCTestCase {
         return file
     }
 
-    func denoiseArguments(cluster: String, output: String, method: [String] = ["pspc-square", "--patch-size", "5"])
-        -> [String]
-    {
+    func denoiseArguments(
+        cluster: String, output: String, method: [String] = ["pspc-square", "--patch-size", "5"],
+        input: String? = nil, batchSize: Int = 25
+    ) -> [String] {
         ["denoise", "--cluster", cluster, "--method"] + method + [
-            "--t", "1.09", "--input",
-            "\(work)/q/z.npy",
-            "--output", output, "--batch-size", "25",
+            "--t", "1.09", "--input", input ?? "\(work)/q/z.npy", "--output", output, "--batch-size", "\(batchSize)",
         ]
     }
 
@@ -97,11 +96,12 @@ final class FaultToleranceTests: XCTestCase {
     /// duration has passed, and returns the finished process's result.
     func runWithFault(
         cluster: String, output: String, method: [String] = ["pspc-square", "--patch-size", "5"],
-        faultAfter seconds: Double, fault: () -> Void
+        input: String? = nil, batchSize: Int = 25, faultAfter seconds: Double, fault: () -> Void
     ) throws -> (Int32, String) {
         let process = Process()
         process.executableURL = CommandRunner.binary
-        process.arguments = denoiseArguments(cluster: cluster, output: output, method: method)
+        process.arguments = denoiseArguments(
+            cluster: cluster, output: output, method: method, input: input, batchSize: batchSize)
         let err = Pipe()
         process.standardError = err
         process.standardOutput = FileHandle.nullDevice
@@ -121,13 +121,18 @@ final class FaultToleranceTests: XCTestCase {
     }
 
     /// A worker killed with SIGKILL 40% into a run of `method` (replication 2): the replica answers, same bits.
-    func checkKilledWorkerChangesNothing(method: [String]) throws {
-        let cluster = try startWorkers(3, replication: 2, deadline: 60)
+    func checkKilledWorkerChangesNothing(
+        method: [String], data: String? = nil, input: String? = nil, batchSize: Int = 25
+    ) throws {
+        let cluster = try startWorkers(3, replication: 2, deadline: 60, data: data)
         let duration = try timed {
-            try CommandRunner.succeed(denoiseArguments(cluster: cluster, output: "\(work)/clean.npy", method: method))
+            try CommandRunner.succeed(
+                denoiseArguments(
+                    cluster: cluster, output: "\(work)/clean.npy", method: method, input: input, batchSize: batchSize))
         }
         let (status, stderr) = try runWithFault(
-            cluster: cluster, output: "\(work)/faulted.npy", method: method, faultAfter: duration * 0.4
+            cluster: cluster, output: "\(work)/faulted.npy", method: method, input: input, batchSize: batchSize,
+            faultAfter: duration * 0.4
         ) {
             kill(workers[1].processIdentifier, SIGKILL)
         }
@@ -145,6 +150,19 @@ final class FaultToleranceTests: XCTestCase {
     /// The LS machine's window_posterior op fails over like the crop ops.
     func testKilledWorkerDuringAnLSRunChangesNothing() throws {
         try checkKilledWorkerChangesNothing(method: ["ls", "--patch-size", "5"])
+    }
+
+    /// ELS as well, on a smaller set (its candidates are every window position of every image): 150 images in
+    /// 6 shards (300 with x-flip), 48 queries in batches of 4.
+    func testKilledWorkerDuringAnELSRunChangesNothing() throws {
+        try CommandRunner.succeed([
+            "ingest", "--source", "fashion-mnist:train", "--limit", "150", "--shards", "6", "--out", "\(work)/small",
+        ])
+        try CommandRunner.succeed([
+            "queries", "--source", "fashion-mnist:test", "--t", "1.09", "--count", "48", "--out", "\(work)/q48",
+        ])
+        try checkKilledWorkerChangesNothing(
+            method: ["els", "--patch-size", "3"], data: "\(work)/small", input: "\(work)/q48/z.npy", batchSize: 4)
     }
 
     func testStoppedWorkerHitsTheDeadlineAndTheReplicaAnswers() throws {
