@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train (or resume, or export) the reference EDM network on Fashion-MNIST.
+"""Train (or resume, or export) one of the reference EDM networks on Fashion-MNIST (--preset: U-Net, DiT, ResNet).
 
 Resumes exactly from `--ckpt-dir/checkpoint.pt` when it exists: the model configuration and the
 hyper-parameters then come from the checkpoint, and only --steps, --device, --threads and the
@@ -58,12 +58,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     new.add_argument("--warmup-steps", type=int, default=500)
     new.add_argument("--ema-halflife-steps", type=float, default=1000.0)
     new.add_argument("--seed", type=int, default=0)
+    new.add_argument("--p-uniform", type=float, default=0.0,
+                     help="fraction of each batch with log-uniform noise levels over [0.002, 80] (default 0: EDM's)")
+    new.add_argument("--lr-decay-steps", type=int, default=0,
+                     help="after warm-up, lr / sqrt(max(step / D, 1)) (default 0: constant)")
+    new.add_argument("--init-from", default="", metavar="EXPORT",
+                     help="start from this exported network's weights (its configuration must match --preset)")
     new.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                      help="auto: bf16 autocast where the CPU/GPU supports bf16 natively")
     new.add_argument("--limit-images", type=int, default=None, help="train on the first N images only (tests)")
     args = p.parse_args(argv)
     if args.steps < 0 or args.log_every < 1 or args.ckpt_every < 1:
         p.error("--steps must be >= 0, --log-every and --ckpt-every >= 1")
+    if not 0.0 <= args.p_uniform <= 1.0:
+        p.error(f"--p-uniform must be in [0, 1], got {args.p_uniform}")
+    if args.lr_decay_steps < 0:
+        p.error("--lr-decay-steps must be >= 0")
     return args
 
 
@@ -114,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             ema_halflife_steps=args.ema_halflife_steps,
             seed=args.seed,
             precision=resolve_precision(args.precision, device),
+            p_uniform=args.p_uniform,
+            lr_decay_steps=args.lr_decay_steps,
+            init_from=os.path.abspath(args.init_from) if args.init_from else "",
         )
         trainer = Trainer({**PRESETS[args.preset]}, config, data, device)
         log(f"new run in {args.ckpt_dir}, preset {args.preset}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -76,14 +77,26 @@ def edm_loss(
     generator: torch.Generator,
     p_mean: float = P_MEAN,
     p_std: float = P_STD,
+    p_uniform: float = 0.0,
+    t_min: float = T_MIN,
+    t_max: float = T_MAX,
 ) -> torch.Tensor:
     """EDM training loss, mean over batch and pixels of w(t) ||D(x + t eps, t) - x||^2.
 
-    ln t ~ N(p_mean, p_std^2), w(t) = (t^2 + sd^2) / (t sd)^2. The random draws come from
-    `generator` (on the CPU) so training is reproducible and resumable on any device.
+    ln t ~ N(p_mean, p_std^2), except for a fraction `p_uniform` of the batch whose ln t is uniform on
+    [ln t_min, ln t_max]: EDM's log-normal alone almost never draws t >= 20 (P(t > 20) = 2e-4 at the
+    defaults), where the sampler starts. w(t) = (t^2 + sd^2) / (t sd)^2. The random draws come from
+    `generator` (on the CPU) so training is reproducible and resumable on any device; with p_uniform = 0
+    the draws are exactly EDM's.
     """
     b = x.shape[0]
-    sigma = (torch.randn(b, generator=generator, dtype=torch.float32) * p_std + p_mean).exp()
+    log_sigma = torch.randn(b, generator=generator, dtype=torch.float32) * p_std + p_mean
+    if p_uniform > 0:
+        uniform = torch.rand(b, generator=generator, dtype=torch.float32) < p_uniform
+        lo, hi = math.log(t_min), math.log(t_max)
+        log_uniform = lo + (hi - lo) * torch.rand(b, generator=generator, dtype=torch.float32)
+        log_sigma = torch.where(uniform, log_uniform, log_sigma)
+    sigma = log_sigma.exp()
     eps = torch.randn(x.shape, generator=generator, dtype=torch.float32)
     sigma, eps = sigma.to(x.device), eps.to(x.device)
     sd = net.sigma_data

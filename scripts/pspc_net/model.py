@@ -1,8 +1,12 @@
-"""Small U-Net for 28x28x1 images and its EDM preconditioning wrapper (docs/science.md section 1).
+"""The reference networks' architectures and their EDM preconditioning wrapper (docs/science.md section 1).
 
-Layout (preset "small"): 28x28 -> 14x14 -> 7x7 with 32/64/96 channels, residual blocks
-with GroupNorm + SiLU and a noise embedding (scale and shift), self-attention at 7x7. Tensors are
-`[batch, channels, height, width]` float32.
+Three families of F, chosen by `arch` in the network's config:
+- "unet" (preset "small", the reference network): 28x28 -> 14x14 -> 7x7 with 32/64/96 channels, residual
+  blocks with GroupNorm + SiLU and a noise embedding (scale and shift), self-attention at 7x7;
+- "dit": a DiT-style transformer on 2x2 patches with adaLN-Zero conditioning on the noise embedding;
+- "resnet": 3x3 residual blocks at full resolution, no down-sampling, no attention, so the receptive
+  field is bounded by the depth (a local CNN).
+Tensors are `[batch, channels, height, width]` float32.
 """
 
 from __future__ import annotations
@@ -26,7 +30,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(model_channels=32, channel_mult=[1, 2, 3], num_blocks=1, attn_resolutions=[7]),
     "medium": dict(model_channels=32, channel_mult=[1, 2, 4], num_blocks=1, attn_resolutions=[7]),
     "large": dict(model_channels=32, channel_mult=[1, 2, 4], num_blocks=2, attn_resolutions=[7]),
+    # DiT-style transformer: 14x14 tokens of 2x2 patches, 6 blocks of width 128, 4 heads.
+    "dit": dict(arch="dit", patch_size=2, hidden=128, depth=6, heads=4),
+    "dit-tiny": dict(arch="dit", patch_size=2, hidden=16, depth=1, heads=2, emb_channels=16),
+    # Local CNN: 5 residual blocks of two 3x3 convolutions at 28x28, receptive field 4 * 5 + 5 = 25 pixels.
+    "resnet": dict(arch="resnet", model_channels=48, num_blocks=5),
+    "resnet-tiny": dict(arch="resnet", model_channels=8, num_blocks=1, emb_channels=16),
 }
+
+ARCHITECTURES = ("unet", "dit", "resnet")
 
 
 def _groups(channels: int) -> int:
@@ -62,15 +74,37 @@ class NoiseEmbedding(nn.Module):
         return self.mlp(torch.cat([phase.cos(), phase.sin()], dim=1))
 
 
-class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv twice; the embedding scales and shifts the second norm (EDM's adaptive scale)."""
+class ChannelNorm(nn.Module):
+    """Normalises each pixel over its channels alone (a per-pixel LayerNorm with a learned scale and shift).
 
-    def __init__(self, in_ch: int, out_ch: int, emb_channels: int, dropout: float):
+    GroupNorm averages over the whole image, which lets every output pixel depend on every input pixel;
+    the local ResNet uses this instead so its receptive field is exactly what its convolutions reach.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6):
         super().__init__()
-        self.norm0 = nn.GroupNorm(_groups(in_ch), in_ch)
+        self.norm = nn.LayerNorm(channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def _group_norm(channels: int) -> nn.Module:
+    return nn.GroupNorm(_groups(channels), channels)
+
+
+class ResBlock(nn.Module):
+    """Norm-SiLU-conv twice; the embedding scales and shifts the second norm (EDM's adaptive scale).
+
+    `norm` builds the normalisation for a channel count (GroupNorm by default).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, emb_channels: int, dropout: float, norm=_group_norm):
+        super().__init__()
+        self.norm0 = norm(in_ch)
         self.conv0 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.affine = nn.Linear(emb_channels, 2 * out_ch)
-        self.norm1 = nn.GroupNorm(_groups(out_ch), out_ch)
+        self.norm1 = norm(out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv1 = _zero(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
@@ -188,22 +222,157 @@ class UNet(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+class LocalResNet(nn.Module):
+    """F(x, c_noise): conv_in, `num_blocks` ResBlocks at full resolution, conv_out; all kernels 3x3.
+
+    No down-sampling, no attention and per-pixel normalisation (`ChannelNorm`): an output pixel sees a
+    (4 num_blocks + 5)-pixel square around it (conv_in and conv_out add 2 each, every block 4), the local
+    CNN of Kamb & Ganguli's analysis.
+    """
+
+    def __init__(
+        self,
+        img_resolution: int = 28,
+        img_channels: int = 1,
+        model_channels: int = 32,
+        num_blocks: int = 5,
+        emb_channels: int | None = None,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        emb_channels = emb_channels or 4 * model_channels
+        self.embed = NoiseEmbedding(emb_channels)
+        self.conv_in = nn.Conv2d(img_channels, model_channels, 3, padding=1)
+        self.blocks = nn.ModuleList(
+            [
+                ResBlock(model_channels, model_channels, emb_channels, dropout, norm=ChannelNorm)
+                for _ in range(num_blocks)
+            ]
+        )
+        self.norm_out = ChannelNorm(model_channels)
+        self.conv_out = _zero(nn.Conv2d(model_channels, img_channels, 3, padding=1))
+
+    @property
+    def receptive_field(self) -> int:
+        return 4 * len(self.blocks) + 5
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        emb = self.embed(c_noise)
+        h = self.conv_in(x)
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class DiTBlock(nn.Module):
+    """Pre-norm transformer block with adaLN-Zero: the embedding gives shift, scale and gate of both halves."""
+
+    def __init__(self, hidden: int, heads: int, emb_channels: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.heads = heads
+        self.norm0 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+        self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        width = int(hidden * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(hidden, width), nn.GELU(approximate="tanh"), nn.Linear(width, hidden))
+        # adaLN-Zero: the modulation starts at zero, so every block starts as the identity.
+        self.modulation = _zero(nn.Linear(emb_channels, 6 * hidden))
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        shift0, scale0, gate0, shift1, scale1, gate1 = self.modulation(emb)[:, None, :].chunk(6, dim=2)
+        b, n, c = x.shape
+        h = torch.addcmul(shift0, self.norm0(x), scale0 + 1)
+        q, k, v = self.qkv(h).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)
+        x = x + gate0 * self.proj(a)
+        h = torch.addcmul(shift1, self.norm1(x), scale1 + 1)
+        return x + gate1 * self.mlp(h)
+
+
+class DiT(nn.Module):
+    """F(x, c_noise): a DiT-style transformer (Peebles & Xie) on `patch_size` patches.
+
+    Patches are embedded linearly with a fixed 2-D sine-cosine position code; `depth` adaLN-Zero blocks
+    conditioned on the noise embedding; a modulated final layer maps each token back to its patch.
+    Image sides must be multiples of `patch_size`.
+    """
+
+    def __init__(
+        self,
+        img_resolution: int = 28,
+        img_channels: int = 1,
+        patch_size: int = 2,
+        hidden: int = 128,
+        depth: int = 6,
+        heads: int = 4,
+        emb_channels: int | None = None,
+    ):
+        super().__init__()
+        if img_resolution % patch_size:
+            raise ValueError(f"image side {img_resolution} is not a multiple of the patch size {patch_size}")
+        if hidden % heads or (hidden // heads) % 2:
+            raise ValueError(f"hidden width {hidden} must split into {heads} heads of even width")
+        emb_channels = emb_channels or hidden
+        self.patch_size, self.img_channels = patch_size, img_channels
+        self.grid = img_resolution // patch_size
+        self.embed = NoiseEmbedding(emb_channels)
+        self.patch_in = nn.Conv2d(img_channels, hidden, patch_size, stride=patch_size)
+        self.register_buffer("position", _sincos_2d(self.grid, hidden), persistent=False)
+        self.blocks = nn.ModuleList([DiTBlock(hidden, heads, emb_channels) for _ in range(depth)])
+        self.norm_out = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.modulation_out = _zero(nn.Linear(emb_channels, 2 * hidden))
+        self.patch_out = _zero(nn.Linear(hidden, patch_size * patch_size * img_channels))
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        emb = self.embed(c_noise)
+        b, p, g, c = x.shape[0], self.patch_size, self.grid, self.img_channels
+        h = self.patch_in(x).flatten(2).transpose(1, 2) + self.position  # [b, g*g, hidden]
+        for block in self.blocks:
+            h = block(h, emb)
+        shift, scale = self.modulation_out(emb)[:, None, :].chunk(2, dim=2)
+        h = self.patch_out(torch.addcmul(shift, self.norm_out(h), scale + 1))  # [b, g*g, p*p*c]
+        return h.reshape(b, g, g, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, g * p, g * p)
+
+
+def _sincos_2d(grid: int, width: int) -> torch.Tensor:
+    """[grid*grid, width] fixed position code: half the channels encode the row, half the column."""
+    quarter = width // 4
+    freqs = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
+    pos = torch.arange(grid, dtype=torch.float64)[:, None] * freqs[None, :]  # [grid, quarter]
+    code = torch.cat([pos.sin(), pos.cos()], dim=1)  # [grid, 2 quarter]
+    rows = code[:, None, :].expand(grid, grid, 2 * quarter)
+    cols = code[None, :, :].expand(grid, grid, 2 * quarter)
+    out = torch.zeros(grid, grid, width, dtype=torch.float64)
+    out[:, :, : 4 * quarter] = torch.cat([rows, cols], dim=2)
+    return out.reshape(grid * grid, width).to(torch.float32)
+
+
+_NETWORKS: dict[str, type[nn.Module]] = {"unet": UNet, "dit": DiT, "resnet": LocalResNet}
+
+
 class EDMPrecond(nn.Module):
     """EDM denoiser D(z, t) = c_skip z + c_out F(c_in z, c_noise) with sigma_data = 0.5 (docs/science.md s.1).
 
-    `forward(x, sigma)`: x `[B, 1, 28, 28]`, sigma a scalar or `[B]`; returns D, same shape as x.
-    `config` holds the constructor arguments (plain types) so a checkpoint rebuilds the module.
+    `forward(x, sigma)`: x `[B, C, H, W]`, sigma a scalar or `[B]`; returns D, same shape as x.
+    `arch` names F's family ("unet", "dit", "resnet"; configs written before there was a choice are
+    U-Nets). `config` holds the constructor arguments (plain types) so a checkpoint rebuilds the module.
     """
 
-    def __init__(self, sigma_data: float = 0.5, **unet_kwargs: Any):
+    def __init__(self, sigma_data: float = 0.5, arch: str = "unet", **net_kwargs: Any):
         super().__init__()
+        if arch not in _NETWORKS:
+            raise ValueError(f"unknown architecture {arch!r}, expected one of {list(_NETWORKS)}")
         self.sigma_data = float(sigma_data)
-        self.model = UNet(**unet_kwargs)
-        # Every U-Net argument, defaults included, so a checkpoint does not depend on today's defaults.
-        bound = inspect.signature(UNet.__init__).bind(None, **unet_kwargs)
+        self.arch = arch
+        network = _NETWORKS[arch]
+        self.model = network(**net_kwargs)
+        # Every argument, defaults included, so a checkpoint does not depend on today's defaults. The U-Net's
+        # config keeps its original form (no "arch" key), so older readers still load it.
+        bound = inspect.signature(network.__init__).bind(None, **net_kwargs)
         bound.apply_defaults()
-        unet_args = {k: _plain(v) for k, v in bound.arguments.items() if k != "self"}
-        self.config = {"sigma_data": self.sigma_data, **unet_args}
+        net_args = {k: _plain(v) for k, v in bound.arguments.items() if k != "self"}
+        self.config = {"sigma_data": self.sigma_data, **({} if arch == "unet" else {"arch": arch}), **net_args}
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "EDMPrecond":

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 
 from .edm import P_MEAN, P_STD, edm_loss
-from .model import EDMPrecond, atomic_save, export_dict
+from .model import EDMPrecond, atomic_save, export_dict, load_checkpoint
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOSS_CSV = "loss.csv"
@@ -44,6 +44,14 @@ class TrainConfig:
     p_std: float = P_STD
     seed: int = 0
     precision: str = "fp32"  # "fp32" or "bf16" (autocast of the U-Net; weights, loss, Adam stay float32)
+    # Fraction of each batch whose noise level is log-uniform over the EDM grid's range [0.002, 80] instead of
+    # log-normal (0: EDM's recipe exactly).
+    p_uniform: float = 0.0
+    # Learning-rate decay after warm-up: 0 keeps lr constant; d > 0 multiplies it by 1 / sqrt(max(step / d, 1))
+    # (EDM2's inverse square root, so a run can still be extended at will).
+    lr_decay_steps: int = 0
+    # Export file (`load_checkpoint` format) whose weights start the run (net and EMA); "" for a random init.
+    init_from: str = ""
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -77,7 +85,15 @@ class Trainer:
         self.config = config
         self.data = data.to(self.device)
         torch.manual_seed(config.seed)  # initial weights and the global RNG (dropout)
-        self.net = EDMPrecond(**net_config).to(self.device).train()
+        self.net = EDMPrecond(**net_config)
+        if config.init_from:
+            start = load_checkpoint(config.init_from)
+            if start.config != self.net.config:
+                raise ValueError(
+                    f"--init-from {config.init_from}: its network {start.config} differs from this run's {self.net.config}"
+                )
+            self.net.load_state_dict(start.state_dict())
+        self.net = self.net.to(self.device).train()
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -87,8 +103,11 @@ class Trainer:
     # MARK: training
 
     def lr_at(self, step: int) -> float:
-        """Linear warm-up over warmup_steps, then constant (so a run can be extended at will)."""
-        return self.config.lr * min(1.0, (step + 1) / max(1, self.config.warmup_steps))
+        """Linear warm-up over warmup_steps, then constant or 1 / sqrt decay (a run can be extended at will)."""
+        lr = self.config.lr * min(1.0, (step + 1) / max(1, self.config.warmup_steps))
+        if self.config.lr_decay_steps > 0:
+            lr /= math.sqrt(max(step / self.config.lr_decay_steps, 1.0))
+        return lr
 
     def ema_beta(self, step: int) -> float:
         """Per-step EMA decay for half-life min(ema_halflife_steps, ema_rampup * (step + 1))."""
@@ -118,7 +137,9 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step_count)
         with self._autocast():
-            loss = edm_loss(self.net, x, self.generator, self.config.p_mean, self.config.p_std)
+            loss = edm_loss(
+                self.net, x, self.generator, self.config.p_mean, self.config.p_std, self.config.p_uniform
+            )
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         for p in self.net.parameters():
