@@ -7,8 +7,9 @@ public struct NormalNoise: Sendable {
 
     public init(seed: UInt64) { self.seed = seed }
 
+    /// SplitMix64's finaliser: a well-mixed 64-bit hash of `x` (also the bootstrap's resample generator).
     @inline(__always)
-    static func mix(_ x: UInt64) -> UInt64 {
+    public static func mix(_ x: UInt64) -> UInt64 {
         var z = x &+ 0x9E37_79B9_7F4A_7C15
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB

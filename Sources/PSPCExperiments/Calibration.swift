@@ -2,8 +2,9 @@ import Foundation
 import PSPCCore
 import PSPCData
 
-/// Patch-size and lambda calibration (docs/science.md section 6): at each t, the pspc-square size and the pspc-flex
-/// lambda whose output is closest to the network's (MSE), over one or more sweeps on the same grid.
+/// Patch-size and lambda calibration (docs/science.md section 6): at each t, the pspc-square size, the pspc-flex
+/// lambda and the LS / ELS window size whose output is closest to the network's (MSE), over one or more sweeps on
+/// the same grid.
 public enum Calibration {
     /// One candidate's error at one t (with several sweeps: their query-weighted mean).
     public struct Candidate: Sendable, Equatable {
@@ -19,7 +20,17 @@ public enum Calibration {
         case forward, reverse, both
     }
 
-    /// Every numeric pspc-square / pspc-flex candidate of `sweeps` (each `(grid, rows)`), averaged over sweeps.
+    /// The methods calibrated and the schedule file each one's choice is written to (read back by
+    /// `--schedule`, `--lambda-schedule` and `--scale-schedule`).
+    public static let scheduleFiles: [(method: String, file: String)] = [
+        ("pspc-square", "patch-schedule.json"), ("pspc-flex", "lambda-schedule.json"), ("ls", "ls-schedule.json"),
+        ("els", "els-schedule.json"),
+    ]
+
+    static let calibrated = Set(scheduleFiles.map(\.method))
+
+    /// Every numeric candidate (a size or a lambda) of the calibrated methods in `sweeps` (each `(grid, rows)`),
+    /// averaged over sweeps.
     public static func candidates(_ sweeps: [(grid: [Double], rows: [SweepRow])]) throws -> [Candidate] {
         guard let grid = sweeps.first?.grid else { throw DataError.invalid("calibration needs at least one sweep") }
         for sweep in sweeps where sweep.grid != grid {
@@ -29,7 +40,7 @@ public enum Calibration {
         var order: [String] = []
         var sums: [String: (candidate: Candidate, sum: Double, weight: Int)] = [:]
         for sweep in sweeps {
-            for row in sweep.rows where row.method == "pspc-square" || row.method == "pspc-flex" {
+            for row in sweep.rows where calibrated.contains(row.method) {
                 switch row.param {
                 case .patchSize, .lambda: break
                 default: continue
@@ -72,7 +83,7 @@ public enum Calibration {
         return best
     }
 
-    /// Writes calibration.csv, best.csv, patch-schedule.json and lambda-schedule.json (for the methods present).
+    /// Writes calibration.csv, best.csv and the schedule files of the methods present (`scheduleFiles`).
     public static func write(_ candidates: [Candidate], grid: [Double], to run: RunDirectory) throws -> [Candidate] {
         var text = "t_index,t,method,param,mse_to_network\n"
         for c in candidates {
@@ -85,7 +96,7 @@ public enum Calibration {
             bestText += CSVText.line([String(c.tIndex), RunNumber.text(c.t), c.method, c.param.text, RunNumber.text(c.mseToNetwork)])
         }
         try run.writeText(bestText, to: "best.csv")
-        for (method, file) in [("pspc-square", "patch-schedule.json"), ("pspc-flex", "lambda-schedule.json")] {
+        for (method, file) in scheduleFiles {
             let chosen = winners.filter { $0.method == method }
             guard !chosen.isEmpty else { continue }
             guard chosen.count == grid.count else {

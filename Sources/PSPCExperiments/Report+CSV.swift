@@ -11,6 +11,11 @@ extension Report {
         let rows: [[String]]
 
         public static func read(_ path: String, header expected: [String]) throws -> CSV {
+            try read(path, oneOf: [expected])
+        }
+
+        /// Reads a csv whose header is one of `headers` (a file format that gained columns, older runs included).
+        public static func read(_ path: String, oneOf headers: [[String]]) throws -> CSV {
             guard FileManager.default.fileExists(atPath: path) else {
                 throw DataError.io(path: path, reason: "missing (the run has not written it)")
             }
@@ -18,10 +23,10 @@ extension Report {
             let records: [[String]]
             do { records = try CSVText.records(text) } catch { throw DataError.corrupt(path: path, reason: "\(error)") }
             guard let header = records.first else { throw DataError.corrupt(path: path, reason: "empty file") }
-            guard header == expected else {
+            guard headers.contains(header) else {
+                let expected = headers.map { "\"" + $0.joined(separator: ",") + "\"" }.joined(separator: " or ")
                 throw DataError.corrupt(
-                    path: path,
-                    reason: "header is \"\(header.joined(separator: ","))\", expected \"\(expected.joined(separator: ","))\"")
+                    path: path, reason: "header is \"\(header.joined(separator: ","))\", expected \(expected)")
             }
             var rows: [[String]] = []
             for (n, row) in records.dropFirst().enumerated() {

@@ -60,6 +60,7 @@ extension Report {
         switch method {
         case "pspc-square": return "best s"
         case "pspc-flex": return "best lambda"
+        case "ls", "els": return "best P (\(method))"
         default: return "best (\(method))"
         }
     }

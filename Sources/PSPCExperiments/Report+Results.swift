@@ -102,6 +102,9 @@ extension Report {
         let bestRows: [CalibrationRow]
         let patchSchedule: ScheduleFile?
         let lambdaSchedule: ScheduleFile?
+        /// The LS and ELS window sizes chosen per t (ls-schedule.json, els-schedule.json), nil when not swept.
+        let lsSchedule: ScheduleFile?
+        let elsSchedule: ScheduleFile?
 
         static func read(_ run: RunDirectory) throws -> Calibration {
             let candidates = try CSV.read(
@@ -113,7 +116,9 @@ extension Report {
                 candidateRows: try CalibrationRow.rows(candidates, param: "param"),
                 bestRows: try CalibrationRow.rows(best, param: "best_param"),
                 patchSchedule: try readSchedule(run.file("patch-schedule.json")),
-                lambdaSchedule: try readSchedule(run.file("lambda-schedule.json")))
+                lambdaSchedule: try readSchedule(run.file("lambda-schedule.json")),
+                lsSchedule: try readSchedule(run.file("ls-schedule.json")),
+                elsSchedule: try readSchedule(run.file("els-schedule.json")))
         }
 
         /// The schedule at `path`, nil when the run has none.
@@ -152,7 +157,8 @@ extension Report {
         }
     }
 
-    /// A sample comparison's similarity.csv as two matrices over the method labels (in file order).
+    /// A sample comparison's similarity.csv as matrices over the method labels (in file order). Runs written before
+    /// the median and the intervals existed have only `pearson` and `mean_l2`.
     struct Similarity {
         let csv: CSV
         let labels: [String]
@@ -160,14 +166,15 @@ extension Report {
         let rowOf: [String: Int]
 
         static func read(_ run: RunDirectory) throws -> Similarity {
-            let csv = try CSV.read(run.file("similarity.csv"), header: ["method_a", "method_b", "pearson", "mean_l2"])
+            let csv = try CSV.read(
+                run.file("similarity.csv"),
+                oneOf: [SampleComparison.similarityHeader, ["method_a", "method_b", "pearson", "mean_l2"]])
             var labels: [String] = []
             var rowOf: [String: Int] = [:]
             for i in csv.rows.indices {
                 let a = try csv.string(i, "method_a"), b = try csv.string(i, "method_b")
                 for label in [a, b] where !labels.contains(label) { labels.append(label) }
-                _ = try csv.double(i, "pearson")
-                _ = try csv.double(i, "mean_l2")
+                for column in csv.header.dropFirst(2) { _ = try csv.double(i, column) }
                 rowOf[a + "\u{0}" + b] = i
             }
             guard !labels.isEmpty else { throw DataError.corrupt(path: csv.path, reason: "no rows") }
@@ -175,6 +182,9 @@ extension Report {
         }
 
         func row(_ a: String, _ b: String) -> Int? { rowOf[a + "\u{0}" + b] }
+
+        /// Whether the file has the median Pearson correlation and the intervals.
+        var hasIntervals: Bool { csv.header.contains("pearson_median") }
 
         /// `column` ("pearson" or "mean_l2") as a matrix, NaN where a pair is absent.
         func matrix(_ column: String) -> [[Double]] {

@@ -35,6 +35,30 @@ extension Report {
 
         html += "<h3>Similarity</h3>\n"
         html += figures([figure(RunFigures.similarity(similarity))])
+        if similarity.hasIntervals {
+            let columns = [
+                "pearson_median", "pearson_median_ci_low", "pearson_median_ci_high", "mean_l2", "mean_l2_ci_low",
+                "mean_l2_ci_high",
+            ]
+            var rows: [[Cell]] = []
+            for (i, a) in similarity.labels.enumerated() {
+                for b in similarity.labels[(i + 1)...] {
+                    guard let row = similarity.row(a, b) else { continue }
+                    rows.append(
+                        [.text(a), .text(b)]
+                            + columns.map { column in
+                                (try? similarity.csv.double(row, column)).map { .number($0, row: row, column: column) }
+                                    ?? .missing
+                            })
+                }
+            }
+            html += "<h4>Median Pearson correlation over samples (Kamb &amp; Ganguli's measure) and mean L2</h4>\n"
+            html += "<p class=\"meta\">Each sample is one seed of shared initial noise; 95 % bootstrap intervals "
+                + "over samples.</p>\n"
+            html += table(
+                source: similarity.csv.path,
+                header: ["method a", "method b", "median Pearson", "low", "high", "mean L2", "low", "high"], rows: rows)
+        }
         for (column, caption) in [("pearson", "Pearson correlation"), ("mean_l2", "Mean L2 distance")] {
             let rows: [[Cell]] = similarity.labels.map { a in
                 [.text(a)]

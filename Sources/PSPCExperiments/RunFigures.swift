@@ -135,17 +135,25 @@ public enum RunFigures {
     static func schedule(_ calibration: Report.Calibration) -> (any SVGFigure)? {
         var panels: [any SVGFigure] = []
         let reference = "paper, CIFAR-10"
-        if let patch = calibration.patchSchedule {
+        // PSPC-Square's crop side and the LS / ELS window side on one axis: both are the patch a pixel's
+        // posterior looks through.
+        let windows = [("calibrated", calibration.patchSchedule), ("ls", calibration.lsSchedule), ("els", calibration.elsSchedule)]
+            .compactMap { name, file in file.map { SVGPlot.Series(name, x: $0.t, y: $0.values, style: .steps) } }
+        if !windows.isEmpty {
             let paper = PatchSchedule.cifar10
+            var series = windows
+            if calibration.patchSchedule != nil {
+                series.append(
+                    SVGPlot.Series(
+                        reference, x: paper.t, y: paper.values.map(Double.init), style: .steps, markers: false,
+                        color: "#999999", dash: "5 3"))
+            }
             panels.append(
                 SVGPlot(
                     title: "Patch size schedule s(t)", x: SVGAxis("t", scale: .log), y: SVGAxis("patch size s"),
-                    series: [
-                        SVGPlot.Series("calibrated", x: patch.t, y: patch.values, style: .steps),
-                        SVGPlot.Series(
-                            reference, x: paper.t, y: paper.values.map(Double.init), style: .steps, markers: false,
-                            color: "#999999", dash: "5 3"),
-                    ], width: 490, height: 320, subtitle: "nearest grid t; paper's values are for 32x32 images"))
+                    series: series, width: 490, height: 320,
+                    subtitle: calibration.patchSchedule != nil
+                        ? "nearest grid t; paper's values are for 32x32 images" : "LS / ELS window side P"))
         }
         if let lambda = calibration.lambdaSchedule {
             let paper = LambdaSchedule.cifar10

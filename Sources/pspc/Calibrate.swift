@@ -5,11 +5,12 @@ import PSPCExperiments
 
 struct Calibrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Pick the pspc-square patch size and pspc-flex lambda closest to the network at each t.",
+        abstract: "Pick the pspc-square size, pspc-flex lambda and LS / ELS window closest to the network at each t.",
         discussion: """
             Reads sweep runs (or folders of them) and writes a calibration run: calibration.csv (every candidate's
-            MSE to the network), best.csv, patch-schedule.json and lambda-schedule.json, which
-            `--schedule FILE` and `--lambda-schedule FILE` read.
+            MSE to the network), best.csv, and for each method swept patch-schedule.json (pspc-square),
+            lambda-schedule.json (pspc-flex), ls-schedule.json and els-schedule.json, which `--schedule FILE`,
+            `--lambda-schedule FILE` and `--scale-schedule FILE` read.
             """)
 
     @Argument(help: "Sweep run directories, or folders holding them.") var runs: [String]
@@ -46,7 +47,7 @@ struct Calibrate: AsyncParsableCommand {
         }
         let candidates = try Calibration.candidates(sweeps)
         guard !candidates.isEmpty else {
-            throw DataError.invalid("the sweeps hold no pspc-square sizes or pspc-flex lambdas to calibrate")
+            throw DataError.invalid("the sweeps hold no pspc-square, ls or els sizes or pspc-flex lambdas to calibrate")
         }
         try FileIO.createDirectory(output.path)
         try output.writeJSON(

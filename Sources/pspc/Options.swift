@@ -226,6 +226,36 @@ struct MethodOptions: ParsableArguments {
         }
     }
 
+    /// One variant per item of `items`: a method name with this command's settings, or `method=SETTING` with its
+    /// own (a patch size or lambda, or a schedule file), so one comparison can hold, e.g., LS and ELS each at its
+    /// calibrated schedule: `ls=calib/ls-schedule.json,els=calib/els-schedule.json,pspc-square=7`.
+    func variants(items: [String], for shape: ImageShape) throws -> [Variant] {
+        try items.flatMap { item -> [Variant] in
+            guard let equals = item.firstIndex(of: "=") else { return try variants([item], for: shape) }
+            let name = String(item[..<equals]), setting = String(item[item.index(after: equals)...])
+            guard !setting.isEmpty else { throw ValidationError("'\(item)': give a setting after '='") }
+            var options = self
+            (options.patchSize, options.schedule, options.scaleSchedule) = (nil, nil, nil)
+            (options.lambda, options.lambdaSchedule) = (nil, nil)
+            switch name {
+            case "pspc-square", "ls", "els":
+                if let size = Int(setting) {
+                    options.patchSize = size
+                } else if name == "pspc-square" {
+                    options.schedule = setting
+                } else {
+                    options.scaleSchedule = setting
+                }
+            case "pspc-flex":
+                if let lambda = Double(setting) { options.lambda = lambda } else { options.lambdaSchedule = setting }
+            default:
+                throw ValidationError(
+                    "'\(item)': only pspc-square, pspc-flex, ls and els take a setting (a size, a lambda or a schedule file)")
+            }
+            return try options.variants([name], for: shape)
+        }
+    }
+
     /// This command's method settings, for config.json.
     var config: [(String, JSONValue)] {
         [

@@ -12,10 +12,11 @@ extension Sample {
         let locks = try RunLocks(writing: out, makesRun: true)
         defer { locks.release() }
         let needsEngine = names.contains { $0 != "network" }
+        let methodNames = names.map { $0.split(separator: "=", maxSplits: 1).first.map(String.init) ?? $0 }
         let context = needsEngine ? try await engineOptions.context() : nil
         var network: NetworkOptions.Connected?
         do {
-            if names.contains("network") { network = try await networkOptions.connect() }
+            if methodNames.contains("network") { network = try await networkOptions.connect() }
             let shape: ImageShape
             if let context {
                 shape = context.shape
@@ -23,12 +24,13 @@ extension Sample {
                 guard let data = engineOptions.data else { throw ValidationError("--compare needs --data for the image shape") }
                 shape = try Manifest.read(directory: data).shape
             }
-            let variants = try methodOptions.variants(names, for: shape)
+            let variants = try methodOptions.variants(items: names, for: shape)
             let run = RunDirectory(out)
             try run.prepare(config: config(variants: variants, shape: shape, source: context?.source))
             let comparison = try SampleComparison(
-                run: run, shape: shape, count: count, seed: seed, steps: steps, variants: variants)
-            let bar = ProgressBar("sample compare", total: variants.count * steps * count, unit: " evals")
+                run: run, shape: shape, count: count, seed: seed, steps: steps, solver: solver, variants: variants)
+            let bar = ProgressBar(
+                "sample compare", total: variants.count * comparison.evaluations * count, unit: " evals")
             let denoiser = network.map { connected -> BatchDenoiser in
                 { z, t, progress in try await connected.denoiser.denoise(z, shape: shape, t: t, progress: progress) }
             }
@@ -45,7 +47,7 @@ extension Sample {
             await context?.close()
             throw error
         }
-        note("wrote \(names.count) methods' samples and their similarity to \(out) (samples.png, similarity.csv)")
+        note("wrote \(names.count) methods' samples and their similarity to \(out) (samples.png, similarity.csv, similarity-per-sample.csv)")
         let text = String(decoding: try FileIO.read(RunDirectory(out).file("similarity.csv")), as: UTF8.self)
         FileHandle.standardError.write(Data(text.utf8))
     }
@@ -55,7 +57,7 @@ extension Sample {
             ("kind", .string("sample-compare")), ("version", .int(1)),
             ("command", .string(CommandLine.arguments.joined(separator: " "))),
             ("methods", .strings(variants.map(\.label))), ("count", .int(count)), ("seed", .int(Int(seed))),
-            ("steps", .int(steps)), ("solver", .string("euler")),
+            ("steps", .int(steps)), ("solver", .string(solver.rawValue)),
             ("shape", .ints([shape.channels, shape.height, shape.width])),
             ("dataset", try datasetConfig(engineOptions)), ("network", networkOptions.config),
         ]

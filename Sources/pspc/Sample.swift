@@ -10,9 +10,10 @@ struct Sample: AsyncParsableCommand {
         discussion: """
             Writes samples.npy (float32 [B, C, H, W]), samples.png (a grid) and config.json to --out.
             With --compare --methods LIST: every method (network included) from the same initial noise with the
-            Euler PF-ODE, written as a run directory (docs/runs.md): samples/<method>.npy, samples.png (a row per
-            method), similarity.csv/json (mean Pearson correlation and L2 between methods' samples); re-run with
-            the same --out to resume.
+            PF-ODE (--solver euler or heun), written as a run directory (docs/runs.md): samples/<method>.npy,
+            samples.png (a row per method), similarity.csv/json (mean and median Pearson correlation and mean L2
+            between methods' samples, with 95 % bootstrap intervals over samples), similarity-per-sample.csv;
+            re-run with the same --out to resume.
             """)
 
     @OptionGroup var engineOptions: EngineOptions
@@ -24,7 +25,12 @@ struct Sample: AsyncParsableCommand {
     @Option(help: "Number of samples.") var count: Int = 16
     @Option(help: "Output directory.") var out: String
     @Flag(help: "Compare several methods from shared noise (with --methods).") var compare = false
-    @Option(help: "--compare: methods, comma-separated, e.g. network,empirical,gaussian,pspc-square,pspc-flex.")
+    @Option(
+        help: """
+            --compare: methods, comma-separated, e.g. network,empirical,gaussian,pspc-square,pspc-flex; an item \
+            METHOD=SETTING gives pspc-square, pspc-flex, ls or els its own size, lambda or schedule file \
+            (els=calib/els-schedule.json).
+            """)
     var methods: String?
 
     func validate() throws {
@@ -33,7 +39,6 @@ struct Sample: AsyncParsableCommand {
         if compare {
             guard methods != nil else { throw ValidationError("--compare needs --methods") }
             guard methodOptions.method == nil else { throw ValidationError("--compare takes --methods, not --method") }
-            guard solver == .euler else { throw ValidationError("--compare integrates with Euler (the paper's setting)") }
         } else {
             guard methodOptions.method != nil else { throw ValidationError("--method is required (or --compare)") }
             guard methods == nil else { throw ValidationError("--methods goes with --compare") }

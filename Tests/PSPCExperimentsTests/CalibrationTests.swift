@@ -39,6 +39,30 @@ final class CalibrationTests: XCTestCase {
         XCTAssertEqual(bestCSV.split(separator: "\n")[2], "0,3.0,pspc-square,7,0.2")
     }
 
+    /// LS and ELS windows are calibrated like PSPC-Square's crops, into schedules `--scale-schedule` reads.
+    func testLSAndELSWindowsGetTheirOwnSchedules() throws {
+        let grid = [3.0, 0.3]
+        var rows: [SweepRow] = []
+        for (i, t) in grid.enumerated() {
+            for p in [3, 5, 7] {
+                // LS is closest at P = 7 then 3, ELS at 5 then 5.
+                rows.append(row(i, t, "ls", .patchSize(p), i == 0 ? 1.0 / Double(p) : Double(p)))
+                rows.append(row(i, t, "els", .patchSize(p), abs(Double(p) - 5) + 0.1))
+            }
+        }
+        let dir = try Fixture.temporaryDirectory("calibration-ls")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let run = RunDirectory(dir)
+        let best = try Calibration.write(try Calibration.candidates([(grid, rows)]), grid: grid, to: run)
+        XCTAssertEqual(best.map(\.method), ["els", "ls", "els", "ls"])
+        XCTAssertEqual(best.map(\.param), [.patchSize(5), .patchSize(7), .patchSize(5), .patchSize(3)])
+        let ls = try JSONDecoder().decode(PatchSchedule.self, from: Data(try FileIO.read(run.file("ls-schedule.json"))))
+        XCTAssertEqual(ls.values, [7, 3])
+        let els = try JSONDecoder().decode(PatchSchedule.self, from: Data(try FileIO.read(run.file("els-schedule.json"))))
+        XCTAssertEqual(els.values, [5, 5])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: run.file("patch-schedule.json")))
+    }
+
     /// With forward and reverse sweeps, each candidate's error is the query-weighted mean of the two.
     func testBothSweepsAreWeightedByQueries() throws {
         let grid = [1.0]

@@ -289,12 +289,17 @@ enum ReportFixtures {
                 let d = a == b ? 0 : 4 + 3 * noise(min(a, b), max(a, b), 6)
                 pearsonRow.append(r)
                 l2Row.append(d)
-                rows.append([first, second, RunNumber.text(r), RunNumber.text(d)])
+                let median = a == b ? 1 : r + 0.01
+                let pearsonRange = a == b ? (1.0, 1.0) : (median - 0.05, median + 0.04)
+                let l2Range = a == b ? (0.0, 0.0) : (d - 0.4, d + 0.5)
+                rows.append(
+                    [first, second]
+                        + [r, median, pearsonRange.0, pearsonRange.1, d, l2Range.0, l2Range.1].map(RunNumber.text))
             }
             pearson.append(pearsonRow)
             l2.append(l2Row)
         }
-        try run.writeText(csv("method_a,method_b,pearson,mean_l2", rows), to: "similarity.csv")
+        try run.writeText(csv(SampleComparison.similarityHeader.joined(separator: ","), rows), to: "similarity.csv")
         try run.writeJSON(
             .object([
                 ("labels", .strings(sampleMethods)), ("pearson", .array(pearson.map { .doubles($0) })),

@@ -185,6 +185,10 @@ final class ReportTests: XCTestCase {
         }
         XCTAssertEqual(shown("samples/similarity.csv", "pearson"), Set(0..<9))
         XCTAssertEqual(shown("samples/similarity.csv", "mean_l2"), Set(0..<9))
+        // The median Pearson correlation and both intervals, once per unordered pair (rows a < b of 3 x 3).
+        for column in ["pearson_median", "pearson_median_ci_low", "pearson_median_ci_high", "mean_l2_ci_low", "mean_l2_ci_high"] {
+            XCTAssertEqual(shown("samples/similarity.csv", column), [1, 2, 5], column)
+        }
     }
 
     func testAnAlteredResultsValueIsDetected() throws {

@@ -1,0 +1,96 @@
+import Foundation
+import PSPCData
+import PSPCTestSupport
+import XCTest
+
+/// Kamb & Ganguli's LS and ELS machines through a whole study with real processes: a forward sweep against the
+/// network, calibration of each machine's window per t, a Heun sample comparison at the calibrated windows with
+/// the median Pearson correlation, and the report.
+final class WindowMachineStudyTests: XCTestCase {
+    func testSweepCalibrateCompareAndReport() throws {
+        let work = try CommandRunner.temporaryDirectory("window-study")
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        try NetworkFixture.makeNetwork(at: "\(work)/net.pt")
+        try CommandRunner.succeed(
+            ["ingest", "--source", "fashion-mnist:train", "--limit", "120", "--shards", "2", "--out", "\(work)/data"])
+        let env = NetworkFixture.environment
+        try CommandRunner.succeed(
+            [
+                "sweep", "forward", "--data", "\(work)/data", "--local-network", "\(work)/net.pt",
+                "--methods", "ls,els,empirical", "--patch-sizes", "3,5", "--grid", "edm:4", "--queries", "3",
+                "--seed", "1", "--out", "\(work)/study/forward",
+            ], environment: env)
+        try CommandRunner.succeed(["calibrate", "\(work)/study/forward", "--out", "\(work)/study/calibration"])
+
+        // Each machine's schedule is its own minimiser per t among the swept windows.
+        let results = try String(contentsOfFile: "\(work)/study/forward/results.csv", encoding: .utf8)
+            .split(separator: "\n").dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        for machine in ["ls", "els"] {
+            let schedule = try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: "\(work)/study/calibration/\(machine)-schedule.json")))
+                as! [String: Any]
+            let values = schedule["values"] as! [Int]
+            XCTAssertEqual(values.count, 4, machine)
+            for (t, chosen) in values.enumerated() {
+                // results.csv: t_index,t,method,param,label,mse_to_network,...
+                let rows = results.filter { $0[0] == String(t) && $0[2] == machine }
+                let best = rows.min { Double($0[5])! < Double($1[5])! }!
+                XCTAssertEqual(Int(best[3]), chosen, "\(machine) at t index \(t)")
+            }
+        }
+
+        // Heun samples of the network and both machines at their calibrated windows, from shared noise.
+        let methods = [
+            "network", "ls=\(work)/study/calibration/ls-schedule.json", "els=\(work)/study/calibration/els-schedule.json",
+            "empirical",
+        ]
+        let compare = try CommandRunner.succeed(
+            [
+                "sample", "--compare", "--methods", methods.joined(separator: ","), "--data", "\(work)/data",
+                "--local-network", "\(work)/net.pt", "--solver", "heun", "--steps", "4", "--count", "3", "--seed", "4",
+                "--out", "\(work)/study/samples",
+            ], environment: env)
+        XCTAssertTrue(compare.stderr.contains("pearson_median"), compare.stderr)
+        let config = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: "\(work)/study/samples/config.json"))) as! [String: Any]
+        XCTAssertEqual(config["solver"] as? String, "heun")
+        XCTAssertEqual(config["methods"] as? [String], ["network", "ls schedule", "els schedule", "empirical"])
+        // The comparison's ELS samples are `pspc sample --method els` from the same seed.
+        try CommandRunner.succeed(
+            [
+                "sample", "--method", "els", "--scale-schedule", "\(work)/study/calibration/els-schedule.json",
+                "--data", "\(work)/data", "--solver", "heun", "--steps", "4", "--count", "3", "--seed", "4",
+                "--out", "\(work)/els-alone",
+            ])
+        XCTAssertEqual(
+            try NPY.read(path: "\(work)/els-alone/samples.npy").asDoubles(),
+            try NPY.read(path: "\(work)/study/samples/samples/els-schedule.npy").asDoubles())
+
+        // similarity.csv: every ordered pair, the median inside its interval.
+        let similarity = try CSVRecords.read("\(work)/study/samples/similarity.csv")
+        XCTAssertEqual(similarity.count, 1 + 16)
+        let header = similarity[0]
+        let col = { (name: String) in header.firstIndex(of: name)! }
+        for row in similarity.dropFirst() where row[0] != row[1] {
+            let median = Double(row[col("pearson_median")])!
+            XCTAssertLessThanOrEqual(Double(row[col("pearson_median_ci_low")])!, median + 1e-12, "\(row)")
+            XCTAssertGreaterThanOrEqual(Double(row[col("pearson_median_ci_high")])!, median - 1e-12, "\(row)")
+            XCTAssertTrue((-1...1).contains(median), "\(row)")
+        }
+
+        // The report holds the sweep, the calibration and the comparison.
+        try CommandRunner.succeed(["report", "\(work)/study", "--out", "\(work)/report"])
+        let html = try String(contentsOfFile: "\(work)/report/index.html", encoding: .utf8)
+        for text in ["best P (ls)", "best P (els)", "Median Pearson correlation", "els schedule"] {
+            XCTAssertTrue(html.contains(text), "the report lacks \(text)")
+        }
+    }
+}
+
+/// A csv file as records, for tests (no quoting in pspc's own files).
+enum CSVRecords {
+    static func read(_ path: String) throws -> [[String]] {
+        try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+            .map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+    }
+}
