@@ -5,7 +5,7 @@
 # log-sum-exp, LS by exact differences; chunked to fit memory), one after the other on the same cores and the
 # same test queries (z = x0 + t eps from `pspc queries`). Prints per-query times, the ratio peer / pspc and the
 # largest difference of the two outputs (pspc writes float32 .npy files, so ~1e-7 is agreement).
-# Environment: PSPC_BENCH_TRAIN (10000), PSPC_BENCH_QUERIES (ELS queries, 4), PSPC_BENCH_LS_QUERIES (64),
+# Environment: PSPC_BENCH_TRAIN (10000), PSPC_BENCH_QUERIES (ELS queries, 8: pspc takes ELS queries eight at a time), PSPC_BENCH_LS_QUERIES (64),
 # PSPC_BENCH_T (1.09), PSPC_BENCH_PATCH (3), PSPC_BENCH_THREADS (every core), PSPC_BENCH_METHODS ("els ls"),
 # PSPC_BIN (a pspc binary to time; default: builds the release one), PSPC_VENV (<repo>/.venv).
 set -euo pipefail
@@ -13,7 +13,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
 
 train="${PSPC_BENCH_TRAIN:-10000}"
-els_queries="${PSPC_BENCH_QUERIES:-4}"
+els_queries="${PSPC_BENCH_QUERIES:-8}"
 ls_queries="${PSPC_BENCH_LS_QUERIES:-64}"
 t="${PSPC_BENCH_T:-1.09}"
 patch="${PSPC_BENCH_PATCH:-3}"

@@ -331,6 +331,145 @@ public final class InProcessShard: PartialSumSource {
     func windowPosterior(
         _ queries: QueryBatch, t: Double, patchSize: Int, equivariant: Bool, cancellation: CancellationFlag? = nil
     ) throws -> SoftmaxPartials {
+        if equivariant, let tables = try elsByFactorTables(queries, t: t, patchSize: patchSize, cancellation: cancellation) {
+            return tables
+        }
+        return try windowPosteriorByDistances(
+            queries, t: t, patchSize: patchSize, equivariant: equivariant, edgesOnly: false, cancellation: cancellation)
+    }
+
+    /// Memory the ELS factor tables may take per batch of 8 queries (bytes): 256 levels x 8 lanes x 8 bytes per
+    /// query element, 12.8 MB at 1x28x28 and 201 MB at 3x64x64; larger images use the distance kernel.
+    public static let elsTableBudget = 256 << 20
+
+    /// `PSPC_ELS_TABLES=off` makes ELS use the distance kernel everywhere (for benchmarks that compare the two).
+    static let elsTablesEnabled = ProcessInfo.processInfo.environment["PSPC_ELS_TABLES"] != "off"
+
+    /// ELS through factor tables (`pspc_els_interior`) for the interior pixels and the distance kernel for the
+    /// edge pixels; nil when the images have no interior pixels for this window or the tables would not fit
+    /// `elsTableBudget`. A weight is exp(-(D - C) / 2t^2) with C the query window's distance to its nearest pixel
+    /// levels, so the interior partial of pixel p is m = -C / 2t^2 + log(max weight), s and v the sums divided
+    /// by that max weight: the same (m, s, v) the distance kernel gives, without the e^-40 pruning. Where the
+    /// largest weight of a query pixel falls below 1e-200 (the table's reference is far from every candidate:
+    /// tiny t, large windows), that query is computed by the distance kernel instead, so nothing underflows.
+    func elsByFactorTables(
+        _ queries: QueryBatch, t: Double, patchSize: Int, cancellation: CancellationFlag?
+    ) throws -> SoftmaxPartials? {
+        let r = patchSize / 2, rows = shape.height, cols = shape.width, channels = shape.channels
+        let hw = shape.pixelCount, dim = shape.dimension, lanes = ImageSet.lanes, b = queries.count
+        guard Self.elsTablesEnabled, rows > 2 * r, cols > 2 * r, channels <= 4, dim * 256 * lanes * 8 <= Self.elsTableBudget, b > 0,
+            images.count > 0
+        else {
+            return nil
+        }
+        var result = try windowPosteriorByDistances(
+            queries, t: t, patchSize: patchSize, equivariant: true, edgesOnly: true, cancellation: cancellation)
+        let invTwoT2 = 1 / (2 * t * t)
+        // Images per work item: a function of the shard alone (at most 64 items), so the sums are added in the
+        // same order on every worker.
+        let perItem = max(16, (images.count + 63) / 64)
+        let items = (images.count + perItem - 1) / perItem
+        let g = SharedBuffer<Double>.allocate(dim * 256 * lanes, value: 0)
+        let nearest = SharedBuffer<Double>.allocate(dim * lanes, value: 0)
+        let sums = SharedBuffer<Double>.allocate(items * hw * lanes, value: 0)
+        let values = SharedBuffer<Double>.allocate(items * hw * channels * lanes, value: 0)
+        let maxima = SharedBuffer<Double>.allocate(items * hw * lanes, value: 0)
+        defer {
+            for buffer in [g, nearest, sums, values, maxima] { buffer.base.deallocate() }
+        }
+        let scratchSize = pspc_els_scratch_doubles(Int32(channels), Int32(rows), Int32(cols), Int32(patchSize))
+        var fallback: [Int] = []
+        for first in stride(from: 0, to: b, by: lanes) {
+            try cancellation?.check()
+            // Lane-major queries; lanes past the batch repeat its last query.
+            var z = [Double](repeating: 0, count: lanes * dim)
+            for lane in 0..<lanes {
+                let q = min(first + lane, b - 1)
+                for d in 0..<dim { z[lane * dim + d] = queries.values[q * dim + d] }
+            }
+            pspc_els_tables(z, dim, invTwoT2, g.base, nearest.base)
+            sums.base.update(repeating: 0, count: items * hw * lanes)
+            values.base.update(repeating: 0, count: items * hw * channels * lanes)
+            maxima.base.update(repeating: 0, count: items * hw * lanes)
+            images.withTiles { set in
+                let views = ELSViews(
+                    set: set, g: g.base, s: sums.base, v: values.base, wmax: maxima.base)
+                parallelFor(count: items, threads: threads) { item in
+                    if cancellation?.isCancelled == true { return }
+                    let scratch = UnsafeMutablePointer<Double>.allocate(capacity: scratchSize)
+                    defer { scratch.deallocate() }
+                    let lo = item * perItem, hi = min(images.count, lo + perItem)
+                    pspc_els_interior(
+                        views.set, lo, hi, views.g, Int32(patchSize), views.s + item * hw * lanes,
+                        views.v + item * hw * channels * lanes, views.wmax + item * hw * lanes, scratch)
+                }
+            }
+            try cancellation?.check()
+            for lane in 0..<min(lanes, b - first) {
+                let q = first + lane
+                var underflow = false
+                for y in r..<(rows - r) {
+                    for x in r..<(cols - r) {
+                        let p = y * cols + x
+                        var total = 0.0, top = 0.0
+                        var value = [Double](repeating: 0, count: channels)
+                        for item in 0..<items {
+                            total += sums.base[(item * hw + p) * lanes + lane]
+                            top = max(top, maxima.base[(item * hw + p) * lanes + lane])
+                            for c in 0..<channels {
+                                value[c] += values.base[((item * hw + p) * channels + c) * lanes + lane]
+                            }
+                        }
+                        guard top >= 1e-200 else {
+                            underflow = true
+                            break
+                        }
+                        var offset = 0.0
+                        for c in 0..<channels {
+                            for dy in -r...r {
+                                for dx in -r...r {
+                                    offset += nearest.base[(c * hw + (y + dy) * cols + x + dx) * lanes + lane]
+                                }
+                            }
+                        }
+                        let slot = q * hw + p
+                        result.m[slot] = -offset * invTwoT2 + log(top)
+                        result.s[slot] = total / top
+                        for c in 0..<channels { result.v[slot * channels + c] = value[c] / top }
+                    }
+                    if underflow { break }
+                }
+                if underflow { fallback.append(q) }
+            }
+        }
+        for q in fallback {
+            let one = QueryBatch(values: Array(queries.values[(q * dim)..<((q + 1) * dim)]), shape: shape)
+            let exact = try windowPosteriorByDistances(
+                one, t: t, patchSize: patchSize, equivariant: true, edgesOnly: false, cancellation: cancellation)
+            for p in 0..<hw {
+                result.m[q * hw + p] = exact.m[p]
+                result.s[q * hw + p] = exact.s[p]
+                for c in 0..<channels { result.v[(q * hw + p) * channels + c] = exact.v[p * channels + c] }
+            }
+        }
+        return result
+    }
+
+    /// The C views every ELS table work item reads and writes (disjoint per item).
+    private struct ELSViews: @unchecked Sendable {
+        let set: UnsafePointer<pspc_image_tiles>
+        let g: UnsafePointer<Double>
+        let s: UnsafeMutablePointer<Double>
+        let v: UnsafeMutablePointer<Double>
+        let wmax: UnsafeMutablePointer<Double>
+    }
+
+    /// LS and ELS by window distances (`pspc_window_posterior`); with `edgesOnly` (ELS) the interior pixels keep
+    /// their empty partials.
+    func windowPosteriorByDistances(
+        _ queries: QueryBatch, t: Double, patchSize: Int, equivariant: Bool, edgesOnly: Bool,
+        cancellation: CancellationFlag?
+    ) throws -> SoftmaxPartials {
         let b = queries.count, hw = shape.pixelCount, channels = shape.channels, lanes = ImageSet.lanes
         let dim = shape.dimension
         var result = SoftmaxPartials.empty(slots: b * hw, valueLength: channels)
@@ -369,7 +508,7 @@ public final class InProcessShard: PartialSumSource {
                     laneV.initialize(repeating: 0, count: hw * channels * lanes)
                     pspc_window_posterior(
                         views.set, tiles.lowerBound, tiles.upperBound, views.z + q * dim, Int32(patchSize),
-                        equivariant ? 1 : 0, invTwoT2, laneM, laneS, laneV, scratch)
+                        equivariant ? 1 : 0, edgesOnly ? 1 : 0, invTwoT2, laneM, laneS, laneV, scratch)
                     for p in 0..<hw {
                         let slot = item * hw + p
                         for lane in 0..<lanes {

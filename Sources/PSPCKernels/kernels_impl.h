@@ -603,8 +603,8 @@ static inline void window_class(int y, int n, int r, int *lo, int *hi) {
 }
 
 void PSPC_VARIANT(pspc_window_posterior)(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z,
-                                         int patch, int equivariant, double inv_two_t2, double *m, double *s,
-                                         double *v, double *scratch) {
+                                         int patch, int equivariant, int edges_only, double inv_two_t2, double *m,
+                                         double *s, double *v, double *scratch) {
     int rows = set->height, cols = set->width, channels = set->channels, r = patch / 2;
     long hw = (long)rows * cols, dim = channels * hw;
     // Tile pixels [C H W] | per-pixel distances e [H W] | row box sums of e [H W] | a pixel's candidate logits
@@ -655,6 +655,7 @@ void PSPC_VARIANT(pspc_window_posterior)(const pspc_image_tiles *set, long tile_
             window_class(y, rows, r, &qy0, &qy1);
             int dy0 = -r > -y ? -r : -y, dy1 = r < rows - 1 - y ? r : rows - 1 - y;
             for (int xx = 0; xx < cols; xx++) {
+                if (edges_only && y >= r && y < rows - r && xx >= r && xx < cols - r) continue;
                 int qx0, qx1;
                 window_class(xx, cols, r, &qx0, &qx1);
                 int dx0 = -r > -xx ? -r : -xx, dx1 = r < cols - 1 - xx ? r : cols - 1 - xx;
@@ -713,5 +714,113 @@ void PSPC_VARIANT(pspc_window_posterior)(const pspc_image_tiles *set, long tile_
                     store(vp + c * PSPC_LANES, load(vp + c * PSPC_LANES) * scale + v_add[c]);
             }
         }
+    }
+}
+
+// MARK: - ELS interior by factor tables (pspc_els_interior in PSPCKernels.h)
+
+/// One vector of 8 query lanes from the table of query pixel `e` (flat c * H * W + y * W + x) at level u.
+static inline vd els_factor(const double *g, long e, int u) { return load(g + ((e << 8) + u) * PSPC_LANES); }
+
+/// The body of pspc_els_interior, inlined for the common window sides so their products unroll.
+static inline __attribute__((always_inline)) void els_interior(const pspc_image_tiles *set, long image_begin,
+                                                               long image_end, const double *g, const int patch,
+                                                               int tile, double *s, double *v, double *wmax,
+                                                               double *scratch) {
+    int rows = set->height, cols = set->width, channels = set->channels, r = patch / 2;
+    long hw = (long)rows * cols, dim = (long)channels * hw;
+    int lo = r, hi_y = rows - r, hi_x = cols - r;  // interior rows [lo, hi_y), columns [lo, hi_x)
+    if (hi_y <= lo || hi_x <= lo) return;
+    int ni = hi_x - lo;  // interior columns (candidate columns)
+    int th = tile + 2 * r;  // query columns of a tile with its halo
+    long block = (long)tile * ni;
+    // Scratch: H [tile + 2r][W] | ring of `patch` R blocks [tile][ni] (vectors); pixel levels [C][W] and
+    // centre values [C][ni] of one training row. At most 4 channels (callers check).
+    vd *hb = (vd *)align64(scratch);
+    vd *ring = hb + (long)th * cols;
+    double *centre = (double *)(ring + (long)patch * block);
+    int *levels = (int *)(centre + (long)channels * ni);
+    // Query tiles of tile x tile interior pixels: the tables of a tile and its halo stay in cache while every
+    // image passes.
+    for (int ty = lo; ty < hi_y; ty += tile) {
+        int ty1 = ty + tile < hi_y ? ty + tile : hi_y;
+        for (int tx = lo; tx < hi_x; tx += tile) {
+            int tx1 = tx + tile < hi_x ? tx + tile : hi_x, tw = tx1 - tx;
+            for (long i = image_begin; i < image_end; i++) {
+                const uint8_t *tile_px = set->tiles + (i / PSPC_LANES) * dim * PSPC_LANES + (i % PSPC_LANES);
+#define PIXEL(c, yy, xx) ((int)tile_px[((long)(c) * hw + (long)(yy) * cols + (xx)) * PSPC_LANES])
+                // Candidate rows y' = y + dy for query rows y of the tile, both interior; the window rows
+                // a = y + k - r hold the training rows b = a + dy.
+                for (int dy = lo - (hi_y - 1); dy <= (hi_y - 1) - lo; dy++) {
+                    int y0 = ty > lo - dy ? ty : lo - dy, y1 = ty1 < hi_y - dy ? ty1 : hi_y - dy;
+                    if (y1 <= y0) continue;
+                    for (int a = y0 - r; a < y1 + r; a++) {
+                        int b = a + dy;
+                        // H[x][x'] = prod_c g(query pixel (c, a, x), training level at (c, b, x')) for the tile's
+                        // columns and halo x in [tx - r, tx1 + r) and every training column x'.
+                        for (int c = 0; c < channels; c++)
+                            for (int xx = 0; xx < cols; xx++) levels[c * cols + xx] = PIXEL(c, b, xx);
+                        for (int xq = tx - r; xq < tx1 + r; xq++) {
+                            vd *hrow = hb + (long)(xq - (tx - r)) * cols;
+                            long e0 = (long)a * cols + xq;
+                            for (int xt = 0; xt < cols; xt++) hrow[xt] = els_factor(g, e0, levels[xt]);
+                            for (int c = 1; c < channels; c++) {
+                                long e = (long)c * hw + e0;
+                                for (int xt = 0; xt < cols; xt++) hrow[xt] *= els_factor(g, e, levels[c * cols + xt]);
+                            }
+                        }
+                        // R_a[x][x'] = prod over the window's columns k of H[x + k - r][x' + k - r].
+                        vd *ra = ring + (long)((a - (y0 - r)) % patch) * block;
+                        for (int xq = tx; xq < tx1; xq++) {
+                            vd *out = ra + (long)(xq - tx) * ni;
+                            const vd *h0 = hb + (long)(xq - tx) * cols + (lo - r);
+                            for (int j = 0; j < ni; j++) {
+                                vd prod = h0[j];
+                                for (int k = 1; k < patch; k++) prod *= h0[(long)k * (cols + 1) + j];
+                                out[j] = prod;
+                            }
+                        }
+                        int y = a - r;  // the query row whose window ends at row a
+                        if (y < y0) continue;
+                        // W[x][x'] = prod over the window's rows of R, summed at once over the candidates of row
+                        // y + dy: s += W, v += W x_c, wmax = max(wmax, W).
+                        const vd *rk[patch];
+                        for (int k = 0; k < patch; k++) rk[k] = ring + (long)((y - y0 + k) % patch) * block;
+                        for (int c = 0; c < channels; c++)
+                            for (int j = 0; j < ni; j++)
+                                centre[c * ni + j] = PIXEL(c, y + dy, lo + j) * kPixelScale - 1.0;
+                        for (int xq = 0; xq < tw; xq++) {
+                            long p = (long)y * cols + tx + xq, row = (long)xq * ni;
+                            vd sum = splat(0.0), top = load(wmax + p * PSPC_LANES);
+                            vd acc[4] = {splat(0.0), splat(0.0), splat(0.0), splat(0.0)};
+                            for (int j = 0; j < ni; j++) {
+                                vd w = rk[0][row + j];
+                                for (int k = 1; k < patch; k++) w *= rk[k][row + j];
+                                sum += w;
+                                top = vmax(top, w);
+                                for (int c = 0; c < channels && c < 4; c++) acc[c] += w * splat(centre[c * ni + j]);
+                            }
+                            store(s + p * PSPC_LANES, load(s + p * PSPC_LANES) + sum);
+                            store(wmax + p * PSPC_LANES, top);
+                            for (int c = 0; c < channels; c++) {
+                                double *vp = v + (p * channels + c) * PSPC_LANES;
+                                store(vp, load(vp) + acc[c]);
+                            }
+                        }
+                    }
+                }
+#undef PIXEL
+            }
+        }
+    }
+}
+
+void PSPC_VARIANT(pspc_els_interior)(const pspc_image_tiles *set, long image_begin, long image_end, const double *g,
+                                     int patch, int tile, double *s, double *v, double *wmax, double *scratch) {
+    switch (patch) {
+    case 3: els_interior(set, image_begin, image_end, g, 3, tile, s, v, wmax, scratch); break;
+    case 5: els_interior(set, image_begin, image_end, g, 5, tile, s, v, wmax, scratch); break;
+    case 7: els_interior(set, image_begin, image_end, g, 7, tile, s, v, wmax, scratch); break;
+    default: els_interior(set, image_begin, image_end, g, patch, tile, s, v, wmax, scratch); break;
     }
 }

@@ -143,6 +143,35 @@ final class WindowMachineTests: XCTestCase {
         }
     }
 
+    /// The interior pixels go through factor tables eight queries at a time; a query whose best candidate is far
+    /// from the tables' reference (a flat grey image at t = 0.002 with 7 x 7 windows: every weight would underflow)
+    /// is recomputed by the distance kernel. A batch of 9 (two groups of 8, the second padded) mixing both kinds
+    /// at P = 3 and 7 and t = 0.002, 1.09 and 80 matches the reference query by query.
+    func testFactorTablesAndTheirUnderflowFallbackMatchTheReference() async throws {
+        let c = Self.cases[0], images = c.images, shape = c.shape, dim = shape.dimension
+        let engine = try c.engine()
+        for t in [0.002, 1.09, 80] {
+            var batch: [Double] = []
+            for i in 0..<9 {
+                if i == 2 || i == 8 {
+                    batch += (0..<dim).map { 0.37 + 1e-4 * Double($0 % 7) }
+                } else {
+                    batch += c.query(i % 4, t: t)
+                }
+            }
+            for patch in [3, 7] {
+                let out = try await engine.denoise(batch, t: t, method: .els(.constant(patch))).values
+                for i in 0..<9 {
+                    let z = Array(batch[(i * dim)..<((i + 1) * dim)])
+                    let expected = WindowReference.denoise(
+                        z: z, t: t, images: images, shape: shape, patch: patch, equivariant: true)
+                    let error = relativeError(Array(out[(i * dim)..<((i + 1) * dim)]), expected)
+                    XCTAssertLessThanOrEqual(error, 1e-11, "els P=\(patch) t=\(t) query \(i)")
+                }
+            }
+        }
+    }
+
     /// Every CPU level's kernel (baseline, AVX2, AVX-512; levels the CPU lacks fall back) against the reference,
     /// on the 3-channel case at six grid t.
     func testEveryKernelLevelMatchesTheReference() async throws {

@@ -120,9 +120,36 @@ long pspc_window_scratch_doubles(int channels, int height, int width);
 /// LS: the windows at p of every image; ELS: the windows at every position with p's padding pattern. For images
 /// [tile_begin, tile_end) * 8 of `set`, updates per-lane running state: `m`, `s` [H W][PSPC_LANES] (start at
 /// -inf, 0) and `v` [H W][C][PSPC_LANES] (start at 0). Distances are sums of squared differences; candidates
-/// whose logit is e^-40 below the running maximum in all 8 lanes are skipped, as in the crop kernels.
+/// whose logit is e^-40 below the running maximum in all 8 lanes are skipped, as in the crop kernels. With
+/// `edges_only` (ELS) the interior pixels, which `pspc_els_interior` computes, are left alone.
 void pspc_window_posterior(const pspc_image_tiles *set, long tile_begin, long tile_end, const double *z, int patch,
-                           int equivariant, double inv_two_t2, double *m, double *s, double *v, double *scratch);
+                           int equivariant, int edges_only, double inv_two_t2, double *m, double *s, double *v,
+                           double *scratch);
+
+/// ELS factor tables for 8 queries `z` [8][dim] (lane-major): for every query element e and pixel level u,
+/// g[((e * 256) + u) * 8 + lane] = exp(-((z[lane][e] - x(u))^2 - nearest[e * 8 + lane]) * inv_two_t2), x(u) =
+/// u / 127.5 - 1, where nearest[e * 8 + lane] = min_u (z[lane][e] - x(u))^2, so every factor is in (0, 1]. The
+/// weight of a candidate window is the product of its elements' factors: exp(-(D - C) * inv_two_t2) with D the
+/// squared distance and C the sum of `nearest` over the query window (libm exp, no approximation).
+void pspc_els_tables(const double *z, long dim, double inv_two_t2, double *g, double *nearest);
+
+/// Side of the square tiles of query pixels `pspc_els_interior` takes at a time.
+int pspc_els_tile(int channels, int patch);
+
+/// Per-thread scratch size in doubles for `pspc_els_interior`.
+long pspc_els_scratch_doubles(int channels, int height, int width, int patch);
+
+/// ELS for the interior pixels p (rows and columns at least patch / 2 from every edge) of 8 queries at once (vector
+/// lanes are queries here), from their factor tables `g`: for training images [image_begin, image_end) of `set`,
+/// adds to s[p][8] the sum over every interior window q of every image of the weight W(p, q) (the product of the
+/// factors of the window's elements) and to v[p][C][8] the sums of W(p, q) x[c, q], and raises wmax[p][8] to the
+/// largest weight (start s, v, wmax at 0). Each weight is a product of
+/// pixel-pair factors shared by the windows that overlap: H = the factors of one query row against one training
+/// row, R = products along the window's columns, W = products of R along the window's rows; no exp, no
+/// distance sums. Query pixels go in square tiles (`pspc_els_tile`) so the tables of a tile and its halo stay in
+/// cache while the images pass. Weights far below the table's reference underflow to 0; callers check the sums.
+void pspc_els_interior(const pspc_image_tiles *set, long image_begin, long image_end, const double *g, int patch,
+                       double *s, double *v, double *wmax, double *scratch);
 
 /// Vector exp for testing the kernels' approximation: out[i] = exp(in[i]) for in[i] in [-708, 709].
 void pspc_exp(const double *in, double *out, long n);
