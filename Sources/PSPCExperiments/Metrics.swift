@@ -2,11 +2,13 @@
 /// threads or on how a run was split).
 public enum Metrics {
     /// Mean over all elements of (a - b)^2.
-    public static func mse(_ a: [Double], _ b: [Double]) -> Double {
+    public static func mse(_ a: [Double], _ b: [Double]) -> Double { mse(a[...], b[...]) }
+
+    public static func mse(_ a: ArraySlice<Double>, _ b: ArraySlice<Double>) -> Double {
         precondition(a.count == b.count && !a.isEmpty, "mse of arrays of different or zero length")
         var sum = 0.0
-        for i in a.indices {
-            let d = a[i] - b[i]
+        for (x, y) in zip(a, b) {
+            let d = x - y
             sum += d * d
         }
         return sum / Double(a.count)

@@ -172,10 +172,22 @@ public struct Sweep: Sendable {
         return work
     }
 
-    /// The errors of every variant at every t, from the stored files.
-    public func results() throws -> [SweepRow] {
+    /// Per-query squared errors of `output` against `reference`, each the mean over the query's values.
+    static func perQueryMSE(_ output: [Double], _ reference: [Double], dimension: Int) -> [Double] {
+        stride(from: 0, to: output.count, by: dimension).map { start in
+            Metrics.mse(output[start..<(start + dimension)], reference[start..<(start + dimension)])
+        }
+    }
+
+    /// The errors of every variant at every t, from the stored files, with 95 % bootstrap intervals over queries
+    /// (2000 resamples, seed 0), and each query's errors (`perQuery`, in row order).
+    public func results() throws -> [SweepRow] { try resultsWithQueries().rows }
+
+    public func resultsWithQueries() throws -> (rows: [SweepRow], perQuery: [(network: [Double], x0: [Double])]) {
         let x0 = try Self.readImages(run.file("x0.npy"), shape: shape)
+        let bootstrap = Bootstrap()
         var rows: [SweepRow] = []
+        var perQuery: [(network: [Double], x0: [Double])] = []
         for i in grid.indices {
             let reference = try Self.readImages(run.file(outputFile(i, .network)), shape: shape)
             guard reference.count == x0.count else {
@@ -185,20 +197,35 @@ public struct Sweep: Sendable {
                 let path = run.file(outputFile(i, variant))
                 let output = try Self.readImages(path, shape: shape)
                 guard output.count == x0.count else { throw DataError.invalid("\(path) does not match x0.npy in size") }
+                let toNetwork = Self.perQueryMSE(output, reference, dimension: shape.dimension)
+                let toX0 = Self.perQueryMSE(output, x0, dimension: shape.dimension)
+                perQuery.append((toNetwork, toX0))
                 rows.append(
                     SweepRow(
                         tIndex: i, t: grid[i], method: variant.method, param: variant.param, label: variant.label,
                         mseToNetwork: Metrics.mse(output, reference), mseToX0: Metrics.mse(output, x0),
-                        queries: x0.count / shape.dimension))
+                        queries: x0.count / shape.dimension, mseToNetworkInterval: bootstrap.mean(toNetwork),
+                        mseToX0Interval: bootstrap.mean(toX0)))
             }
         }
-        return rows
+        return (rows, perQuery)
     }
 
-    /// Writes results.csv and results.json; returns the rows.
+    /// Writes results.csv, results.json and per-query.csv (each query's errors, for paired comparisons); returns
+    /// the rows.
     @discardableResult
     public func writeResults() throws -> [SweepRow] {
-        let rows = try results()
+        let (rows, perQuery) = try resultsWithQueries()
+        var text = "t_index,label,query,mse_to_network,mse_to_x0\n"
+        for (row, errors) in zip(rows, perQuery) {
+            for q in errors.network.indices {
+                text += CSVText.line([
+                    String(row.tIndex), row.label, String(q), RunNumber.text(errors.network[q]),
+                    RunNumber.text(errors.x0[q]),
+                ])
+            }
+        }
+        try run.writeText(text, to: "per-query.csv")
         try run.writeText(SweepResults.csv(rows), to: "results.csv")
         try run.writeJSON(SweepResults.json(rows, kind: kind.rawValue, grid: grid), to: "results.json")
         return rows

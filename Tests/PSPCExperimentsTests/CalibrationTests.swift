@@ -83,7 +83,20 @@ final class CalibrationTests: XCTestCase {
         let rows = [
             row(0, 80, "network", .none, 0), row(0, 80, "pspc-square", .patchSize(3), 1.0 / 3),
             row(0, 80, "pspc-flex", .lambda(0.7), 2.0 / 3), row(0, 80, "pspc-square", .schedule, 1e-300),
+            row(0, 80, "ls", .patchSize(5), 0.25), row(0, 80, "els", .patchSize(3), 0.5),
         ]
+        var withIntervals = rows
+        withIntervals[1].mseToNetworkInterval = Bootstrap.Interval(low: 0.3, high: 0.4)
+        withIntervals[1].mseToX0Interval = Bootstrap.Interval(low: 0.9, high: 1.1)
+        try run.writeText(SweepResults.csv(withIntervals), to: "results.csv")
+        XCTAssertEqual(try SweepResults.read(run), withIntervals)
+        // Files written before the intervals (8 columns) still read.
+        var old = SweepResults.headerWithoutIntervals + "\n"
+        for line in SweepResults.csv(rows).split(separator: "\n").dropFirst() {
+            old += line.split(separator: ",", omittingEmptySubsequences: false).prefix(8).joined(separator: ",") + "\n"
+        }
+        try run.writeText(old, to: "results.csv")
+        XCTAssertEqual(try SweepResults.read(run), rows)
         try run.writeText(SweepResults.csv(rows), to: "results.csv")
         XCTAssertEqual(try SweepResults.read(run), rows)
         let text = SweepResults.csv(rows)

@@ -39,12 +39,26 @@ final class SweepTests: XCTestCase {
                 XCTAssertEqual(row.mseToNetwork, Metrics.mse(output, network), "\(variant.label) t=\(t)")
                 XCTAssertEqual(row.mseToX0, Metrics.mse(output, x0), "\(variant.label) t=\(t)")
                 XCTAssertEqual(row.queries, 7)
+                // The intervals are the bootstrap of the per-query errors, whose mean is the row's MSE.
+                let d = Fixture.shape.dimension
+                let perQuery = (0..<7).map { q in
+                    Metrics.mse(Array(output[(q * d)..<((q + 1) * d)]), Array(x0[(q * d)..<((q + 1) * d)]))
+                }
+                XCTAssertEqual(perQuery.reduce(0, +) / 7, row.mseToX0, accuracy: 1e-12 * row.mseToX0)
+                XCTAssertEqual(row.mseToX0Interval, Bootstrap().mean(perQuery))
+                let interval = try XCTUnwrap(row.mseToNetworkInterval)
+                XCTAssertTrue(interval.contains(row.mseToNetwork) && interval.low < interval.high, "\(variant.label)")
             }
             XCTAssertEqual(rows.first { $0.tIndex == i && $0.method == "network" }!.mseToNetwork, 0)
         }
         let json = try RunDirectory.readJSON(sweep.run.file("results.json"))
         XCTAssertEqual(json["rows"]?.array?.count, rows.count)
         XCTAssertEqual(json["rows"]?.array?[3]["mse_to_network"]?.double, rows[3].mseToNetwork)
+        XCTAssertEqual(json["rows"]?.array?[3]["mse_to_x0_ci"]?.array?.count, 2)
+        // per-query.csv: one line per (row, query), the values the intervals come from.
+        let perQuery = try CSVText.records(String(decoding: try FileIO.read(sweep.run.file("per-query.csv")), as: UTF8.self))
+        XCTAssertEqual(perQuery.first, ["t_index", "label", "query", "mse_to_network", "mse_to_x0"])
+        XCTAssertEqual(perQuery.count, 1 + rows.count * 7)
     }
 
     /// Interrupted after some units and re-run: the results are the same bytes as an uninterrupted run.
