@@ -282,9 +282,9 @@ public actor DenoisingEngine {
         let dim = shape.dimension, step = Self.momentRowsPerRequest(dimension: dim)
         var total = Moments.zero(dimension: dim)
         for start in stride(from: 0, to: dim, by: step) {
-            // Each block is merged over the shards in shard order, as the whole matrix would be: a block's rows
-            // hold exactly the bits they have in the whole sum (pspc_outer_rows), so the model does not depend on
-            // the block size.
+            // Each block is merged over the shards in shard order, as the whole matrix would be: a shard's moments
+            // are exactly rounded (InProcessShard.moments), so a block's rows hold the bits they have in the whole
+            // sum and the model does not depend on the block size or on which worker answered.
             let rows = start..<min(dim, start + step)
             var block = Moments.zero(dimension: dim, rows: rows)
             for answer in try await gather(.moments(rows: rows)) {

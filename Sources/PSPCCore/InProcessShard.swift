@@ -549,47 +549,46 @@ public final class InProcessShard: PartialSumSource {
 
     // MARK: - Moments
 
-    /// Rows of the outer sum per parallel work item (whole micro-tiles of 4 rows).
-    private static let momentsRowsPerItem = 64
-
-    /// Count, sum x and rows `rows` of sum x x^T. Every element of the outer sum adds the shard's images one
-    /// at a time in order (`pspc_outer_rows`), so a block of rows asked on its own is, bit for bit, those rows
-    /// of the whole matrix: a coordinator that asks for the matrix in blocks gets what one request gives.
+    /// Count, sum x and rows `rows` of sum x x^T, exactly rounded. With x = (2u - 255) / 255 for the uint8 level
+    /// u, x_a x_b = (4 u_a u_b - 510 u_a - 510 u_b + 65025) / 65025, so the engine sums the integers u and u_a u_b
+    /// (dgemm on integer-valued doubles: every partial sum is an integer below 2^53 for fewer than 1.38e11 images,
+    /// so it is exact in any order and on any number of threads) and divides once. The answer is the correctly
+    /// rounded moments: the same bits for any block of rows, any BLAS, and the torch worker.
     func moments(rows: Range<Int>) -> Moments {
         let dim = shape.dimension
         var result = Moments.zero(dimension: dim, rows: rows)
-        result.count = images.count
+        let n = images.count
+        result.count = n
+        guard n > 0, !rows.isEmpty else { return result }
+        let pixels = images.images()
         let block = blockImages
-        let perItem = Self.momentsRowsPerItem
-        let items = (rows.count + perItem - 1) / perItem
-        var x = [Double](repeating: 0, count: block * dim)
-        images.withTiles { set in
-            var first = 0
-            while first < images.count {
-                let n = min(block, images.count - first)
-                pspc_tiles_to_rows(set, first, n, &x, nil)
-                for i in 0..<n {
-                    for d in 0..<dim { result.sum[d] += x[i * dim + d] }
-                }
-                x.withUnsafeBufferPointer { xBuffer in
-                    result.outer.withUnsafeMutableBufferPointer { outerBuffer in
-                        let views = OuterViews(x: xBuffer.baseAddress!, outer: outerBuffer.baseAddress!)
-                        parallelFor(count: items, threads: threads) { item in
-                            let lo = item * perItem, hi = min(rows.count, lo + perItem)
-                            pspc_outer_rows(
-                                views.x, n, dim, rows.lowerBound + lo, hi - lo, views.outer + lo * dim)
-                        }
-                    }
-                }
-                first += n
+        var u = [Double](repeating: 0, count: block * dim)
+        var levelSums = [Double](repeating: 0, count: dim)
+        var products = [Double](repeating: 0, count: rows.count * dim)
+        var first = 0
+        while first < n {
+            let count = min(block, n - first)
+            for i in 0..<(count * dim) {
+                u[i] = Double(pixels[first * dim + i])
+                levelSums[i % dim] += u[i]
+            }
+            // products[rows, :] += U[:, rows]^T U.
+            u.withUnsafeBufferPointer { ub in
+                cblas_dgemm(
+                    CblasRowMajor, CblasTrans, CblasNoTrans, Int32(rows.count), Int32(dim), Int32(count), 1,
+                    ub.baseAddress! + rows.lowerBound, Int32(dim), ub.baseAddress!, Int32(dim), 1, &products,
+                    Int32(dim))
+            }
+            first += count
+        }
+        let images = Double(n)
+        for d in 0..<dim { result.sum[d] = (2 * levelSums[d] - 255 * images) / 255 }
+        for (r, a) in rows.enumerated() {
+            for b in 0..<dim {
+                let numerator = 4 * products[r * dim + b] - 510 * levelSums[a] - 510 * levelSums[b] + 65025 * images
+                result.outer[r * dim + b] = numerator / 65025
             }
         }
         return result
-    }
-
-    /// The rows of one block of images, read by every work item, and the outer rows they write (disjoint).
-    private struct OuterViews: @unchecked Sendable {
-        let x: UnsafePointer<Double>
-        let outer: UnsafeMutablePointer<Double>
     }
 }

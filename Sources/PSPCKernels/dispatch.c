@@ -22,7 +22,6 @@
     void pspc_runs_composite_##level(const pspc_image_tiles *, long, long, const double *,                     \
                                      const pspc_mask_runs *, double, const double *, double *, double *);      \
     void pspc_tiles_to_rows_##level(const pspc_image_tiles *, long, long, double *, double *);                 \
-    void pspc_outer_rows_##level(const double *, long, long, long, long, double *);                             \
     void pspc_softmax_block_##level(double *, long, long, long, const double *, const double *, double,        \
                                     double *, double *, double *);                                             \
     void pspc_exp_##level(const double *, double *, long);                                                    \
@@ -136,10 +135,6 @@ void pspc_runs_composite(const pspc_image_tiles *set, long tile_begin, long tile
 
 void pspc_tiles_to_rows(const pspc_image_tiles *set, long first, long count, double *out, double *norms) {
     DISPATCH(pspc_tiles_to_rows, set, first, count, out, norms)
-}
-
-void pspc_outer_rows(const double *rows, long count, long dim, long row_start, long row_count, double *outer) {
-    DISPATCH(pspc_outer_rows, rows, count, dim, row_start, row_count, outer)
 }
 
 void pspc_softmax_block(double *dots, long rows, long cols, long ld, const double *qnorm, const double *xnorm,

@@ -473,69 +473,6 @@ void PSPC_VARIANT(pspc_tiles_to_rows)(const pspc_image_tiles *set, long first, l
     }
 }
 
-/// Images and columns per step of `pspc_outer_rows`: a chunk of images times a panel of columns, copied
-/// contiguous (256 KB), stays in L2 while every row of the block passes over it.
-#define PSPC_OUTER_CHUNK 128
-#define PSPC_OUTER_PANEL 256
-
-/// outer[r][j] += sum_i x[i][row + r] * panel[i][j] for r < nrows (at most 4), j < width, i ascending; the
-/// accumulators of 4 rows x 16 columns stay in registers over the chunk's images.
-static inline __attribute__((always_inline)) void outer_block(const double *x, const double *panel, long n,
-                                                              long dim, long row, int nrows, long width,
-                                                              double *outer) {
-#pragma clang fp contract(off)
-    long j = 0;
-    for (; j + 2 * PSPC_LANES <= width; j += 2 * PSPC_LANES) {
-        vd c[4][2];
-        for (int r = 0; r < nrows; r++) {
-            c[r][0] = load(outer + r * dim + j);
-            c[r][1] = load(outer + r * dim + j + PSPC_LANES);
-        }
-        for (long i = 0; i < n; i++) {
-            const double *b = panel + i * PSPC_OUTER_PANEL + j;
-            vd b0 = load(b), b1 = load(b + PSPC_LANES);
-            for (int r = 0; r < nrows; r++) {
-                vd a = splat(x[i * dim + row + r]);
-                c[r][0] = c[r][0] + a * b0;
-                c[r][1] = c[r][1] + a * b1;
-            }
-        }
-        for (int r = 0; r < nrows; r++) {
-            store(outer + r * dim + j, c[r][0]);
-            store(outer + r * dim + j + PSPC_LANES, c[r][1]);
-        }
-    }
-    for (; j < width; j++) {
-        for (int r = 0; r < nrows; r++) {
-            double c = outer[r * dim + j];
-            for (long i = 0; i < n; i++) c = c + x[i * dim + row + r] * panel[i * PSPC_OUTER_PANEL + j];
-            outer[r * dim + j] = c;
-        }
-    }
-}
-
-void PSPC_VARIANT(pspc_outer_rows)(const double *rows, long count, long dim, long row_start, long row_count,
-                                   double *outer) {
-    double *panel = malloc(sizeof(double) * PSPC_OUTER_CHUNK * PSPC_OUTER_PANEL);
-    if (panel == NULL) abort();  // out of memory, as a Swift allocation would trap
-    for (long i0 = 0; i0 < count; i0 += PSPC_OUTER_CHUNK) {
-        long n = count - i0 < PSPC_OUTER_CHUNK ? count - i0 : PSPC_OUTER_CHUNK;
-        const double *x = rows + i0 * dim;
-        for (long j0 = 0; j0 < dim; j0 += PSPC_OUTER_PANEL) {
-            long width = dim - j0 < PSPC_OUTER_PANEL ? dim - j0 : PSPC_OUTER_PANEL;
-            for (long i = 0; i < n; i++) {
-                memcpy(panel + i * PSPC_OUTER_PANEL, x + i * dim + j0, sizeof(double) * width);
-            }
-            long r = 0;
-            for (; r + 4 <= row_count; r += 4) {
-                outer_block(x, panel, n, dim, row_start + r, 4, width, outer + r * dim + j0);
-            }
-            for (; r < row_count; r++) outer_block(x, panel, n, dim, row_start + r, 1, width, outer + r * dim + j0);
-        }
-    }
-    free(panel);
-}
-
 void PSPC_VARIANT(pspc_softmax_block)(double *dots, long rows, long cols, long ld, const double *qnorm, const double *xnorm,
                         double inv_two_t2, double *m, double *s, double *scale) {
     for (long b = 0; b < rows; b++) {

@@ -109,6 +109,22 @@ class NetworkService:
         self.served = 0
         self._lock = threading.Lock()
 
+    # What `FrameServer` serves: the handshake role, the requests computed on the compute thread (body name ->
+    # the method answering it and the response field), and the requests of other kinds of server refused in words.
+    role = pb.ROLE_NETWORK
+
+    @property
+    def operations(self) -> dict:
+        return {
+            "denoise_request": (self.denoise, "denoise_response"),
+            "heatmap_request": (self.heatmap, "heatmap_response"),
+        }
+
+    refusals = {
+        "partial_request": "a network endpoint serves denoise_request, heatmap_request and health_request, "
+        "not partial sums",
+    }
+
     # MARK: denoise
 
     def denoise(self, request: pb.DenoiseRequest, cancelled=lambda: False) -> pb.DenoiseResponse:
@@ -257,8 +273,11 @@ class _Job:
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
-class NetworkServer:
-    """Sockets around a `NetworkService`: asyncio connections, one compute thread."""
+class FrameServer:
+    """Sockets around a service (`NetworkService`, the torch worker's `WorkerService`): asyncio connections, the
+    handshake as the service's `role`, one compute thread for the service's `operations`, health, cancel and
+    shutdown answered on the event loop. `drain_seconds` > 0: on `stop()` the requests already taken may finish
+    for that long before they are cancelled (a worker's coordinators wait for them)."""
 
     def __init__(
         self,
@@ -269,7 +288,9 @@ class NetworkServer:
         handshake_timeout: float = 10.0,
         idle_timeout: float = 300.0,
         max_connections: int = 64,
+        drain_seconds: float = 0.0,
     ):
+        self.drain_seconds = drain_seconds
         self.service, self.token, self.max_frame_size = service, token, max_frame_size
         self.allow_shutdown = allow_shutdown
         self.handshake_timeout, self.idle_timeout = handshake_timeout, idle_timeout
@@ -289,6 +310,9 @@ class NetworkServer:
         """Stops accepting, cancels running work at its next chunk, closes every connection."""
         if self._server is not None:
             self._server.close()
+        deadline = asyncio.get_running_loop().time() + self.drain_seconds
+        while self._jobs and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
         for job in list(self._jobs):
             job.cancel.set()
         # Closing a transport ends its connection's read loop; cancelling the task instead would make
@@ -325,7 +349,7 @@ class NetworkServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.handshake_timeout
         handshake = wire.HandshakeServer(
-            self.token, role=pb.ROLE_NETWORK, node_id=self.service.node_id, info=self.service.info
+            self.token, role=self.service.role, node_id=self.service.node_id, info=self.service.info
         )
         jobs: dict[int, _Job] = {}
         slots = asyncio.Semaphore(MAX_IN_FLIGHT_PER_CONNECTION)
@@ -396,7 +420,7 @@ class NetworkServer:
             name = wire.require_body(frame)
             if name == "health_request":
                 reply = pb.Frame(request_id=rid, health_response=self.service.health())
-            elif name in ("denoise_request", "heatmap_request"):
+            elif name in self.service.operations:
                 reply = await self._compute(frame, name, jobs)
             elif name == "cancel":
                 job = jobs.get(frame.cancel.target_request_id)
@@ -412,10 +436,8 @@ class NetworkServer:
             elif name == "error":
                 log(f"peer reported: {frame.error.message}")
                 return
-            elif name == "partial_request":
-                raise WireError.unknown_operation(
-                    "a network endpoint serves denoise_request, heatmap_request and health_request, not partial sums"
-                )
+            elif name in self.service.refusals:
+                raise WireError.unknown_operation(self.service.refusals[name])
             else:
                 raise WireError.unexpected("a request", name)
         except WireError as error:
@@ -433,10 +455,7 @@ class NetworkServer:
         self.service.started()
         loop = asyncio.get_running_loop()
         try:
-            if name == "denoise_request":
-                call, key = self.service.denoise, "denoise_response"
-            else:
-                call, key = self.service.heatmap, "heatmap_response"
+            call, key = self.service.operations[name]
             body = await loop.run_in_executor(self.compute, call, getattr(frame, name), job.cancel.is_set)
             return pb.Frame(request_id=rid, **{key: body})
         except Cancelled:
@@ -445,7 +464,7 @@ class NetworkServer:
             return error.frame(rid)
         except Exception as error:
             if self.stopping.is_set():
-                return WireError.unavailable("the endpoint is stopping").frame(rid)
+                return WireError.unavailable("the server is stopping").frame(rid)
             log(f"request {rid} ({name}) failed:\n{traceback.format_exc()}")
             return WireError.internal(f"{type(error).__name__}: {error}").frame(rid)
         finally:
@@ -494,6 +513,10 @@ class NetworkServer:
                     break
         except (ConnectionError, asyncio.TimeoutError, OSError):
             pass
+
+
+# The network endpoint's name for it, kept for callers.
+NetworkServer = FrameServer
 
 
 # MARK: - Command line

@@ -411,11 +411,13 @@ def array_from_tensor(
     field: str,
     dtypes: tuple[int, ...] = (pb.DTYPE_FLOAT64, pb.DTYPE_FLOAT32),
     limits: TensorLimits = TensorLimits(),
+    allow_negative_infinity: bool = False,
 ) -> np.ndarray:
     """The tensor's values as a numpy array of its shape and dtype, after the checks of Tensor+Wire.swift:
     known dtype and compression, no negative dimension, size within `limits`, `raw_size` agreeing with the
     shape, the payload holding exactly that many bytes (a zstd payload: one frame stating that content
-    size and expanding to it), and the dtype one of `dtypes`. Float values must be finite."""
+    size and expanding to it), and the dtype one of `dtypes`. Float values must be finite (or -inf, the log of an
+    empty sum, with `allow_negative_infinity`)."""
     element = _ELEMENT.get(tensor.dtype)
     if element is None:
         raise WireError.unknown_enum(f"{field}.dtype", tensor.dtype)
@@ -464,6 +466,8 @@ def array_from_tensor(
     array = np.frombuffer(raw, dtype=element).reshape(shape)
     if array.dtype.kind == "f":
         bad = ~np.isfinite(array)
+        if allow_negative_infinity:
+            bad &= array != -np.inf
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise WireError.invalid_tensor(f"{field}[{i}] is {array.reshape(-1)[i]}; values must be finite")

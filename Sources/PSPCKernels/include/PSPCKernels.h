@@ -98,12 +98,6 @@ void pspc_runs_composite(const pspc_image_tiles *set, long tile_begin, long tile
 /// and writes their squared norms to `norms[count]` when `norms` is not NULL.
 void pspc_tiles_to_rows(const pspc_image_tiles *set, long first, long count, double *out, double *norms);
 
-/// Adds to `outer` [row_count][dim] rows row_start ..< row_start + row_count of X^T X for the float64 rows
-/// X = `rows` [count][dim]: outer[r][j] += sum_i rows[i][row_start + r] * rows[i][j]. Every element adds its
-/// images one at a time, in order, each product rounded before it is added (never fused), so a block of
-/// rows holds exactly the bits those rows have in the whole matrix, on every CPU level.
-void pspc_outer_rows(const double *rows, long count, long dim, long row_start, long row_count, double *outer);
-
 /// One block of the streamed empirical softmax. `dots[b * ld + j]` holds z_b . x_j for j < cols; on return it
 /// holds exp(l_bj - m_b) with l_bj = -max(qnorm_b + xnorm_j - 2 dots, 0) * inv_two_t2 and m_b the updated
 /// running max. `scale[b]` receives exp(m_old - m_new), the factor the caller applies to its running
