@@ -92,15 +92,16 @@ def split_grid_exponent(max_abs_zeta: float, terms: int) -> int:
     return math.floor((52 - math.log2(bound)) / 2)
 
 
-def window_logits(z_units: torch.Tensor, w: torch.Tensor, inv_two_t2: float) -> torch.Tensor:
+def window_logits(z_units: torch.Tensor, w: torch.Tensor, inv_two_t2: float, k: int) -> torch.Tensor:
     """Logits -||z - x||^2 / 2t^2 between query rows and training rows: `z_units` is 255 z `[S, J]`, `w` the
     training values 2u - 255 (0 for padding) `[n, J]`, both float64; returns `[S, n]`. Two products: the exact
     ||h - w||^2 = [h, ||h||^2, 1] . [-2w, 1, ||w||^2] (every partial sum a multiple of 2^-2k below 2^53, so any
-    summation order gives it exactly), to which the small remainder [l, 2 l.h + ||l||^2] . [-2w, 1] is added."""
+    summation order gives it exactly), to which the small remainder [l, 2 l.h + ||l||^2] . [-2w, 1] is added.
+    `k` is `split_grid_exponent` of the request's largest |255 z| (taken once per request: reading a value back
+    from a GPU would stall the queue of kernels the chunks keep full)."""
     rows, terms = z_units.shape
     if terms == 0 or rows == 0 or w.shape[0] == 0:
         return torch.zeros(rows, w.shape[0], dtype=torch.float64, device=z_units.device)
-    k = split_grid_exponent(float(z_units.abs().max()), terms)
     scale = 2.0**k
     h = torch.round(z_units * scale) / scale
     low = z_units - h
@@ -161,9 +162,10 @@ class ShardImages:
         v = torch.zeros(b, dim, dtype=torch.float64, device=self.device)
         inv = 1 / (2 * t * t)
         zu = z * 255
+        k = split_grid_exponent(float(np.abs(queries).max()) * 255, dim)
         for lo, hi in self._chunks(4 * b + 3 * dim, cancelled):
             w = self.u[lo:hi].reshape(hi - lo, dim).to(torch.float64) * 2 - 255
-            logits = window_logits(zu, w, inv)
+            logits = window_logits(zu, w, inv, k)
             m2, weights = _chunk_partials(logits)
             m, s, v = _merge(m, s, v, m2, weights.sum(1), weights @ (w / 255))
         return _host(m, s, v)
@@ -263,6 +265,7 @@ class ShardImages:
         terms = c * patch_size * patch_size
         z = self._queries(queries)
         zw = F.unfold(z * 255, patch_size, padding=r)  # [B, J, HW]
+        k = split_grid_exponent(float(np.abs(queries).max()) * 255, terms)
         m = torch.full((b, hw), -math.inf, dtype=torch.float64, device=self.device)
         s = torch.zeros(b, hw, dtype=torch.float64, device=self.device)
         v = torch.zeros(b, hw, c, dtype=torch.float64, device=self.device)
@@ -279,7 +282,7 @@ class ShardImages:
                 windows = F.unfold(w, patch_size, padding=r)[:, :, group]  # [n, J, g]; padding reads 0 (x = 0)
                 candidates = windows.transpose(1, 2).reshape(n * g, terms)
                 centres = (w.reshape(n, c, hw)[:, :, group].transpose(1, 2).reshape(n * g, c)) / 255
-                logits = window_logits(rows, candidates, inv)  # [B g, n g]
+                logits = window_logits(rows, candidates, inv, k)  # [B g, n g]
                 m2, weights = _chunk_partials(logits)
                 gm, gs, gv = _merge(gm, gs, gv, m2, weights.sum(1), weights @ centres)
             m[:, group] = gm.reshape(b, g)
