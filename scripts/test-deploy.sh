@@ -218,7 +218,8 @@ part_setup() {
 }
 
 part_lint() {
-    local scripts=(deploy/local/run.sh deploy/ssh/run.sh deploy/slurm/pspc.sbatch scripts/test-deploy.sh)
+    local scripts=(deploy/local/run.sh deploy/ssh/run.sh deploy/slurm/pspc.sbatch deploy/slurm/pspc-gpu.sbatch
+        scripts/test-deploy.sh)
     local s ok=1
     for s in "${scripts[@]}"; do bash -n "$s" || ok=0; done
     if apt_ensure shellcheck && command -v shellcheck >/dev/null; then
@@ -361,6 +362,34 @@ EOF
         fail "slurm: the job output does not list 3 workers' metrics addresses"
     fi
     no_workers_left "slurm"
+
+    # The GPU variant: torch workers through pspc-gpu.sbatch. This node has no GPU, so the gres request is
+    # cleared on the command line and the workers run on the CPU (PSPC_DEVICE=cpu); the rest is what a GPU node
+    # runs. Its directives must ask for one GPU per task.
+    if grep -q '^#SBATCH --gres=gpu:1$' deploy/slurm/pspc-gpu.sbatch; then
+        pass "slurm gpu: pspc-gpu.sbatch asks for --gres=gpu:1 per task"
+    else
+        fail "slurm gpu: pspc-gpu.sbatch lacks #SBATCH --gres=gpu:1"
+    fi
+    local python="${PSPC_VENV:-$root/.venv}/bin/python"
+    status=0
+    (cd "$work" && PSPC="$work/pspc" PSPC_DATA="$work/data" PSPC_REPLICATION=2 PSPC_START_TIMEOUT=120 \
+        PSPC_DEVICE=cpu PSPC_PYTHON="$python" PSPC_SCRIPTS="$root/scripts" PSPC_THREADS=1 \
+        PSPC_SBATCH="$root/deploy/slurm/pspc.sbatch" \
+        exec timeout 300 sbatch --wait --ntasks=2 --ntasks-per-node=2 --gres=none --overcommit \
+        --output="$d/gpu-job-%j.out" "$root/deploy/slurm/pspc-gpu.sbatch" "${denoise_args[@]}" \
+        --output "$work/slurm-gpu.npy") &
+    echo $! >"$work/pids/sbatch"
+    wait "$(cat "$work/pids/sbatch")" || status=$?
+    rm -f "$work/pids/sbatch"
+    cat "$d"/gpu-job-*.out
+    if [ "$status" -eq 0 ] && grep -q '^pspc slurm: 2 torch workers' "$d"/gpu-job-*.out; then
+        pass "slurm gpu: sbatch --wait --ntasks=2 deploy/slurm/pspc-gpu.sbatch ran 2 torch workers, status 0"
+    else
+        fail "slurm gpu: the batch job ended with status $status (or ran no torch workers)"
+    fi
+    compare "slurm gpu (2 torch workers, replication 2)" "$work/slurm-gpu.npy"
+    no_workers_left "slurm gpu" "pspc_net.worker"
     if ls -d "$work"/.pspc-* >/dev/null 2>&1; then
         fail "slurm: the shared directory was left behind"
     else
@@ -447,6 +476,47 @@ PY
         pass "kubernetes: replicas, PSPC_WORKERS and cluster.json agree; pod scripts parse; pod 2 gets placement 2/N/R; metrics port, HTTP probes and scrape annotations"
     else
         fail "kubernetes: manifests disagree (see logs/kubernetes.log)"
+    fi
+    # The GPU StatefulSet takes the CPU one's place: same names and replicas, a torch worker on one GPU.
+    if python3 - "$dir" <<'PY'; then
+import subprocess, sys, yaml
+d = sys.argv[1]
+cpu = yaml.safe_load(open(f"{d}/statefulset.yaml"))
+gpu = yaml.safe_load(open(f"{d}/statefulset-gpu.yaml"))
+settings = next(doc for doc in yaml.safe_load_all(open(f"{d}/configmap.yaml")) if doc["metadata"]["name"] == "pspc-settings")["data"]
+problems = []
+for key in ("name",):
+    if gpu["metadata"][key] != cpu["metadata"][key]:
+        problems.append(f"metadata.{key} differs from statefulset.yaml")
+for key in ("serviceName", "replicas", "selector"):
+    if gpu["spec"][key] != cpu["spec"][key]:
+        problems.append(f"spec.{key} differs from statefulset.yaml")
+worker = gpu["spec"]["template"]["spec"]["containers"][0]
+script = worker["args"][0]
+for words in ("-m pspc_net.worker", "--device cuda", "--listen 0.0.0.0:7070", "${HOSTNAME##*-}", "--token-file /etc/pspc/token"):
+    if words not in script:
+        problems.append(f"the worker command lacks {words!r}")
+if str(worker["resources"]["limits"].get("nvidia.com/gpu")) != "1":
+    problems.append("limits lack nvidia.com/gpu: 1")
+for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    if worker.get(probe, {}).get("tcpSocket", {}).get("port") != "pspc":
+        problems.append(f"{probe} is not a tcpSocket probe of port pspc")
+if {p["name"]: p["containerPort"] for p in worker["ports"]}.get("pspc") != 7070:
+    problems.append("no container port pspc: 7070")
+if subprocess.run(["sh", "-n", "-c", script]).returncode != 0:
+    problems.append("the worker command does not parse")
+out = subprocess.run(["sh", "-c", script.replace("exec python3", "echo python3")],
+                     env={"HOSTNAME": "pspc-worker-2", "PSPC_DATA": "/data", "PSPC_WORKERS": settings["PSPC_WORKERS"],
+                          "PSPC_REPLICATION": settings["PSPC_REPLICATION"], "PSPC_THREADS": "8"},
+                     capture_output=True, text=True).stdout
+if f"--placement 2/{settings['PSPC_WORKERS']}/{settings['PSPC_REPLICATION']}" not in out:
+    problems.append(f"pod pspc-worker-2 would run: {out.strip()}")
+print("\n".join(problems) or f"gpu: {out.strip()}")
+sys.exit(1 if problems else 0)
+PY
+        pass "kubernetes gpu: statefulset-gpu.yaml replaces the CPU workers (same names, replicas, placement) with torch workers on nvidia.com/gpu: 1, TCP probes"
+    else
+        fail "kubernetes gpu: statefulset-gpu.yaml disagrees (see logs/kubernetes.log)"
     fi
     [ "$ok" -eq 1 ]
 }
