@@ -14,6 +14,9 @@ extension Report {
         var mseToNetwork: Double
         var mseToX0: Double
         var queries: Int
+        /// 95 % bootstrap intervals over queries (nil in results written before them).
+        var mseToNetworkInterval: Bootstrap.Interval? = nil
+        var mseToX0Interval: Bootstrap.Interval? = nil
     }
 
     /// A sweep run's results.csv, checked to hold every variant at every t it names.
@@ -35,7 +38,8 @@ extension Report {
             let rows = try SweepResults.read(run).enumerated().map { i, r in
                 SweepRow(
                     csvRow: i, tIndex: r.tIndex, t: r.t, method: r.method, param: r.param.text, label: r.label,
-                    mseToNetwork: r.mseToNetwork, mseToX0: r.mseToX0, queries: r.queries)
+                    mseToNetwork: r.mseToNetwork, mseToX0: r.mseToX0, queries: r.queries,
+                    mseToNetworkInterval: r.mseToNetworkInterval, mseToX0Interval: r.mseToX0Interval)
             }
             guard !rows.isEmpty else { throw DataError.corrupt(path: path, reason: "no rows") }
             var labels: [String] = []

@@ -76,28 +76,43 @@ public enum RunFigures {
         try run.kind() == "sweep-reverse" ? "reverse process" : "forward process"
     }
 
-    /// MSE to the network against t, log-log, one series per variant but the network (the paper's Fig. 2).
+    /// MSE to the network against t, log-log, one series per variant but the network (the paper's Fig. 2), each
+    /// with its 95 % bootstrap interval over queries as a band (when results.csv has the intervals).
     static func mseToNetwork(
         _ sweep: Report.Sweep, process: String, width: Double = 640, height: Double = 380
     ) -> SVGPlot {
         let variants = sweep.labels.filter { label in sweep.rows.first { $0.label == label }?.method != "network" }
+        let rowsOf = variants.map { label in sweep.rows.filter { $0.label == label } }
         return SVGPlot(
             title: "MSE to the network", x: SVGAxis("t", scale: .log), y: SVGAxis("MSE to network", scale: .log),
-            series: variants.map { label in
-                let rows = sweep.rows.filter { $0.label == label }
-                return SVGPlot.Series(label, x: rows.map(\.t), y: rows.map(\.mseToNetwork))
-            }, width: width, height: height, subtitle: "\(process), \(queriesText(sweep))")
+            series: zip(variants, rowsOf).map { label, rows in
+                SVGPlot.Series(
+                    label, x: rows.map(\.t), y: rows.map(\.mseToNetwork), band: band(rows.map(\.mseToNetworkInterval)))
+            }, width: width, height: height,
+            subtitle: subtitle(process, sweep, intervals: rowsOf.joined().map(\.mseToNetworkInterval)))
     }
 
-    /// MSE to x0 against t, log-log, every variant (the network included).
+    /// MSE to x0 against t, log-log, every variant (the network included), with bands as above.
     static func mseToX0(_ sweep: Report.Sweep, process: String) -> SVGPlot {
         let target = process.hasPrefix("reverse") ? "the final sample" : "the clean image"
         return SVGPlot(
             title: "MSE to x0 (\(target))", x: SVGAxis("t", scale: .log), y: SVGAxis("MSE to x0", scale: .log),
             series: sweep.labels.map { label in
                 let rows = sweep.rows.filter { $0.label == label }
-                return SVGPlot.Series(label, x: rows.map(\.t), y: rows.map(\.mseToX0))
-            }, subtitle: "\(process), \(queriesText(sweep))")
+                return SVGPlot.Series(
+                    label, x: rows.map(\.t), y: rows.map(\.mseToX0), band: band(rows.map(\.mseToX0Interval)))
+            }, subtitle: subtitle(process, sweep, intervals: sweep.rows.map(\.mseToX0Interval)))
+    }
+
+    /// The intervals as a band, nil when no point has one (a results.csv written before the intervals existed).
+    private static func band(_ intervals: [Bootstrap.Interval?]) -> (low: [Double], high: [Double])? {
+        guard intervals.contains(where: { $0 != nil }) else { return nil }
+        return (intervals.map { $0?.low ?? .nan }, intervals.map { $0?.high ?? .nan })
+    }
+
+    private static func subtitle(_ process: String, _ sweep: Report.Sweep, intervals: [Bootstrap.Interval?]) -> String {
+        let bands = intervals.contains { $0 != nil } ? "; bands: 95 % bootstrap intervals over queries" : ""
+        return "\(process), \(queriesText(sweep))\(bands)"
     }
 
     private static func queriesText(_ sweep: Report.Sweep) -> String {

@@ -22,11 +22,15 @@ public struct SVGPlot: SVGFigure {
         /// Colour and dash pattern instead of the palette's (e.g. grey dashes for a reference curve).
         public var color: String?
         public var dash: String?
+        /// An uncertainty band around the curve, drawn shaded in its colour: low and high per point (as many as
+        /// x; NaN where a point has none, which breaks the band there).
+        public var band: (low: [Double], high: [Double])?
 
         public init(
             _ label: String, x: [Double], y: [Double], style: Style = .lines, markers: Bool = true,
-            color: String? = nil, dash: String? = nil
+            color: String? = nil, dash: String? = nil, band: (low: [Double], high: [Double])? = nil
         ) {
+            precondition(band.map { $0.low.count == x.count && $0.high.count == x.count } ?? true)
             self.label = label
             self.x = x
             self.y = y
@@ -34,6 +38,7 @@ public struct SVGPlot: SVGFigure {
             self.markers = markers
             self.color = color
             self.dash = dash
+            self.band = band
         }
     }
 
@@ -80,7 +85,14 @@ public struct SVGPlot: SVGFigure {
 
     private func frame() -> Frame {
         let xLayout = x.layout(for: series.flatMap { zip($0.x, $0.y).filter { y.accepts($0.1) }.map(\.0) })
-        let yLayout = y.layout(for: series.flatMap { zip($0.x, $0.y).filter { x.accepts($0.0) }.map(\.1) })
+        // The y axis holds the curves and their bands.
+        let yLayout = y.layout(
+            for: series.flatMap { item in
+                let bands = item.band.map { band in
+                    zip(item.x, zip(band.low, band.high)).filter { x.accepts($0.0) }.flatMap { [$0.1.0, $0.1.1] }
+                } ?? []
+                return zip(item.x, item.y).filter { x.accepts($0.0) }.map(\.1) + bands
+            })
         let labelled = series.filter { !$0.label.isEmpty }
         let legendWidth =
             labelled.isEmpty
@@ -104,6 +116,8 @@ public struct SVGPlot: SVGFigure {
         out += SVG.text(title, x: f.left, y: 20, size: 14, weight: "600", fill: "#111111")
         if let subtitle { out += SVG.text(subtitle, x: f.left, y: 37, size: 11, fill: "#555555") }
         out += axes(f)
+        // Bands first, so that every curve is drawn over every band.
+        for (index, item) in series.enumerated() { out += band(item, index: index, frame: f) }
         for (index, item) in series.enumerated() { out += curve(item, index: index, frame: f) }
         out += legend(f)
         return out
@@ -179,6 +193,33 @@ public struct SVGPlot: SVGFigure {
             item.dash ?? SVG.dashes[(index / palette.count) % SVG.dashes.count],
             index % 4
         )
+    }
+
+    /// The band as shaded polygons, one per run of points whose low and high can both be drawn: along the highs
+    /// in x order and back along the lows.
+    private func band(_ item: Series, index: Int, frame f: Frame) -> String {
+        guard let band = item.band else { return "" }
+        let (color, _, _) = style(item, index: index)
+        let order = item.x.indices.sorted { item.x[$0] < item.x[$1] }
+        var runs: [[(x: Double, low: Double, high: Double)]] = [[]]
+        for i in order {
+            if let x = px(item.x[i], f), let low = py(band.low[i], f), let high = py(band.high[i], f),
+                x >= f.left - 0.5, x <= f.right + 0.5
+            {
+                runs[runs.count - 1].append((x, min(max(low, f.top), f.bottom), min(max(high, f.top), f.bottom)))
+            } else if !(runs.last?.isEmpty ?? true) {
+                runs.append([])
+            }
+        }
+        let c = SVG.coordinate
+        var out = ""
+        for run in runs where run.count >= 2 {
+            let points = run.map { "\(c($0.x)),\(c($0.high))" } + run.reversed().map { "\(c($0.x)),\(c($0.low))" }
+            out +=
+                "<polygon class=\"band\" points=\"\(points.joined(separator: " "))\" fill=\"\(color)\" "
+                + "fill-opacity=\"0.16\" stroke=\"none\"><title>\(SVG.escape(item.label)): 95 % interval</title></polygon>\n"
+        }
+        return out
     }
 
     private func curve(_ item: Series, index: Int, frame f: Frame) -> String {

@@ -164,6 +164,29 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(ReportPage.count("<img ", in: html), pngs.count)
     }
 
+    func testMSEFiguresShadeTheIntervalsOfResultsThatHaveThem() throws {
+        // The fixture's results.csv predates the intervals: no bands.
+        let plain = ReportPage.svgs(try writeReport())
+        XCTAssertFalse(plain.contains { $0.contains("class=\"band\"") })
+        // The same rows with intervals (each MSE x 0.8 and x 1.25), as sweeps write them now.
+        let run = try XCTUnwrap(try RunDirectory.discover([root]).first { try $0.kind() == "sweep-forward" })
+        let rows = try SweepResults.read(run).map { row -> SweepRow in
+            var row = row
+            row.mseToNetworkInterval = .init(low: row.mseToNetwork * 0.8, high: row.mseToNetwork * 1.25)
+            row.mseToX0Interval = .init(low: row.mseToX0 * 0.8, high: row.mseToX0 * 1.25)
+            return row
+        }
+        try run.writeText(SweepResults.csv(rows), to: "results.csv")
+        let svgs = ReportPage.svgs(try writeReport())
+        let network = try XCTUnwrap(svgs.first { $0.contains("MSE to the network") && $0.contains("forward process") })
+        let variants = Set(rows.filter { $0.method != "network" }.map(\.label))
+        // One band per variant (the fixture's t all lie on the plot), and the subtitle says what they are.
+        XCTAssertEqual(ReportPage.count("class=\"band\"", in: network), variants.count)
+        XCTAssertTrue(network.contains("bands: 95 % bootstrap intervals over queries"))
+        let x0 = try XCTUnwrap(svgs.first { $0.contains("MSE to x0") && $0.contains("forward process") })
+        XCTAssertEqual(ReportPage.count("class=\"band\"", in: x0), Set(rows.map(\.label)).count)
+    }
+
     func testEveryTableNumberIsTheResultsFilesNumber() throws {
         let html = try writeReport()
         XCTAssertEqual(try ReportPage.mismatches(html), [])

@@ -53,6 +53,38 @@ final class SVGPlotTests: XCTestCase {
         XCTAssertEqual(ReportPage.count("<circle", in: svg), 4)
     }
 
+    func testBandsAreShadedPolygonsUnderTheCurvesBrokenWhereAPointHasNone() throws {
+        let x = [0.01, 0.1, 1, 10, 100]
+        let plot = SVGPlot(
+            title: "bands", x: SVGAxis("t", scale: .log), y: SVGAxis("mse", scale: .log),
+            series: [
+                SVGPlot.Series(
+                    "a", x: x, y: [1e-3, 2e-3, 3e-3, 4e-3, 5e-3],
+                    band: (low: [5e-4, 1e-3, .nan, 2e-3, 4e-3], high: [2e-3, 3e-3, .nan, 9e-3, 0.2])),
+                SVGPlot.Series("b", x: x, y: [1, 1, 1, 1, 1]),
+            ])
+        let svg = plot.render()
+        XCTAssertTrue(ReportPage.isWellFormedXML(svg))
+        XCTAssertFalse(svg.lowercased().contains("nan"))
+        let polygons = ReportPage.matches(##"<polygon class="band" points="([^"]*)" fill="([^"]*)""##, in: svg)
+        // The point without an interval splits the band in two runs of two points: 4 vertices each.
+        XCTAssertEqual(polygons.count, 2)
+        for polygon in polygons {
+            XCTAssertEqual(polygon[1].split(separator: " ").count, 4, polygon[1])
+            XCTAssertEqual(polygon[2], "#0072B2", "a band takes its curve's colour")
+        }
+        // Below every curve, and the y axis reaches the band's top (0.2 lies inside the plot's decades).
+        let firstCurve = try XCTUnwrap(svg.range(of: "stroke-width=\"1.8\""))
+        let lastBand = try XCTUnwrap(svg.range(of: "<polygon", options: .backwards))
+        XCTAssertLessThan(lastBand.lowerBound, firstCurve.lowerBound)
+        XCTAssertTrue(svg.contains(">1</text>"), "the axis spans up to the band's and curve b's values")
+        // No band asked: no polygon.
+        let plain = SVGPlot(
+            title: "plain", x: SVGAxis("t", scale: .log), y: SVGAxis("mse", scale: .log),
+            series: [SVGPlot.Series("a", x: x, y: [1, 2, 3, 4, 5])])
+        XCTAssertFalse(plain.render().contains("<polygon"))
+    }
+
     func testASeriesWithNothingToDrawStillMakesAPlot() {
         let plot = SVGPlot(
             title: "empty", x: SVGAxis("t", scale: .log), y: SVGAxis("y", scale: .log),
