@@ -83,14 +83,18 @@ extension Report {
         }
         guard !chosen.isEmpty else { return "" }
         let run = sweep.run
-        let x0 = try readImages(run.file("x0.npy"))
         let target = try RunFigures.processName(run).hasPrefix("reverse") ? "final sample" : "x0"
         var html = "<h3>Denoised images</h3>\n"
-        html +=
-            "<p class=\"meta\">First \(min(imageColumns, x0.shape[0])) queries; z is clipped to [-1, 1] for display."
-            + "</p>\n"
         for time in chosen {
             let folder = String(format: "t%02d", time.index)
+            // Independent draws: each t has its own clean images.
+            let own = run.file("x0", folder + ".npy")
+            let x0 = try readImages(FileManager.default.fileExists(atPath: own) ? own : run.file("x0.npy"))
+            if time.index == chosen[0].index {
+                html +=
+                    "<p class=\"meta\">First \(min(imageColumns, x0.shape[0])) queries; z is clipped to [-1, 1] for "
+                    + "display.</p>\n"
+            }
             var rows: [(String, [Double], [Int])] = [(target, x0.values, x0.shape)]
             let z = try readImages(run.file("z", folder + ".npy"))
             rows.append(("z", z.values, z.shape))

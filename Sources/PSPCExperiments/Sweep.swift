@@ -51,8 +51,41 @@ public struct Sweep: Sendable {
 
     // MARK: Queries
 
-    /// Forward process: x0 (`[N, C, H, W]`) is stored as `x0.npy`, and z = x0 + t eps with eps drawn per
-    /// (seed, query), the same eps at every t (common random numbers make the curves over t smooth).
+    /// The clean images of t index `i`: `x0/tNN.npy` in a forward sweep with independent draws, else `x0.npy`
+    /// (shared draws, and a reverse sweep's final samples).
+    public func x0File(_ i: Int) -> String {
+        let own = "x0/\(Self.tName(i)).npy"
+        return FileManager.default.fileExists(atPath: run.file(own)) ? own : "x0.npy"
+    }
+
+    /// The seed of t index `i`'s images in a forward sweep with independent draws.
+    public static func drawSeed(_ seed: UInt64, t index: Int) -> UInt64 {
+        NormalNoise.mix(seed ^ NormalNoise.mix(UInt64(index) &+ 0x7F4A_7C15))
+    }
+
+    /// Forward process with independent draws: t index i has its own images `x0[i]` (`x0/tNN.npy`, drawn with
+    /// `drawSeed(seed, t: i)`) and its own eps (stream (i + 1) * 2^32 + query), so the queries of different t
+    /// share nothing and an average over t is one of independent samples.
+    public func writeIndependentForwardQueries(x0: [[Double]], seed: UInt64) throws {
+        precondition(x0.count == grid.count)
+        let dim = shape.dimension
+        let noise = NormalNoise(seed: seed)
+        for (i, t) in grid.enumerated() where !FileManager.default.fileExists(atPath: run.file(queriesFile(i))) {
+            let count = x0[i].count / dim
+            let clean = Metrics.storable(x0[i])
+            var z = clean
+            for q in 0..<count {
+                let eps = noise.normals(stream: (UInt64(i) + 1) << 32 | UInt64(q), count: dim)
+                for d in 0..<dim { z[q * dim + d] += t * eps[d] }
+            }
+            try run.writeNPY(Self.npy(clean, count: count, shape: shape), to: "x0/\(Self.tName(i)).npy")
+            try run.writeNPY(Self.npy(Metrics.storable(z), count: count, shape: shape), to: queriesFile(i))
+        }
+    }
+
+    /// Forward process with shared draws: x0 (`[N, C, H, W]`) is stored as `x0.npy`, and z = x0 + t eps with eps
+    /// drawn per (seed, query), the same eps at every t (common random numbers make the curves over t smooth, but
+    /// the t are not independent samples).
     public func writeForwardQueries(x0: [Double], seed: UInt64) throws {
         let dim = shape.dimension
         let count = x0.count / dim
@@ -184,19 +217,20 @@ public struct Sweep: Sendable {
     public func results() throws -> [SweepRow] { try resultsWithQueries().rows }
 
     public func resultsWithQueries() throws -> (rows: [SweepRow], perQuery: [(network: [Double], x0: [Double])]) {
-        let x0 = try Self.readImages(run.file("x0.npy"), shape: shape)
         let bootstrap = Bootstrap()
         var rows: [SweepRow] = []
         var perQuery: [(network: [Double], x0: [Double])] = []
         for i in grid.indices {
+            let x0Name = x0File(i)
+            let x0 = try Self.readImages(run.file(x0Name), shape: shape)
             let reference = try Self.readImages(run.file(outputFile(i, .network)), shape: shape)
             guard reference.count == x0.count else {
-                throw DataError.invalid("\(run.file(outputFile(i, .network))) does not match x0.npy in size")
+                throw DataError.invalid("\(run.file(outputFile(i, .network))) does not match \(x0Name) in size")
             }
             for variant in variants {
                 let path = run.file(outputFile(i, variant))
                 let output = try Self.readImages(path, shape: shape)
-                guard output.count == x0.count else { throw DataError.invalid("\(path) does not match x0.npy in size") }
+                guard output.count == x0.count else { throw DataError.invalid("\(path) does not match \(x0Name) in size") }
                 let toNetwork = Self.perQueryMSE(output, reference, dimension: shape.dimension)
                 let toX0 = Self.perQueryMSE(output, x0, dimension: shape.dimension)
                 perQuery.append((toNetwork, toX0))

@@ -24,6 +24,14 @@ public enum TrainingDraw {
     public static func images(from: String, data: String?, xflip: Bool, count: Int, seed: UInt64, shape: ImageShape) throws
         -> [Double]
     {
+        try images(from: from, data: data, xflip: xflip, count: count, seeds: [seed], shape: shape)[0]
+    }
+
+    /// One draw of `count` distinct images per seed, the source read once (the independent draws of a forward
+    /// sweep: one seed per t).
+    public static func images(
+        from: String, data: String?, xflip: Bool, count: Int, seeds: [UInt64], shape: ImageShape
+    ) throws -> [[Double]] {
         let pixels: [UInt8]
         let available: Int
         var mirrored = false
@@ -54,21 +62,23 @@ public enum TrainingDraw {
         let total = mirrored ? 2 * available : available
         guard count <= total else { throw DataError.invalid("asked for \(count) images, the set has \(total)") }
         let dim = shape.dimension
-        var out: [Double] = []
-        out.reserveCapacity(count * dim)
-        for index in SeededDraw.distinct(count, from: total, seed: seed) {
-            let i = index % available
-            let image = pixels[(i * dim)..<((i + 1) * dim)].map { Double($0) / 127.5 - 1 }
-            if index < available {
-                out += image
-            } else {
-                // The mirror image: x -> W - 1 - x in every row of every channel.
-                for row in 0..<(shape.channels * shape.height) {
-                    out += image[(row * shape.width)..<((row + 1) * shape.width)].reversed()
+        return seeds.map { seed in
+            var out: [Double] = []
+            out.reserveCapacity(count * dim)
+            for index in SeededDraw.distinct(count, from: total, seed: seed) {
+                let i = index % available
+                let image = pixels[(i * dim)..<((i + 1) * dim)].map { Double($0) / 127.5 - 1 }
+                if index < available {
+                    out += image
+                } else {
+                    // The mirror image: x -> W - 1 - x in every row of every channel.
+                    for row in 0..<(shape.channels * shape.height) {
+                        out += image[(row * shape.width)..<((row + 1) * shape.width)].reversed()
+                    }
                 }
             }
+            return out
         }
-        return out
     }
 }
 

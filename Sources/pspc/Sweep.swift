@@ -29,6 +29,10 @@ struct SweepCommand: AsyncParsableCommand {
         @Option(name: .customLong("from"), help: "train (the x-flipped training set, as the paper), test, or any `pspc ingest` source.")
         var from: String = "train"
         @Option(help: "Seed of the drawn images and of eps.") var seed: UInt64 = 0
+        @Option(help: "independent: fresh x0 and eps at every t (x0/tNN.npy); shared: the same x0 and eps at every t (x0.npy).")
+        var draws: Draws = .independent
+
+        enum Draws: String, ExpressibleByArgument, CaseIterable { case independent, shared }
 
         func validate() throws {
             guard queries >= 1 else { throw ValidationError("--queries must be at least 1") }
@@ -41,13 +45,22 @@ struct SweepCommand: AsyncParsableCommand {
                 kind: .forward, grid: times, engineOptions: engineOptions, networkOptions: networkOptions,
                 extra: [
                     ("gridSpec", .string(grid)), ("queries", .int(queries)), ("from", .string(from)), ("seed", .int(Int(seed))),
+                    ("draws", .string(draws.rawValue)),
                 ]
             ) { sweep, _ in
                 if FileManager.default.fileExists(atPath: sweep.run.file(sweep.queriesFile(times.count - 1))) { return }
-                let x0 = try TrainingDraw.images(
-                    from: from, data: engineOptions.data, xflip: engineOptions.xflip == .on, count: queries, seed: seed,
-                    shape: sweep.shape)
-                try sweep.writeForwardQueries(x0: x0, seed: seed)
+                switch draws {
+                case .shared:
+                    let x0 = try TrainingDraw.images(
+                        from: from, data: engineOptions.data, xflip: engineOptions.xflip == .on, count: queries,
+                        seed: seed, shape: sweep.shape)
+                    try sweep.writeForwardQueries(x0: x0, seed: seed)
+                case .independent:
+                    let x0 = try TrainingDraw.images(
+                        from: from, data: engineOptions.data, xflip: engineOptions.xflip == .on, count: queries,
+                        seeds: times.indices.map { Sweep.drawSeed(seed, t: $0) }, shape: sweep.shape)
+                    try sweep.writeIndependentForwardQueries(x0: x0, seed: seed)
+                }
             }
         }
     }

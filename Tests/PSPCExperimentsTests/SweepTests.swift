@@ -18,6 +18,47 @@ final class SweepTests: XCTestCase {
         return sweep
     }
 
+    /// Independent draws: every t has its own x0 (x0/tNN.npy) and eps; MSE to x0 is taken against that t's images.
+    func testIndependentDrawsGiveEachTItsOwnImagesAndNoise() async throws {
+        let dir = try Fixture.temporaryDirectory("sweep-independent")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let run = RunDirectory(dir)
+        try run.prepare(config: .object([("kind", .string("sweep-forward")), ("grid", .doubles(Fixture.grid))]))
+        let sweep = try Sweep(
+            kind: .forward, run: run, shape: Fixture.shape, grid: Fixture.grid, variants: Fixture.variants)
+        let pool = Fixture.x0(count: 40)
+        let d = Fixture.shape.dimension
+        // Per t a different subset of the pool, as TrainingDraw gives one draw per seed.
+        let perT = Fixture.grid.indices.map { i in
+            Array(pool[((i * 3) * d)..<((i * 3 + 7) * d)])
+        }
+        try sweep.writeIndependentForwardQueries(x0: perT, seed: 3)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: run.file("x0.npy")))
+        var noises: [[Double]] = []
+        for (i, t) in Fixture.grid.enumerated() {
+            XCTAssertEqual(sweep.x0File(i), "x0/\(Sweep.tName(i)).npy")
+            let x0 = try Sweep.readImages(run.file(sweep.x0File(i)), shape: Fixture.shape)
+            XCTAssertEqual(x0, Metrics.storable(perT[i]))
+            let z = try Sweep.readImages(run.file(sweep.queriesFile(i)), shape: Fixture.shape)
+            noises.append(zip(z, x0).map { ($0 - $1) / t })
+            XCTAssertEqual(Metrics.mse(z, x0).squareRoot() / t, 1, accuracy: 0.35, "t = \(t)")
+        }
+        // The eps of different t are different draws (shared draws would make them equal).
+        for i in 1..<noises.count { XCTAssertGreaterThan(Metrics.mse(noises[i], noises[0]), 0.5) }
+        _ = try await sweep.evaluate(engine: try Fixture.engine(), network: Fixture.network) { _, _ in }
+        let rows = try sweep.writeResults()
+        for (i, _) in Fixture.grid.enumerated() {
+            let x0 = try Sweep.readImages(run.file(sweep.x0File(i)), shape: Fixture.shape)
+            let network = try Sweep.readImages(run.file(sweep.outputFile(i, .network)), shape: Fixture.shape)
+            let row = try XCTUnwrap(rows.first { $0.tIndex == i && $0.method == "network" })
+            XCTAssertEqual(row.mseToX0, Metrics.mse(network, x0))
+        }
+        // Seeds per t: distinct, and a function of (seed, t index) alone.
+        let seeds = (0..<18).map { Sweep.drawSeed(3, t: $0) }
+        XCTAssertEqual(Set(seeds).count, 18)
+        XCTAssertEqual(Sweep.drawSeed(3, t: 5), seeds[5])
+    }
+
     /// The reported MSEs are those of the engine's outputs on the stored queries, rounded as stored.
     func testResultsAreTheErrorsOfTheEngineOutputs() async throws {
         let dir = try Fixture.temporaryDirectory("sweep")

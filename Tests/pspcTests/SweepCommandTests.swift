@@ -51,9 +51,14 @@ final class SweepCommandTests: XCTestCase {
         // Consistency with `pspc denoise` on the stored queries.
         let times = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(work)/whole/config.json"))) as! [String: Any]
         let grid = times["grid"] as! [Double]
-        let x0 = try NPY.read(path: "\(work)/whole/x0.npy").asDoubles()
+        // Independent draws (the default, named in config.json): each t has its own clean images.
+        XCTAssertEqual(times["draws"] as? String, "independent")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(work)/whole/x0.npy"))
+        XCTAssertNotEqual(
+            try NPY.read(path: "\(work)/whole/x0/t01.npy").asDoubles(), try NPY.read(path: "\(work)/whole/x0/t03.npy").asDoubles())
         for (index, method) in [(1, ["--method", "pspc-square", "--patch-size", "7"]), (3, ["--method", "empirical"]), (4, ["--method", "gaussian"])] {
             let name = String(format: "t%02d", index)
+            let x0 = try NPY.read(path: "\(work)/whole/x0/\(name).npy").asDoubles()
             try CommandRunner.succeed(
                 ["denoise", "--data", "\(work)/data", "--t", "\(grid[index])", "--input", "\(work)/whole/z/\(name).npy",
                  "--output", "\(work)/d.npy"] + method)
@@ -87,7 +92,7 @@ final class SweepCommandTests: XCTestCase {
         XCTAssertEqual(children, [], "processes left behind by the killed sweep")
         let resumed = try CommandRunner.succeed(sweep("\(work)/killed"), environment: env)
         XCTAssertTrue(resumed.stderr.contains("resuming"), resumed.stderr)
-        for file in ["results.csv", "results.json", "x0.npy", "z/t05.npy", "outputs/t05/pspc-square-s11.npy"] {
+        for file in ["results.csv", "results.json", "x0/t05.npy", "z/t05.npy", "outputs/t05/pspc-square-s11.npy"] {
             XCTAssertEqual(
                 try FileIO.read("\(work)/whole/\(file)"), try FileIO.read("\(work)/killed/\(file)"), "\(file) differs")
         }
