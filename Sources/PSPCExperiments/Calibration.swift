@@ -13,6 +13,14 @@ public enum Calibration {
         public var method: String
         public var param: Variant.Param
         public var mseToNetwork: Double
+
+        public init(tIndex: Int, t: Double, method: String, param: Variant.Param, mseToNetwork: Double) {
+            self.tIndex = tIndex
+            self.t = t
+            self.method = method
+            self.param = param
+            self.mseToNetwork = mseToNetwork
+        }
     }
 
     /// Which sweeps to use.
@@ -68,6 +76,70 @@ public enum Calibration {
         }.mapValues(\.count)
         return all.filter { counts["\($0.tIndex)|\($0.method)|\($0.param.text)"] == sweeps.count }
             .sorted { ($0.tIndex, $0.method, $0.sortKey) < ($1.tIndex, $1.method, $1.sortKey) }
+    }
+
+    /// The whole-image candidates a sweep's empirical rows stand for, added where the sweep swept the method but not
+    /// them: pspc-square s = H on H x H images (one crop covering the image) and pspc-flex lambda = 1 (every mask the
+    /// whole image) both are the empirical denoiser exactly, so their errors are the empirical row's. A calibration
+    /// whose candidates leave out the whole image can only pick a local answer.
+    public static func addingWholeImage(
+        _ rows: [SweepRow], height: Int, width: Int
+    ) -> (rows: [SweepRow], added: [String]) {
+        var out = rows
+        var added: Set<String> = []
+        let empirical = rows.filter { $0.method == "empirical" }
+        for (method, param) in [("pspc-square", Variant.Param.patchSize(height)), ("pspc-flex", .lambda(1))] {
+            if method == "pspc-square" && height != width { continue }
+            for e in empirical {
+                let swept = rows.contains { $0.tIndex == e.tIndex && $0.method == method }
+                let present = rows.contains { $0.tIndex == e.tIndex && $0.method == method && $0.param == param }
+                guard swept && !present else { continue }
+                var row = e
+                row.method = method
+                row.param = param
+                row.label = "\(method) \(param.text) (= empirical)"
+                out.append(row)
+                added.insert("\(method) \(param.text)")
+            }
+        }
+        return (out, added.sorted())
+    }
+
+    /// The chosen candidate of each (t, method) judged on held-out sweeps: its error there, and the held-out
+    /// minimiser (what an oracle would have picked on those queries).
+    public struct HeldOut: Sendable, Equatable {
+        public var chosen: Candidate
+        public var heldOutMSE: Double
+        public var heldOutBest: Candidate
+    }
+
+    /// `winners` (from the calibration sweeps) looked up in `heldOut` (candidates of other sweeps on the same
+    /// grid); a winner the held-out sweeps do not hold is an error naming it.
+    public static func evaluate(_ winners: [Candidate], on heldOut: [Candidate]) throws -> [HeldOut] {
+        let bestHeldOut = best(heldOut)
+        return try winners.map { c in
+            guard let same = heldOut.first(where: { $0.tIndex == c.tIndex && $0.method == c.method && $0.param == c.param })
+            else {
+                throw DataError.invalid(
+                    "the held-out sweeps lack \(c.method) \(c.param.text) at t = \(RunNumber.text(c.t)); sweep the same candidates")
+            }
+            let oracle = bestHeldOut.first { $0.tIndex == c.tIndex && $0.method == c.method }!
+            return HeldOut(chosen: c, heldOutMSE: same.mseToNetwork, heldOutBest: oracle)
+        }
+    }
+
+    /// held-out.csv: per (t, method) the chosen candidate, its in-sample and held-out errors, the held-out
+    /// minimiser and its error, and the ratio held-out / held-out best (1 when the choice transfers).
+    public static func writeHeldOut(_ results: [HeldOut], to run: RunDirectory) throws {
+        var text = "t_index,t,method,chosen_param,mse_in_sample,mse_held_out,held_out_best_param,mse_held_out_best,ratio_to_held_out_best\n"
+        for r in results {
+            text += CSVText.line([
+                String(r.chosen.tIndex), RunNumber.text(r.chosen.t), r.chosen.method, r.chosen.param.text,
+                RunNumber.text(r.chosen.mseToNetwork), RunNumber.text(r.heldOutMSE), r.heldOutBest.param.text,
+                RunNumber.text(r.heldOutBest.mseToNetwork), RunNumber.text(r.heldOutMSE / r.heldOutBest.mseToNetwork),
+            ])
+        }
+        try run.writeText(text, to: "held-out.csv")
     }
 
     /// The minimiser per (t, method); ties go to the smaller patch or lambda.

@@ -10,21 +10,24 @@ struct Calibrate: AsyncParsableCommand {
             Reads sweep runs (or folders of them) and writes a calibration run: calibration.csv (every candidate's
             MSE to the network), best.csv, and for each method swept patch-schedule.json (pspc-square),
             lambda-schedule.json (pspc-flex), ls-schedule.json and els-schedule.json, which `--schedule FILE`,
-            `--lambda-schedule FILE` and `--scale-schedule FILE` read.
+            `--lambda-schedule FILE` and `--scale-schedule FILE` read. The whole image is always a candidate:
+            pspc-square s = H (H x H images) and pspc-flex lambda = 1 are the empirical denoiser, so a sweep that
+            has the empirical method gets them from its empirical rows when it did not sweep them.
+            --held-out RUN...: sweeps of other queries (another --seed) with the same candidates, on which the
+            chosen schedule is judged: held-out.csv gives each choice's in-sample and held-out error beside the
+            held-out minimiser's.
             """)
 
     @Argument(help: "Sweep run directories, or folders holding them.") var runs: [String]
     @Option(help: "Which sweeps to use: forward, reverse or both (query-weighted mean of their MSEs).")
     var on: Calibration.Selection = .both
     @Option(help: "Output run directory (default: RUN/calibration for the first RUN).") var out: String?
+    @Option(parsing: .upToNextOption, help: "Sweep runs of other queries to judge the chosen schedules on.")
+    var heldOut: [String] = []
 
-    func run() async throws {
-        guard let first = runs.first else { throw ValidationError("give at least one RUN") }
-        let output = RunDirectory(out ?? RunDirectory(first).file("calibration"))
-        // Held for the whole write, on the calibration run and on the sweep run holding it (the default).
-        let locks = try RunLocks(writing: output.path, makesRun: true)
-        defer { locks.release() }
-        let found = try RunDirectory.discover(runs).filter { run in
+    /// The sweep runs of the selected kinds in `paths`.
+    func sweepRuns(_ paths: [String]) throws -> [RunDirectory] {
+        let found = try RunDirectory.discover(paths).filter { run in
             let kind = try run.kind()
             switch on {
             case .forward: return kind == Sweep.Kind.forward.rawValue
@@ -33,9 +36,15 @@ struct Calibrate: AsyncParsableCommand {
             }
         }
         guard !found.isEmpty else {
-            throw DataError.invalid("no \(on == .both ? "" : on.rawValue + " ")sweep runs in \(runs.joined(separator: ", "))")
+            throw DataError.invalid("no \(on == .both ? "" : on.rawValue + " ")sweep runs in \(paths.joined(separator: ", "))")
         }
+        return found
+    }
+
+    /// Each finished sweep's grid and rows, with the whole-image candidates its empirical rows stand for.
+    func read(_ found: [RunDirectory]) throws -> (sweeps: [(grid: [Double], rows: [SweepRow])], added: [String]) {
         var sweeps: [(grid: [Double], rows: [SweepRow])] = []
+        var added: Set<String> = []
         for run in found {
             guard run.isComplete else {
                 throw DataError.invalid("\(run.path) is not finished (no 'done'); re-run its sweep to complete it")
@@ -43,7 +52,46 @@ struct Calibrate: AsyncParsableCommand {
             guard let grid = try run.config()["grid"]?.array?.compactMap(\.double) else {
                 throw DataError.invalid("\(run.file("config.json")): no grid")
             }
-            sweeps.append((grid, try SweepResults.read(run)))
+            let shape = try NPY.read(path: run.file("z/t00.npy")).shape
+            guard shape.count == 4 else { throw DataError.invalid("\(run.file("z/t00.npy")): not [N, C, H, W]") }
+            let whole = Calibration.addingWholeImage(try SweepResults.read(run), height: shape[2], width: shape[3])
+            sweeps.append((grid, whole.rows))
+            added.formUnion(whole.added)
+        }
+        return (sweeps, added.sorted())
+    }
+
+    /// Held-out sweeps must hold other queries than the calibration's: not the same run, nor a run of the same
+    /// kind, seed, source and draws.
+    func checkDisjoint(_ calibration: [RunDirectory], _ heldOut: [RunDirectory]) throws {
+        func key(_ run: RunDirectory) throws -> String {
+            let c = try run.config()
+            return ["kind", "seed", "from", "draws", "queries", "trajectories", "grid"].map { "\(c[$0] ?? .null)" }.joined(separator: "|")
+        }
+        for h in heldOut {
+            for r in calibration {
+                let same = URL(fileURLWithPath: h.path).standardizedFileURL == URL(fileURLWithPath: r.path).standardizedFileURL
+                if try same || key(h) == key(r) {
+                    throw DataError.invalid(
+                        "held-out sweep \(h.path) has the same queries as \(r.path) (same kind, seed and source); "
+                            + "sweep the held-out set with another --seed")
+                }
+            }
+        }
+    }
+
+    func run() async throws {
+        guard let first = runs.first else { throw ValidationError("give at least one RUN") }
+        let output = RunDirectory(out ?? RunDirectory(first).file("calibration"))
+        // Held for the whole write, on the calibration run and on the sweep run holding it (the default).
+        let locks = try RunLocks(writing: output.path, makesRun: true)
+        defer { locks.release() }
+        let found = try sweepRuns(runs)
+        let heldOutRuns = heldOut.isEmpty ? [] : try sweepRuns(heldOut)
+        try checkDisjoint(found, heldOutRuns)
+        let (sweeps, added) = try read(found)
+        if !added.isEmpty {
+            note("whole-image candidates from the empirical rows: \(added.joined(separator: ", "))")
         }
         let candidates = try Calibration.candidates(sweeps)
         guard !candidates.isEmpty else {
@@ -55,8 +103,22 @@ struct Calibrate: AsyncParsableCommand {
                 ("kind", .string("calibration")), ("version", .int(1)),
                 ("command", .string(CommandLine.arguments.joined(separator: " "))),
                 ("runs", .strings(found.map(\.path))), ("on", .string(on.rawValue)), ("grid", .doubles(sweeps[0].grid)),
+                ("heldOut", .strings(heldOutRuns.map(\.path))),
             ]), to: "config.json")
         let best = try Calibration.write(candidates, grid: sweeps[0].grid, to: output)
+        if !heldOutRuns.isEmpty {
+            let judged = try Calibration.evaluate(best, on: try Calibration.candidates(try read(heldOutRuns).sweeps))
+            try Calibration.writeHeldOut(judged, to: output)
+            var table = "held out:  t        method       chosen  in-sample  held-out  held-out best (param)\n"
+            for r in judged {
+                table += "           " + [
+                    String(format: "%.4g", r.chosen.t).padding(8), r.chosen.method.padding(12), r.chosen.param.text.padding(7),
+                    String(format: "%.4g", r.chosen.mseToNetwork).padding(10), String(format: "%.4g", r.heldOutMSE).padding(9),
+                    String(format: "%.4g", r.heldOutBest.mseToNetwork) + " (\(r.heldOutBest.param.text))",
+                ].joined(separator: " ") + "\n"
+            }
+            FileHandle.standardError.write(Data(table.utf8))
+        }
         _ = try RunFigures.write(for: output)
         try output.markComplete()
         var table = "t        method       best   mse_to_network\n"

@@ -40,6 +40,47 @@ final class CalibrationTests: XCTestCase {
     }
 
     /// LS and ELS windows are calibrated like PSPC-Square's crops, into schedules `--scale-schedule` reads.
+    /// The whole image is always a candidate: s = H and lambda = 1 come from the empirical rows when a sweep did
+    /// not sweep them, only for methods it swept, and s = H only on square images.
+    func testWholeImageCandidatesComeFromTheEmpiricalRows() throws {
+        func row(_ i: Int, _ method: String, _ param: Variant.Param, _ mse: Double) -> SweepRow {
+            SweepRow(tIndex: i, t: [10, 1][i], method: method, param: param, label: method, mseToNetwork: mse, mseToX0: 1, queries: 4)
+        }
+        let rows = [
+            row(0, "network", .none, 0), row(0, "empirical", .none, 0.01), row(0, "pspc-square", .patchSize(5), 0.2),
+            row(0, "pspc-square", .patchSize(28), 0.01), row(1, "network", .none, 0), row(1, "empirical", .none, 0.5),
+            row(1, "pspc-square", .patchSize(5), 0.1), row(1, "pspc-flex", .lambda(0.5), 0.3),
+        ]
+        let (whole, added) = Calibration.addingWholeImage(rows, height: 28, width: 28)
+        XCTAssertEqual(added, ["pspc-flex 1.0", "pspc-square 28"])
+        // t 0 already had s = 28; t 1 gets it, and lambda = 1 where pspc-flex was swept (t 1 only).
+        let extra = Array(whole.dropFirst(rows.count))
+        XCTAssertEqual(extra.map(\.tIndex), [1, 1])
+        XCTAssertEqual(extra.map(\.method), ["pspc-square", "pspc-flex"])
+        XCTAssertEqual(extra.map(\.param), [.patchSize(28), .lambda(1)])
+        XCTAssertEqual(extra.map(\.mseToNetwork), [0.5, 0.5])
+        let best = Calibration.best(try Calibration.candidates([([10, 1], whole)]))
+        XCTAssertEqual(best.map(\.param), [.patchSize(28), .lambda(0.5), .patchSize(5)])
+        // H != W: no square covers the image, so no s is added.
+        XCTAssertEqual(Calibration.addingWholeImage(rows, height: 24, width: 40).added, ["pspc-flex 1.0"])
+    }
+
+    /// Held-out judging: each winner's error on the held-out candidates, beside the held-out minimiser's; a
+    /// winner the held-out sweeps lack is named.
+    func testHeldOutJudgingLooksUpTheChosenCandidate() throws {
+        func c(_ i: Int, _ s: Int, _ mse: Double) -> Calibration.Candidate {
+            Calibration.Candidate(tIndex: i, t: [10, 1][i], method: "pspc-square", param: .patchSize(s), mseToNetwork: mse)
+        }
+        let winners = Calibration.best([c(0, 3, 0.2), c(0, 5, 0.1), c(1, 3, 0.05), c(1, 5, 0.3)])
+        let judged = try Calibration.evaluate(winners, on: [c(0, 3, 0.15), c(0, 5, 0.25), c(1, 3, 0.04), c(1, 5, 0.5)])
+        XCTAssertEqual(judged.map(\.chosen.param), [.patchSize(5), .patchSize(3)])
+        XCTAssertEqual(judged.map(\.heldOutMSE), [0.25, 0.04])
+        XCTAssertEqual(judged.map(\.heldOutBest.param), [.patchSize(3), .patchSize(3)])
+        XCTAssertThrowsError(try Calibration.evaluate(winners, on: [c(0, 3, 0.1), c(1, 3, 0.1)])) { error in
+            XCTAssertTrue("\(error)".contains("lack pspc-square 5"), "\(error)")
+        }
+    }
+
     func testLSAndELSWindowsGetTheirOwnSchedules() throws {
         let grid = [3.0, 0.3]
         var rows: [SweepRow] = []

@@ -20,7 +20,34 @@ final class WindowMachineStudyTests: XCTestCase {
                 "--methods", "ls,els,empirical", "--patch-sizes", "3,5", "--grid", "edm:4", "--queries", "3",
                 "--seed", "1", "--out", "\(work)/study/forward",
             ], environment: env)
-        try CommandRunner.succeed(["calibrate", "\(work)/study/forward", "--out", "\(work)/study/calibration"])
+        // A second sweep on other queries (another seed) is the held-out set the chosen windows are judged on.
+        try CommandRunner.succeed(
+            [
+                "sweep", "forward", "--data", "\(work)/data", "--local-network", "\(work)/net.pt",
+                "--methods", "ls,els,empirical", "--patch-sizes", "3,5", "--grid", "edm:4", "--queries", "3",
+                "--seed", "2", "--out", "\(work)/held-out",
+            ], environment: env)
+        let sameQueries = try CommandRunner.run(
+            ["calibrate", "\(work)/study/forward", "--held-out", "\(work)/study/forward", "--out", "\(work)/refused"])
+        XCTAssertEqual(sameQueries.status, 1)
+        XCTAssertTrue(sameQueries.stderr.contains("has the same queries"), sameQueries.stderr)
+        try CommandRunner.succeed(
+            ["calibrate", "\(work)/study/forward", "--held-out", "\(work)/held-out", "--out", "\(work)/study/calibration"])
+        // held-out.csv: each choice's error on the other queries is the held-out sweep's number for that window,
+        // and the held-out minimiser is no worse.
+        let heldOut = try CSVRecords.read("\(work)/study/calibration/held-out.csv")
+        XCTAssertEqual(heldOut.first, [
+            "t_index", "t", "method", "chosen_param", "mse_in_sample", "mse_held_out", "held_out_best_param",
+            "mse_held_out_best", "ratio_to_held_out_best",
+        ])
+        let heldOutResults = try CSVRecords.read("\(work)/held-out/results.csv").dropFirst()
+        XCTAssertEqual(heldOut.count, 1 + 2 * 4)
+        for row in heldOut.dropFirst() {
+            let same = try XCTUnwrap(heldOutResults.first { $0[0] == row[0] && $0[2] == row[2] && $0[3] == row[3] })
+            XCTAssertEqual(Double(row[5])!, Double(same[5])!, accuracy: 1e-12 * Double(same[5])!, "\(row)")
+            XCTAssertLessThanOrEqual(Double(row[7])!, Double(row[5])!, "\(row)")
+            XCTAssertGreaterThanOrEqual(Double(row[8])!, 1, "\(row)")
+        }
 
         // Each machine's schedule is its own minimiser per t among the swept windows.
         let results = try String(contentsOfFile: "\(work)/study/forward/results.csv", encoding: .utf8)
