@@ -36,15 +36,24 @@ public struct Bootstrap: Sendable {
         guard count > 0 else { return Interval(low: .nan, high: .nan) }
         var values: [Double] = []
         values.reserveCapacity(resamples)
-        var indices = [Int](repeating: 0, count: count)
-        for r in 0..<resamples {
-            let base = Self.mix(seed ^ Self.mix(UInt64(r) &+ 0xB007_57A9))
-            for k in 0..<count { indices[k] = Int(Self.mix(base &+ UInt64(k)) % UInt64(count)) }
-            values.append(statistic(indices))
-        }
+        forEachResample(count: count) { _, indices in values.append(statistic(indices)) }
         values.sort()
         let tail = (1 - level) / 2
         return Interval(low: Self.quantile(sorted: values, tail), high: Self.quantile(sorted: values, 1 - tail))
+    }
+
+    /// Calls `body(r, indices)` for each resample r of `count` items (the index lists `interval` uses); `stream`
+    /// keeps the resamples of independent item sets (two sweeps' queries) apart.
+    public func forEachResample(count: Int, stream: UInt64 = 0, _ body: (Int, [Int]) -> Void) {
+        guard count > 0 else { return }
+        var indices = [Int](repeating: 0, count: count)
+        // Stream 0 is the stream of every interval: its resamples are those the intervals have always had.
+        let offset = stream == 0 ? 0 : Self.mix(stream)
+        for r in 0..<resamples {
+            let base = Self.mix(seed ^ Self.mix(UInt64(r) &+ 0xB007_57A9) ^ offset)
+            for k in 0..<count { indices[k] = Int(Self.mix(base &+ UInt64(k)) % UInt64(count)) }
+            body(r, indices)
+        }
     }
 
     public func mean(_ x: [Double]) -> Interval {

@@ -94,10 +94,10 @@ public enum Calibration {
                 let swept = rows.contains { $0.tIndex == e.tIndex && $0.method == method }
                 let present = rows.contains { $0.tIndex == e.tIndex && $0.method == method && $0.param == param }
                 guard swept && !present else { continue }
+                // The label stays the empirical row's: its per-query errors (per-query.csv) are this candidate's.
                 var row = e
                 row.method = method
                 row.param = param
-                row.label = "\(method) \(param.text) (= empirical)"
                 out.append(row)
                 added.insert("\(method) \(param.text)")
             }
@@ -140,6 +140,96 @@ public enum Calibration {
             ])
         }
         try run.writeText(text, to: "held-out.csv")
+    }
+
+    /// One sweep's per-query errors to the network, keyed by (t index, label), from its per-query.csv, with its rows
+    /// (which map each candidate to its label).
+    public struct QueryErrors: Sendable {
+        public var rows: [SweepRow]
+        public var mseToNetwork: [String: [Double]]
+
+        public init(rows: [SweepRow], mseToNetwork: [String: [Double]]) {
+            self.rows = rows
+            self.mseToNetwork = mseToNetwork
+        }
+
+        public static func key(_ tIndex: Int, _ label: String) -> String { "\(tIndex)|\(label)" }
+
+        /// The per-query errors of `run` (per-query.csv, header t_index,label,query,mse_to_network,mse_to_x0).
+        public static func read(_ run: RunDirectory, rows: [SweepRow]) throws -> QueryErrors {
+            let path = run.file("per-query.csv")
+            let records = try CSVText.records(String(decoding: try FileIO.read(path), as: UTF8.self))
+            guard records.first == ["t_index", "label", "query", "mse_to_network", "mse_to_x0"] else {
+                throw DataError.corrupt(path: path, reason: "not a per-query.csv (header \(records.first ?? []))")
+            }
+            var errors: [String: [Double]] = [:]
+            for (n, record) in records.dropFirst().enumerated() {
+                guard record.count == 5, let t = Int(record[0]), let mse = Double(record[3]) else {
+                    throw DataError.corrupt(path: path, reason: "row \(n + 1) is not t_index,label,query,mse_to_network,mse_to_x0")
+                }
+                errors[key(t, record[1]), default: []].append(mse)
+            }
+            return QueryErrors(rows: rows, mseToNetwork: errors)
+        }
+    }
+
+    /// How often each candidate is the minimiser of its (t, method) over bootstrap resamples of the queries (the
+    /// same resample for every candidate of a sweep; each sweep's queries resampled on their own; with several
+    /// sweeps the query-weighted mean, as `candidates`). `candidates` orders the answer; its MSEs are kept.
+    public static func winFractions(
+        _ candidates: [Candidate], sweeps: [QueryErrors], bootstrap: Bootstrap = Bootstrap()
+    ) throws -> [(candidate: Candidate, winFraction: Double)] {
+        var out: [(candidate: Candidate, winFraction: Double)] = []
+        let groups = Dictionary(grouping: candidates.indices) { "\(candidates[$0].tIndex)|\(candidates[$0].method)" }
+        var fraction = [Double](repeating: 0, count: candidates.count)
+        for (_, members) in groups {
+            // Per sweep and member: its per-query errors.
+            var perSweep: [[[Double]]] = []
+            for sweep in sweeps {
+                let lists = try members.map { m -> [Double] in
+                    let c = candidates[m]
+                    guard let row = sweep.rows.first(where: { $0.tIndex == c.tIndex && $0.method == c.method && $0.param == c.param }),
+                        let errors = sweep.mseToNetwork[QueryErrors.key(c.tIndex, row.label)]
+                    else {
+                        throw DataError.invalid("no per-query errors of \(c.method) \(c.param.text) at t index \(c.tIndex)")
+                    }
+                    return errors
+                }
+                perSweep.append(lists)
+            }
+            // sums[r][j]: member j's summed error over resample r, all sweeps.
+            var sums = [[Double]](repeating: [Double](repeating: 0, count: members.count), count: bootstrap.resamples)
+            for (s, lists) in perSweep.enumerated() {
+                let count = lists[0].count
+                guard lists.allSatisfy({ $0.count == count }) else {
+                    throw DataError.invalid("the candidates of one t hold different numbers of per-query errors")
+                }
+                bootstrap.forEachResample(count: count, stream: UInt64(s)) { r, indices in
+                    for (j, list) in lists.enumerated() { sums[r][j] += indices.reduce(0) { $0 + list[$1] } }
+                }
+            }
+            for r in 0..<bootstrap.resamples {
+                // Ties go to the first (smaller) candidate, as in `best`.
+                var winner = 0
+                for j in 1..<members.count where sums[r][j] < sums[r][winner] { winner = j }
+                fraction[members[winner]] += 1 / Double(bootstrap.resamples)
+            }
+        }
+        for (i, c) in candidates.enumerated() { out.append((c, fraction[i])) }
+        return out
+    }
+
+    /// wins.csv: every candidate with its error and the fraction of bootstrap resamples of the queries on which
+    /// it is the minimiser of its (t, method).
+    public static func writeWins(_ wins: [(candidate: Candidate, winFraction: Double)], to run: RunDirectory) throws {
+        var text = "t_index,t,method,param,mse_to_network,win_fraction\n"
+        for (c, w) in wins {
+            text += CSVText.line([
+                String(c.tIndex), RunNumber.text(c.t), c.method, c.param.text, RunNumber.text(c.mseToNetwork),
+                RunNumber.text(w),
+            ])
+        }
+        try run.writeText(text, to: "wins.csv")
     }
 
     /// The minimiser per (t, method); ties go to the smaller patch or lambda.

@@ -42,9 +42,12 @@ struct Calibrate: AsyncParsableCommand {
     }
 
     /// Each finished sweep's grid and rows, with the whole-image candidates its empirical rows stand for.
-    func read(_ found: [RunDirectory]) throws -> (sweeps: [(grid: [Double], rows: [SweepRow])], added: [String]) {
+    func read(_ found: [RunDirectory]) throws -> (
+        sweeps: [(grid: [Double], rows: [SweepRow])], added: [String], queryErrors: [Calibration.QueryErrors]?
+    ) {
         var sweeps: [(grid: [Double], rows: [SweepRow])] = []
         var added: Set<String> = []
+        var queryErrors: [Calibration.QueryErrors]? = []
         for run in found {
             guard run.isComplete else {
                 throw DataError.invalid("\(run.path) is not finished (no 'done'); re-run its sweep to complete it")
@@ -57,8 +60,14 @@ struct Calibrate: AsyncParsableCommand {
             let whole = Calibration.addingWholeImage(try SweepResults.read(run), height: shape[2], width: shape[3])
             sweeps.append((grid, whole.rows))
             added.formUnion(whole.added)
+            // Runs written before per-query.csv existed have no per-query errors: no win fractions then.
+            if FileManager.default.fileExists(atPath: run.file("per-query.csv")) {
+                queryErrors?.append(try Calibration.QueryErrors.read(run, rows: whole.rows))
+            } else {
+                queryErrors = nil
+            }
         }
-        return (sweeps, added.sorted())
+        return (sweeps, added.sorted(), queryErrors)
     }
 
     /// Held-out sweeps must hold other queries than the calibration's: not the same run, nor a run of the same
@@ -89,7 +98,7 @@ struct Calibrate: AsyncParsableCommand {
         let found = try sweepRuns(runs)
         let heldOutRuns = heldOut.isEmpty ? [] : try sweepRuns(heldOut)
         try checkDisjoint(found, heldOutRuns)
-        let (sweeps, added) = try read(found)
+        let (sweeps, added, queryErrors) = try read(found)
         if !added.isEmpty {
             note("whole-image candidates from the empirical rows: \(added.joined(separator: ", "))")
         }
@@ -106,6 +115,11 @@ struct Calibrate: AsyncParsableCommand {
                 ("heldOut", .strings(heldOutRuns.map(\.path))),
             ]), to: "config.json")
         let best = try Calibration.write(candidates, grid: sweeps[0].grid, to: output)
+        if let queryErrors {
+            try Calibration.writeWins(try Calibration.winFractions(candidates, sweeps: queryErrors), to: output)
+        } else {
+            note("no wins.csv: a sweep has no per-query.csv (written before per-query errors were kept)")
+        }
         if !heldOutRuns.isEmpty {
             let judged = try Calibration.evaluate(best, on: try Calibration.candidates(try read(heldOutRuns).sweeps))
             try Calibration.writeHeldOut(judged, to: output)

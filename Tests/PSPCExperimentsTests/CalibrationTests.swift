@@ -81,6 +81,31 @@ final class CalibrationTests: XCTestCase {
         }
     }
 
+    /// Win fractions over bootstrap resamples of the queries: a candidate better on every query wins every
+    /// resample; one better on average but not on every query wins a share; each (t, method) sums to 1.
+    func testWinFractionsCountMinimisersOverResamplesOfTheQueries() throws {
+        func row(_ i: Int, _ s: Int) -> SweepRow {
+            SweepRow(tIndex: i, t: [10, 1][i], method: "pspc-square", param: .patchSize(s), label: "s=\(s)", mseToNetwork: 0, mseToX0: 0, queries: 4)
+        }
+        let rows = [row(0, 3), row(0, 5), row(1, 3), row(1, 5)]
+        let errors: [String: [Double]] = [
+            "0|s=3": [1, 2, 3, 4], "0|s=5": [2, 3, 4, 5],  // s = 5 worse on every query
+            "1|s=3": [1, 1, 10, 10], "1|s=5": [2, 2, 2, 2],  // s = 3 better on two queries, much worse on two
+        ]
+        let sweep = Calibration.QueryErrors(rows: rows, mseToNetwork: errors)
+        let candidates = try Calibration.candidates([([10, 1], rows)])
+        let wins = try Calibration.winFractions(candidates, sweeps: [sweep], bootstrap: Bootstrap(resamples: 400))
+        let fraction = { (i: Int, s: Int) in wins.first { $0.candidate.tIndex == i && $0.candidate.param == .patchSize(s) }!.winFraction }
+        XCTAssertEqual(fraction(0, 3), 1, accuracy: 1e-12)
+        XCTAssertEqual(fraction(0, 5), 0, accuracy: 1e-12)
+        XCTAssertGreaterThan(fraction(1, 3), 0.05)
+        XCTAssertGreaterThan(fraction(1, 5), 0.5)
+        XCTAssertEqual(fraction(1, 3) + fraction(1, 5), 1, accuracy: 1e-12)
+        // A sweep missing a candidate's per-query errors is named.
+        XCTAssertThrowsError(
+            try Calibration.winFractions(candidates, sweeps: [Calibration.QueryErrors(rows: rows, mseToNetwork: [:])]))
+    }
+
     func testLSAndELSWindowsGetTheirOwnSchedules() throws {
         let grid = [3.0, 0.3]
         var rows: [SweepRow] = []

@@ -33,6 +33,13 @@ final class WindowMachineStudyTests: XCTestCase {
         XCTAssertTrue(sameQueries.stderr.contains("has the same queries"), sameQueries.stderr)
         try CommandRunner.succeed(
             ["calibrate", "\(work)/study/forward", "--held-out", "\(work)/held-out", "--out", "\(work)/study/calibration"])
+        // wins.csv: per (t, machine) the candidates' shares of bootstrap resamples, summing to 1.
+        let wins = try CSVRecords.read("\(work)/study/calibration/wins.csv")
+        XCTAssertEqual(wins.first, ["t_index", "t", "method", "param", "mse_to_network", "win_fraction"])
+        for group in Dictionary(grouping: wins.dropFirst(), by: { "\($0[0])|\($0[2])" }).values {
+            XCTAssertEqual(group.count, 2)
+            XCTAssertEqual(group.reduce(0) { $0 + Double($1[5])! }, 1, accuracy: 1e-9, "\(group)")
+        }
         // held-out.csv: each choice's error on the other queries is the held-out sweep's number for that window,
         // and the held-out minimiser is no worse.
         let heldOut = try CSVRecords.read("\(work)/study/calibration/held-out.csv")
