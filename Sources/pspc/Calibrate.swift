@@ -55,9 +55,18 @@ struct Calibrate: AsyncParsableCommand {
             guard let grid = try run.config()["grid"]?.array?.compactMap(\.double) else {
                 throw DataError.invalid("\(run.file("config.json")): no grid")
             }
-            let shape = try NPY.read(path: run.file("z/t00.npy")).shape
-            guard shape.count == 4 else { throw DataError.invalid("\(run.file("z/t00.npy")): not [N, C, H, W]") }
-            let whole = Calibration.addingWholeImage(try SweepResults.read(run), height: shape[2], width: shape[3])
+            let rows = try SweepResults.read(run)
+            // The image shape, from the sweep's stored images; without them no whole-image rows can be named.
+            let stored = ["z/t00.npy", "x0.npy", "x0/t00.npy"].map { run.file($0) }
+            guard let images = stored.first(where: { FileManager.default.fileExists(atPath: $0) }),
+                case let shape = try NPY.read(path: images).shape, shape.count == 4
+            else {
+                note("\(run.path): no stored images to read the shape from; no whole-image candidates added")
+                sweeps.append((grid, rows))
+                queryErrors = nil
+                continue
+            }
+            let whole = Calibration.addingWholeImage(rows, height: shape[2], width: shape[3])
             sweeps.append((grid, whole.rows))
             added.formUnion(whole.added)
             // Runs written before per-query.csv existed have no per-query errors: no win fractions then.
