@@ -53,7 +53,66 @@ extension Report {
         }
         html += "<h3>Best candidate per t</h3>\n"
         html += table(source: calibration.best.path, header: header, rows: rows)
+        html += try winsTable(run, calibration: calibration, methods: methods, times: times)
+        html += try heldOutTable(run)
         return Section(id: id, title: title, html: html)
+    }
+
+    /// wins.csv (when written): per t and method, how often the chosen candidate is the minimiser over bootstrap
+    /// resamples of the queries.
+    static func winsTable(
+        _ run: RunDirectory, calibration: Calibration, methods: [String], times: [(index: Int, t: Double, row: Int)]
+    ) throws -> String {
+        let path = run.file("wins.csv")
+        guard FileManager.default.fileExists(atPath: path) else { return "" }
+        let wins = try CSV.read(path, header: ["t_index", "t", "method", "param", "mse_to_network", "win_fraction"])
+        var index: [String: Int] = [:]
+        for r in wins.rows.indices {
+            index["\(try wins.int(r, "t_index"))|\(try wins.string(r, "method"))|\(try wins.string(r, "param"))"] = r
+        }
+        let rows: [[Cell]] = try times.map { time in
+            // The wins.csv row of each method's chosen candidate at this t.
+            let found: [Int?] = methods.map { method in
+                calibration.bestRows.first { $0.tIndex == time.index && $0.method == method }
+                    .flatMap { index["\(time.index)|\(method)|\($0.param)"] }
+            }
+            let tCell: Cell = try found.compactMap { $0 }.first.map { .number(try wins.double($0, "t"), row: $0, column: "t") }
+                ?? .text(RunNumber.text(time.t))
+            return try [tCell] + found.map { r in
+                try r.map { .number(try wins.double($0, "win_fraction"), row: $0, column: "win_fraction") } ?? .missing
+            }
+        }
+        return "<h3>How sure each choice is</h3>\n"
+            + table(
+                source: wins.path, header: ["t"] + methods.map { "wins (\($0))" }, rows: rows,
+                caption: "The fraction of 2000 bootstrap resamples of the queries on which the chosen candidate is the "
+                    + "minimiser (1: every resample agrees).")
+    }
+
+    /// held-out.csv (with --held-out): each choice judged on other queries, beside the held-out minimiser.
+    static func heldOutTable(_ run: RunDirectory) throws -> String {
+        let path = run.file("held-out.csv")
+        guard FileManager.default.fileExists(atPath: path) else { return "" }
+        let columns = [
+            "t_index", "t", "method", "chosen_param", "mse_in_sample", "mse_held_out", "held_out_best_param",
+            "mse_held_out_best", "ratio_to_held_out_best",
+        ]
+        let csv = try CSV.read(path, header: columns)
+        let rows: [[Cell]] = try csv.rows.indices.map { r in
+            [
+                .number(try csv.double(r, "t"), row: r, column: "t"), .text(try csv.string(r, "method")),
+                .text(try csv.string(r, "chosen_param")), .number(try csv.double(r, "mse_in_sample"), row: r, column: "mse_in_sample"),
+                .number(try csv.double(r, "mse_held_out"), row: r, column: "mse_held_out"),
+                .text(try csv.string(r, "held_out_best_param")),
+                .number(try csv.double(r, "ratio_to_held_out_best"), row: r, column: "ratio_to_held_out_best"),
+            ]
+        }
+        return "<h3>Held-out check</h3>\n"
+            + table(
+                source: csv.path,
+                header: ["t", "method", "chosen", "MSE in-sample", "MSE held-out", "held-out best", "ratio to held-out best"],
+                rows: rows,
+                caption: "The choices made on the calibration sweeps, judged on sweeps of other queries.")
     }
 
     static func bestParameterName(_ method: String) -> String {

@@ -187,6 +187,34 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(ReportPage.count("class=\"band\"", in: x0), Set(rows.map(\.label)).count)
     }
 
+    func testCalibrationShowsWinFractionsAndTheHeldOutCheckWhenWritten() throws {
+        XCTAssertFalse(try writeReport().contains("How sure each choice is"))
+        let run = try XCTUnwrap(try RunDirectory.discover([root]).first { try $0.kind() == "calibration" })
+        let best = try ReportPage.readCSV(run.file("best.csv"))
+        let col = { (name: String) in best.header.firstIndex(of: name)! }
+        var wins = "t_index,t,method,param,mse_to_network,win_fraction\n"
+        var heldOut =
+            "t_index,t,method,chosen_param,mse_in_sample,mse_held_out,held_out_best_param,mse_held_out_best,ratio_to_held_out_best\n"
+        for (n, row) in best.rows.enumerated() {
+            let mse = Double(row[col("mse_to_network")])!
+            wins += [row[col("t_index")], row[col("t")], row[col("method")], row[col("best_param")], row[col("mse_to_network")], "0.\(n + 1)"]
+                .joined(separator: ",") + "\n"
+            heldOut += [
+                row[col("t_index")], row[col("t")], row[col("method")], row[col("best_param")], row[col("mse_to_network")],
+                "\(mse * 1.5)", row[col("best_param")], "\(mse * 1.5)", "1",
+            ].joined(separator: ",") + "\n"
+        }
+        try run.writeText(wins, to: "wins.csv")
+        try run.writeText(heldOut, to: "held-out.csv")
+        let html = try writeReport()
+        XCTAssertTrue(html.contains("<h3>How sure each choice is</h3>"))
+        XCTAssertTrue(html.contains("<h3>Held-out check</h3>"))
+        // Every number in the new tables is its file's number, in the cell the file names.
+        XCTAssertEqual(try ReportPage.mismatches(html), [])
+        let shown = ReportPage.numberCells(html).filter { $0.csv.hasSuffix("wins.csv") && $0.column == "win_fraction" }
+        XCTAssertEqual(shown.count, best.rows.count)
+    }
+
     func testEveryTableNumberIsTheResultsFilesNumber() throws {
         let html = try writeReport()
         XCTAssertEqual(try ReportPage.mismatches(html), [])
