@@ -306,6 +306,26 @@ class FrameServer:
         self._server = await asyncio.start_server(self._accept, host, port, reuse_address=True, backlog=256)
         return self._server.sockets[0].getsockname()[1]
 
+    async def serve_until_stopped(self, listen: tuple[str, int], what: str, exit_with_parent: bool) -> None:
+        """Listens on `listen`, prints `pspc WHAT listening on HOST:PORT` and returns once SIGTERM, SIGINT, an
+        allowed Shutdown or (with `exit_with_parent`) EOF on standard input asks it to stop; `stop()` follows."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        if exit_with_parent:
+            # EOF on stdin: the parent is gone (even after SIGKILL); stop as on SIGTERM.
+            def watch_parent() -> None:
+                while sys.stdin.buffer.read(4096):
+                    pass
+                loop.call_soon_threadsafe(self.stopping.set)
+
+            threading.Thread(target=watch_parent, daemon=True).start()
+        host, port = listen
+        port = await self.start(host, port)
+        shown = f"[{host}]" if ":" in host else host
+        print(f"pspc {what} listening on {shown}:{port}", flush=True)
+        await self.stopping.wait()
+
     async def stop(self) -> None:
         """Stops accepting, cancels running work at its next chunk, closes every connection."""
         if self._server is not None:
@@ -603,37 +623,28 @@ async def _serve(args: argparse.Namespace, service: NetworkService, token: bytes
         idle_timeout=args.idle_timeout,
         max_connections=args.max_connections,
     )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.stopping.set)
-    if args.exit_with_parent:
-        # EOF on stdin: the parent is gone (even after SIGKILL); stop as on SIGTERM.
-        def watch_parent() -> None:
-            while sys.stdin.buffer.read(4096):
-                pass
-            loop.call_soon_threadsafe(server.stopping.set)
-
-        threading.Thread(target=watch_parent, daemon=True).start()
-    host, port = args.listen
-    port = await server.start(host, port)
-    shown = f"[{host}]" if ":" in host else host
-    print(f"pspc network listening on {shown}:{port}", flush=True)
-    await server.stopping.wait()
+    await server.serve_until_stopped(args.listen, "network", args.exit_with_parent)
     log("stopping")
     await server.stop()
+
+
+def read_token_or_report(path: str) -> bytes | None:
+    """The cluster token of `path`, or None after saying on stderr why it cannot be used."""
+    try:
+        return wire.read_token(path)
+    except OSError as e:
+        print(f"error: {path}: cannot read the token file ({e.strerror})", file=sys.stderr)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    try:
-        token = wire.read_token(args.token_file)
-    except OSError as e:
-        print(f"error: {args.token_file}: cannot read the token file ({e.strerror})", file=sys.stderr)
-        return 2
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+    token = read_token_or_report(args.token_file)
+    if token is None:
         return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import socket
 import sys
 import threading
@@ -29,9 +28,9 @@ import numpy as np
 import torch
 
 from . import wire
-from .partials import Crops, Moments, ShardImages, Softmax
+from .partials import Cancelled, Crops, Moments, ShardImages, Softmax
 from .proto import pspc_pb2 as pb
-from .serve import FrameServer, parse_listen
+from .serve import FrameServer, parse_listen, read_token_or_report
 from .shards import DataError, parse_shard_list, placement, read_manifest, read_shard
 from .wire import WireError
 
@@ -123,7 +122,7 @@ class WorkerService:
             answers = []
             for sid in wanted:
                 if cancelled():
-                    raise_cancelled()
+                    raise Cancelled()
                 answers.append(self._run(op, self.by_id[sid], cancelled))
             self._require_fits(sum(_payload_bytes(a) + 64 for a in answers))
             return pb.PartialResponse(per_shard=pb.PerShardPartials(shards=[_response(a) for a in answers]))
@@ -133,7 +132,7 @@ class WorkerService:
         merged = None
         for sid in selected:
             if cancelled():
-                raise_cancelled()
+                raise Cancelled()
             answer = self._run(op, self.by_id[sid], cancelled)
             merged = answer if merged is None else _merge(merged, answer)
         self._require_fits(_payload_bytes(merged))
@@ -269,12 +268,6 @@ class WorkerService:
         return Crops("masks", offsets=offsets, pixels=pixels, multiplicity=multiplicity, pixel_count=h * w)
 
 
-def raise_cancelled():
-    from .heatmap import Cancelled
-
-    raise Cancelled()
-
-
 def _merge(a, b):
     if isinstance(a, Softmax):
         return a.merged(b)
@@ -392,22 +385,7 @@ async def _serve(args, service: WorkerService, token: bytes) -> None:
         max_connections=args.max_connections,
         drain_seconds=DRAIN_SECONDS,
     )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.stopping.set)
-    if args.exit_with_parent:
-
-        def watch_parent() -> None:
-            while sys.stdin.buffer.read(4096):
-                pass
-            loop.call_soon_threadsafe(server.stopping.set)
-
-        threading.Thread(target=watch_parent, daemon=True).start()
-    host, port = args.listen
-    port = await server.start(host, port)
-    shown = f"[{host}]" if ":" in host else host
-    print(f"pspc worker listening on {shown}:{port}", flush=True)
-    await server.stopping.wait()
+    await server.serve_until_stopped(args.listen, "worker", args.exit_with_parent)
     log("stopping: letting the requests already taken finish")
     await server.stop()
 
@@ -416,13 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    try:
-        token = wire.read_token(args.token_file)
-    except OSError as e:
-        print(f"error: {args.token_file}: cannot read the token file ({e.strerror})", file=sys.stderr)
-        return 2
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+    token = read_token_or_report(args.token_file)
+    if token is None:
         return 2
     try:
         service, manifest, ids, device = load(args)
