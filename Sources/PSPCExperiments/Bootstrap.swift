@@ -83,6 +83,9 @@ public struct Bootstrap: Sendable {
         let position = q * Double(x.count - 1)
         let below = Int(position.rounded(.down)), above = min(below + 1, x.count - 1)
         let fraction = position - Double(below)
+        // Equal neighbours or an exact order statistic: that value (also when infinite, where the interpolation
+        // would give inf - inf = NaN); identical to the interpolation for finite values.
+        if fraction == 0 || x[below] == x[above] { return x[below] }
         return x[below] + fraction * (x[above] - x[below])
     }
 

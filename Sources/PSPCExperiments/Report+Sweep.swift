@@ -32,6 +32,7 @@ extension Report {
             source: sweep.path, header: ["t"] + variants,
             rows: mseRows(sweep, variants: variants, column: "mse_to_network", markBest: true),
             caption: "The best non-network variant of each t is marked.")
+        html += try ratioTables(run, variants: variants)
 
         var plots = [figure(RunFigures.mseToX0(sweep, process: process))]
         if let plot = RunFigures.patchSizeError(

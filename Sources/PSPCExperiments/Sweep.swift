@@ -245,8 +245,8 @@ public struct Sweep: Sendable {
         return (rows, perQuery)
     }
 
-    /// Writes results.csv, results.json and per-query.csv (each query's errors, for paired comparisons); returns
-    /// the rows.
+    /// Writes results.csv, results.json, per-query.csv (each query's errors) and ratios.csv (the paired ratios
+    /// of `PairedRatios`); returns the rows.
     @discardableResult
     public func writeResults() throws -> [SweepRow] {
         let (rows, perQuery) = try resultsWithQueries()
@@ -261,6 +261,7 @@ public struct Sweep: Sendable {
         }
         try run.writeText(text, to: "per-query.csv")
         try run.writeText(SweepResults.csv(rows), to: "results.csv")
+        try run.writeText(PairedRatios.csv(PairedRatios.compute(rows: rows, perQuery: perQuery)), to: "ratios.csv")
         try run.writeJSON(SweepResults.json(rows, kind: kind.rawValue, grid: grid), to: "results.json")
         return rows
     }

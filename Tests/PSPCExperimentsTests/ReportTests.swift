@@ -215,6 +215,32 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(shown.count, best.rows.count)
     }
 
+    func testSweepsShowTheirPairedRatiosWhenWritten() throws {
+        XCTAssertFalse(try writeReport().contains("<h3>Paired ratios</h3>"))
+        let run = try XCTUnwrap(try RunDirectory.discover([root]).first { try $0.kind() == "sweep-forward" })
+        let rows = try SweepResults.read(run)
+        // Three queries per row, spread about the row's MSE.
+        let perQuery = rows.map { row in
+            (network: [0.5, 1, 1.5].map { $0 * row.mseToNetwork }, x0: [0.7, 1, 1.3].map { $0 * row.mseToX0 })
+        }
+        let ratios = PairedRatios.compute(rows: rows, perQuery: perQuery)
+        try run.writeText(PairedRatios.csv(ratios), to: "ratios.csv")
+        let html = try writeReport()
+        XCTAssertTrue(html.contains("<h3>Paired ratios</h3>"))
+        XCTAssertEqual(try ReportPage.mismatches(html), [])
+        // The network against the optimal denoiser (to x0) at every t, with its interval.
+        let cells = ReportPage.numberCells(html).filter { $0.csv == run.file("ratios.csv") }
+        let networkRows = Set(ratios.indices.filter { ratios[$0].label == "network" && ratios[$0].baselineRole == "optimal" })
+        XCTAssertEqual(networkRows.count, Set(rows.map(\.tIndex)).count)
+        for column in ["ratio", "ci_low", "ci_high"] {
+            XCTAssertTrue(networkRows.isSubset(of: Set(cells.filter { $0.column == column }.map(\.row))), column)
+        }
+        // The closest method of each t is named beside its ratio to the optimal denoiser.
+        for r in ratios where r.target == "network" && r.baselineRole == "closest" && r.label == r.baseline {
+            XCTAssertTrue(html.contains("<td class=\"text\">\(r.label)</td>"), r.label)
+        }
+    }
+
     func testEveryTableNumberIsTheResultsFilesNumber() throws {
         let html = try writeReport()
         XCTAssertEqual(try ReportPage.mismatches(html), [])

@@ -100,6 +100,15 @@ final class SweepTests: XCTestCase {
         let perQuery = try CSVText.records(String(decoding: try FileIO.read(sweep.run.file("per-query.csv")), as: UTF8.self))
         XCTAssertEqual(perQuery.first, ["t_index", "label", "query", "mse_to_network", "mse_to_x0"])
         XCTAssertEqual(perQuery.count, 1 + rows.count * 7)
+        // ratios.csv: the paired ratios of those per-query errors, for every t.
+        let ratios = try CSVText.records(String(decoding: try FileIO.read(sweep.run.file("ratios.csv")), as: UTF8.self))
+        XCTAssertEqual(ratios.first, PairedRatios.header.split(separator: ",").map(String.init))
+        XCTAssertEqual(Set(ratios.dropFirst().map { $0[0] }), Set(Fixture.grid.indices.map(String.init)))
+        for line in ratios.dropFirst() where line[4] == "optimal" && line[3] == "x0" {
+            let row = rows.first { String($0.tIndex) == line[0] && $0.label == line[2] }!
+            let optimal = rows.first { String($0.tIndex) == line[0] && $0.method == "empirical" }!
+            XCTAssertEqual(Double(line[6])!, row.mseToX0 / optimal.mseToX0, accuracy: 1e-12 * Double(line[6])!)
+        }
     }
 
     /// Interrupted after some units and re-run: the results are the same bytes as an uninterrupted run.
