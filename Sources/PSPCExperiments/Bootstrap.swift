@@ -64,12 +64,20 @@ public struct Bootstrap: Sendable {
         interval(count: x.count) { idx in Self.median(idx.map { x[$0] }) }
     }
 
-    /// mean(a) / mean(b) over the same items, resampled together.
+    /// mean(a) / mean(b) over the same items (errors, >= 0), resampled together; `ratio` defines the resamples
+    /// where b's sum is 0.
     public func ratioOfMeans(_ a: [Double], _ b: [Double]) -> Interval {
         precondition(a.count == b.count)
         return interval(count: a.count) { idx in
-            idx.reduce(0) { $0 + a[$1] } / idx.reduce(0) { $0 + b[$1] }
+            Self.ratio(idx.reduce(0) { $0 + a[$1] }, idx.reduce(0) { $0 + b[$1] })
         }
+    }
+
+    /// a / b for sums of errors (>= 0), defined where b is 0: 1 when both are 0 (the two agree exactly), +inf
+    /// otherwise; so a resample never yields NaN and the quantiles stay ordered. NaN only from NaN errors.
+    public static func ratio(_ a: Double, _ b: Double) -> Double {
+        if b == 0 { return a == 0 ? 1 : (a.isNaN ? .nan : .infinity) }
+        return a / b
     }
 
     public static func mean(_ x: [Double]) -> Double { x.isEmpty ? .nan : x.reduce(0, +) / Double(x.count) }

@@ -67,24 +67,14 @@ public enum PairedRatios {
                             PairedRatio(
                                 tIndex: i, t: t, label: entry.label, target: target, baselineRole: role,
                                 baseline: base.label,
-                                ratio: ratio(entry.errors.reduce(0, +), base.errors.reduce(0, +)),
-                                interval: bootstrap.interval(count: base.errors.count) { idx in
-                                    ratio(idx.reduce(0) { $0 + entry.errors[$1] }, idx.reduce(0) { $0 + base.errors[$1] })
-                                },
+                                ratio: Bootstrap.ratio(entry.errors.reduce(0, +), base.errors.reduce(0, +)),
+                                interval: bootstrap.ratioOfMeans(entry.errors, base.errors),
                                 queries: entry.errors.count))
                     }
                 }
             }
         }
         return out
-    }
-
-    /// a / b for sums of errors (>= 0), defined where the baseline's is 0: 1 when both are 0 (the two agree
-    /// exactly), +inf otherwise; so a resample never yields NaN and the quantiles stay ordered. NaN only from
-    /// NaN errors.
-    static func ratio(_ a: Double, _ b: Double) -> Double {
-        if b == 0 { return a == 0 ? 1 : (a.isNaN ? .nan : .infinity) }
-        return a / b
     }
 
     public static func csv(_ ratios: [PairedRatio]) -> String {
