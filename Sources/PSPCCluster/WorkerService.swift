@@ -12,13 +12,13 @@ import PSPCWire
 /// or stops a computing one at its next safe point (both answered CANCELLED); a closed connection cancels
 /// every request it still has here, so a coordinator that gave up never keeps the worker busy.
 public final class WorkerService: Sendable {
-    /// A shard this worker holds: its id in the dataset's manifest and its images.
+    /// A shard this worker holds: its id in the dataset's manifest and what evaluates it (an `InProcessShard`).
     public struct HostedShard: Sendable {
         public var id: Int
         public var first: Int
-        public var source: InProcessShard
+        public var source: any BlockingPartialSumSource
 
-        public init(id: Int, first: Int, source: InProcessShard) {
+        public init(id: Int, first: Int, source: any BlockingPartialSumSource) {
             self.id = id
             self.first = first
             self.source = source

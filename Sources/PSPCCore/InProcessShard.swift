@@ -6,7 +6,7 @@ import PSPCKernels
 /// behind the wire. Crop methods run the vector kernels over (query, range of tiles) work items on
 /// `threads` threads; the empirical softmax uses float64 BLAS, the moments a kernel whose rounding does not
 /// depend on which rows are asked.
-public final class InProcessShard: PartialSumSource {
+public final class InProcessShard: BlockingPartialSumSource {
     public let images: ImageSet
     public let threads: Int
     /// Training images per block of the empirical softmax and the moments (a multiple of 8; tests shrink it to

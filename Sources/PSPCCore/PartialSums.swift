@@ -85,6 +85,20 @@ public protocol PartialSumSource: Sendable {
     func evaluate(_ request: PartialRequest) async throws -> PartialResponse
 }
 
+/// A source that evaluates on the calling thread and stops at its safe points once `cancellation` is set
+/// (throwing `CancellationError`): what a worker runs behind the wire, one request at a time on its compute
+/// thread.
+public protocol BlockingPartialSumSource: PartialSumSource {
+    func evaluateNow(_ request: PartialRequest, cancellation: CancellationFlag?) throws -> PartialResponse
+}
+
+extension BlockingPartialSumSource {
+    /// `evaluateNow` to the end, with no way to stop it.
+    public func evaluateNow(_ request: PartialRequest) throws -> PartialResponse {
+        try evaluateNow(request, cancellation: nil)
+    }
+}
+
 /// Shards answered together: a cluster asks each worker once per request for all the shards it routes to it
 /// (the queries travel once per worker instead of once per shard) and hands back each shard's own partials, so
 /// the engine merges them in shard order exactly as it merges separate sources.

@@ -129,10 +129,15 @@ final class ClusterTrustTests: XCTestCase {
         try await silent.channel.close()
     }
 
-    /// A caller that stops waiting (its task cancelled) stops the worker: the requests it had queued there are
-    /// dropped and the one computing stops at a safe point.
+    /// A caller that stops waiting (its task cancelled) stops the worker: every request it had sent there ends
+    /// CANCELLED, dropped while it waited or stopped while it computed, and none is served. The worker's shards
+    /// hold each computation until its Cancel arrives, so the outcome does not depend on how fast either side
+    /// runs on a loaded machine.
     func testACancelledRunCancelsItsRequestsOnTheWorker() async throws {
-        let worker = try await Self.worker(Base.shards)
+        let held = Base.shards.map {
+            WorkerService.HostedShard(id: $0.id, first: $0.first, source: HeldUntilCancelled($0.source))
+        }
+        let worker = try await Self.worker(held)
         let cluster = try await Cluster.connect(
             to: [HostPort(host: "127.0.0.1", port: worker.port)], token: Base.token, group: Base.group,
             policy: Self.quick)
@@ -150,8 +155,9 @@ final class ClusterTrustTests: XCTestCase {
         }
         try await waitUntil { worker.service.statistics.inFlight == 0 }
         let stats = worker.service.statistics
-        XCTAssertGreaterThan(stats.cancelledWaiting + stats.cancelledComputing, 0, "\(stats)")
-        XCTAssertLessThan(stats.served, 20 * 7, "every request was computed: \(stats)")
+        XCTAssertEqual(stats.served, 0, "a request was computed to the end: \(stats)")
+        XCTAssertGreaterThan(stats.cancelledComputing, 0, "\(stats)")
+        XCTAssertEqual(stats.cancelledComputing, stats.computeStarted, "a started request did not stop: \(stats)")
         await cluster.close()
         try await worker.stop()
     }
@@ -279,5 +285,28 @@ final class NaNWorker: ChannelInboundHandler, @unchecked Sendable {
         } catch {
             context.close(promise: nil)
         }
+    }
+}
+
+/// A shard whose every evaluation waits, at a safe point, until it is cancelled; without a cancel within 60 s it
+/// evaluates as the shard it wraps (and a test expecting cancellation sees a served request).
+final class HeldUntilCancelled: BlockingPartialSumSource {
+    let wrapped: any BlockingPartialSumSource
+    var shape: ImageShape { wrapped.shape }
+    var imageCount: Int { wrapped.imageCount }
+
+    init(_ wrapped: any BlockingPartialSumSource) { self.wrapped = wrapped }
+
+    func evaluate(_ request: PartialRequest) async throws -> PartialResponse {
+        try evaluateNow(request, cancellation: nil)
+    }
+
+    func evaluateNow(_ request: PartialRequest, cancellation: CancellationFlag?) throws -> PartialResponse {
+        if let cancellation {
+            let deadline = Date().addingTimeInterval(60)
+            while !cancellation.isCancelled && Date() < deadline { usleep(1000) }
+            try cancellation.check()
+        }
+        return try wrapped.evaluateNow(request, cancellation: cancellation)
     }
 }
