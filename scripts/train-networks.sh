@@ -38,7 +38,7 @@ done
 # name: preset, steps, seed, lr decay steps, init
 recipe() {
     case "$1" in
-        unet) echo "small 12000 0 1000 $here/reference-network/reference-network.pt" ;;
+        unet) echo "small 30000 0 1000 $here/reference-network/reference-network.pt" ;;
         unet-seed1) echo "small 40000 1 10000 -" ;;
         dit) echo "dit 40000 0 10000 -" ;;
         resnet) echo "resnet 40000 0 10000 -" ;;

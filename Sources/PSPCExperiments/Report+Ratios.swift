@@ -4,7 +4,7 @@ extension Report {
     /// ratios.csv (when written): the paired ratios of `PairedRatios`. A summary per t (the network's error to
     /// x0 over the optimal denoiser's; the method closest to the network and its error over the optimal
     /// denoiser's) and, folded, every variant's ratio to the optimal denoiser with its interval.
-    static func ratioTables(_ run: RunDirectory, variants: [String]) throws -> String {
+    static func ratioTables(_ run: RunDirectory, variants: [String], network primary: String = "network") throws -> String {
         let path = run.file("ratios.csv")
         guard FileManager.default.fileExists(atPath: path) else { return "" }
         let csv = try CSV.read(path, header: PairedRatios.header.split(separator: ",").map(String.init))
@@ -25,7 +25,7 @@ extension Report {
         }
         let summary: [[Cell]] = try times.map { time in
             let tCell = Cell.number(try csv.double(time.row, "t"), row: time.row, column: "t")
-            let network = try numbers(find(time.index, "network", "x0", "optimal"))
+            let network = try numbers(find(time.index, primary, "x0", "optimal"))
             // The closest method's row against the optimal denoiser, found from any row naming the closest.
             let closest = csv.rows.indices.first { r in
                 (try? csv.int(r, "t_index")) == time.index && (try? csv.string(r, "target")) == "network"

@@ -21,7 +21,9 @@ extension Report {
         html += meta(facts)
 
         let variants = sweep.labels.filter { label in sweep.rows.first { $0.label == label }?.method != "network" }
-        html += "<h3>MSE to the network</h3>\n"
+        let networks = sweep.labels.filter { label in sweep.rows.first { $0.label == label }?.method == "network" }
+        let primary = networks.first ?? "network"
+        html += networks.count > 1 ? "<h3>MSE to \(escape(primary)) (the first of \(networks.count) networks)</h3>\n" : "<h3>MSE to the network</h3>\n"
         html += figures([
             figure(
                 RunFigures.mseToNetwork(sweep, process: process, width: 960, height: 420),
@@ -32,7 +34,8 @@ extension Report {
             source: sweep.path, header: ["t"] + variants,
             rows: mseRows(sweep, variants: variants, column: "mse_to_network", markBest: true),
             caption: "The best non-network variant of each t is marked.")
-        html += try ratioTables(run, variants: variants)
+        html += try ratioTables(run, variants: variants, network: primary)
+        html += try networkTables(run, networks: networks)
 
         var plots = [figure(RunFigures.mseToX0(sweep, process: process))]
         if let plot = RunFigures.patchSizeError(

@@ -50,6 +50,19 @@ public struct SampleComparison: Sendable {
     public func draw(
         engine: DenoisingEngine?, network: BatchDenoiser?, progress: @escaping @Sendable (Int, Int) -> Void
     ) async throws {
+        try await draw(engine: engine, networks: network.map { [$0] } ?? [], progress: progress)
+    }
+
+    /// `draw` with several networks: `networks` answer for the network variants, in their order (a study of
+    /// several networks compares each with the others and with every method).
+    public func draw(
+        engine: DenoisingEngine?, networks: [BatchDenoiser], progress: @escaping @Sendable (Int, Int) -> Void
+    ) async throws {
+        let networkVariants = variants.filter(\.isNetwork)
+        guard networks.isEmpty || networks.count == networkVariants.count else {
+            throw PSPCError.invalidArgument(
+                "the comparison has \(networkVariants.count) networks, \(networks.count) denoisers were given")
+        }
         let z = initialNoise()
         try run.writeNPY(Sweep.npy(Metrics.storable(z), count: count, shape: shape), to: "noise.npy")
         let grid = EDM.grid(steps: steps)
@@ -70,8 +83,10 @@ public struct SampleComparison: Sendable {
                         }
                         return try await engine.denoise(z, t: t, method: method).values
                     }
-                    guard let network else { throw PSPCError.invalidArgument("the network needs --network or --local-network") }
-                    return try await network(z, t) { _ in }
+                    guard let k = networkVariants.firstIndex(where: { $0.label == variant.label }), k < networks.count else {
+                        throw PSPCError.invalidArgument("the network needs --network or --local-network")
+                    }
+                    return try await networks[k](z, t) { _ in }
                 },
                 progress: { step in progress(base + min(step * perStep, evaluations) * count, total) })
             if let bad = samples.firstIndex(where: { !$0.isFinite }) {

@@ -23,15 +23,21 @@ public struct Sweep: Sendable {
     public let run: RunDirectory
     public let shape: ImageShape
     public let grid: [Double]
-    /// The network first, then the methods.
+    /// The networks first (one or several; the first is the one `mse_to_network` and a reverse sweep's
+    /// trajectories refer to), then the methods.
     public let variants: [Variant]
+    /// The networks among the variants, in order.
+    public var networks: [Variant] { Array(variants.prefix { $0.isNetwork }) }
+    /// The network the results' `mse_to_network` is measured against.
+    public var primaryNetwork: Variant { variants[0] }
 
     public init(kind: Kind, run: RunDirectory, shape: ImageShape, grid: [Double], variants: [Variant]) throws {
         guard !grid.isEmpty, grid.allSatisfy({ $0 > 0 && $0.isFinite }) else {
             throw PSPCError.invalidArgument("a sweep needs a grid of positive, finite t")
         }
-        guard variants.first?.isNetwork == true, variants.dropFirst().allSatisfy({ !$0.isNetwork }) else {
-            throw PSPCError.invalidArgument("a sweep's variants are the network first, then engine methods")
+        let networkCount = variants.prefix { $0.isNetwork }.count
+        guard networkCount >= 1, variants.dropFirst(networkCount).allSatisfy({ !$0.isNetwork }) else {
+            throw PSPCError.invalidArgument("a sweep's variants are the networks first, then engine methods")
         }
         try Variant.checkDistinct(variants, noun: "variant")
         self.kind = kind
@@ -157,11 +163,22 @@ public struct Sweep: Sendable {
         public var queriesPerSecond: Double { seconds > 0 ? Double(queryMethods) / seconds : 0 }
     }
 
-    /// Evaluates every unfinished (t, variant) on the stored queries. `progress(done, total)` counts queries
-    /// over all units, finished ones included.
+    /// `evaluate(engine:networks:progress:)` with one network.
     public func evaluate(
-        engine: DenoisingEngine?, network: BatchDenoiser, progress: @escaping @Sendable (Int, Int) -> Void
+        engine: DenoisingEngine?, network: @escaping BatchDenoiser, progress: @escaping @Sendable (Int, Int) -> Void
     ) async throws -> Work {
+        try await evaluate(engine: engine, networks: [network], progress: progress)
+    }
+
+    /// Evaluates every unfinished (t, variant) on the stored queries; `networks` answer for the network variants,
+    /// in their order. `progress(done, total)` counts queries over all units, finished ones included. Each
+    /// method's output is computed once, whatever the number of networks it is compared with.
+    public func evaluate(
+        engine: DenoisingEngine?, networks denoisers: [BatchDenoiser], progress: @escaping @Sendable (Int, Int) -> Void
+    ) async throws -> Work {
+        guard denoisers.count == networks.count else {
+            throw PSPCError.invalidArgument("the sweep has \(networks.count) networks, \(denoisers.count) denoisers were given")
+        }
         var work = Work()
         let count = try queryCount()
         let total = grid.count * variants.count * count
@@ -169,7 +186,7 @@ public struct Sweep: Sendable {
         progress(0, total)
         for i in grid.indices {
             let z = try Self.readImages(run.file(queriesFile(i)), shape: shape)
-            for variant in variants {
+            for (v, variant) in variants.enumerated() {
                 let file = outputFile(i, variant)
                 if FileManager.default.fileExists(atPath: run.file(file)) {
                     done += count
@@ -188,7 +205,7 @@ public struct Sweep: Sendable {
                     work.queryMethods += count
                     work.seconds += Date().timeIntervalSince(start)
                 } else {
-                    output = try await network(z, grid[i], report)
+                    output = try await denoisers[v](z, grid[i], report)
                 }
                 guard output.count == z.count else {
                     throw PSPCError.shapeMismatch("\(variant.label) returned \(output.count) values for \(z.count)")
@@ -223,9 +240,9 @@ public struct Sweep: Sendable {
         for i in grid.indices {
             let x0Name = x0File(i)
             let x0 = try Self.readImages(run.file(x0Name), shape: shape)
-            let reference = try Self.readImages(run.file(outputFile(i, .network)), shape: shape)
+            let reference = try Self.readImages(run.file(outputFile(i, primaryNetwork)), shape: shape)
             guard reference.count == x0.count else {
-                throw DataError.invalid("\(run.file(outputFile(i, .network))) does not match \(x0Name) in size")
+                throw DataError.invalid("\(run.file(outputFile(i, primaryNetwork))) does not match \(x0Name) in size")
             }
             for variant in variants {
                 let path = run.file(outputFile(i, variant))
@@ -245,10 +262,42 @@ public struct Sweep: Sendable {
         return (rows, perQuery)
     }
 
-    /// Writes results.csv, results.json, per-query.csv (each query's errors) and ratios.csv (the paired ratios
-    /// of `PairedRatios`); returns the rows.
+    /// Each variant's error to each network it is not, per t, with 95 % bootstrap intervals over queries: the
+    /// network-vs-network MSE beside every method's MSE to every network (empty with one network).
+    public func networkComparisons() throws -> [NetworkComparison] {
+        let networks = self.networks
+        guard networks.count > 1 else { return [] }
+        let bootstrap = Bootstrap()
+        var rows: [NetworkComparison] = []
+        for i in grid.indices {
+            let outputs = try variants.map { variant -> [Double] in
+                let path = run.file(outputFile(i, variant))
+                return try Self.readImages(path, shape: shape)
+            }
+            guard let count = outputs.first?.count, outputs.allSatisfy({ $0.count == count }) else {
+                throw DataError.invalid("the outputs of \(Self.tName(i)) differ in size")
+            }
+            for (n, network) in networks.enumerated() {
+                for (v, variant) in variants.enumerated() where v != n {
+                    let errors = Self.perQueryMSE(outputs[v], outputs[n], dimension: shape.dimension)
+                    rows.append(
+                        NetworkComparison(
+                            tIndex: i, t: grid[i], label: variant.label, network: network.label,
+                            mse: Metrics.mse(outputs[v], outputs[n]), interval: bootstrap.mean(errors),
+                            queries: errors.count))
+                }
+            }
+        }
+        return rows
+    }
+
+    /// Writes results.csv, results.json, per-query.csv (each query's errors), ratios.csv (the paired ratios of
+    /// `PairedRatios`) and, with several networks, networks.csv (`networkComparisons`); returns the rows.
     @discardableResult
     public func writeResults() throws -> [SweepRow] {
+        if networks.count > 1 {
+            try run.writeText(NetworkComparison.csv(try networkComparisons()), to: "networks.csv")
+        }
         let (rows, perQuery) = try resultsWithQueries()
         var text = "t_index,label,query,mse_to_network,mse_to_x0\n"
         for (row, errors) in zip(rows, perQuery) {

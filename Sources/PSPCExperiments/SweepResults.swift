@@ -102,6 +102,8 @@ public enum SweepResults {
             let param: Variant.Param
             if f[3].isEmpty {
                 param = .none
+            } else if f[2] == "network" {
+                param = .name(f[3])
             } else if f[3] == "schedule" {
                 param = .schedule
             } else if ["pspc-square", "ls", "els"].contains(f[2]), let s = Int(f[3]) {

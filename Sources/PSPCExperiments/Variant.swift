@@ -1,3 +1,4 @@
+import Foundation
 import PSPCCore
 
 /// One column of an experiment: the network, or an engine method with one setting (a patch size, a lambda,
@@ -9,14 +10,17 @@ public struct Variant: Sendable {
         case patchSize(Int)
         case lambda(Double)
         case schedule
+        /// A named network of a study with several.
+        case name(String)
 
-        /// The csv text: the number, `schedule` or empty.
+        /// The csv text: the number, `schedule`, the network's name or empty.
         public var text: String {
             switch self {
             case .none: return ""
             case .patchSize(let s): return String(s)
             case .lambda(let l): return RunNumber.text(l)
             case .schedule: return "schedule"
+            case .name(let name): return name
             }
         }
 
@@ -26,6 +30,7 @@ public struct Variant: Sendable {
             case .patchSize(let s): return .int(s)
             case .lambda(let l): return .number(l)
             case .schedule: return .string("schedule")
+            case .name(let name): return .string(name)
             }
         }
     }
@@ -42,7 +47,21 @@ public struct Variant: Sendable {
         self.engineMethod = engineMethod
     }
 
+    /// The network of a study with one network, unnamed: label `network`.
     public static let network = Variant(method: "network", engineMethod: nil)
+
+    /// A network of a study with several: label `network NAME` (slug `network-NAME`); nil gives `network`.
+    public static func network(named name: String?) -> Variant {
+        name.map { Variant(method: "network", param: .name($0), engineMethod: nil) } ?? .network
+    }
+
+    /// Whether `name` can name a network: letters, digits, `_`, `-` and `.`, starting with a letter or digit
+    /// (it becomes part of a label and of file names).
+    public static func isValidNetworkName(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, name.count <= 64 else { return false }
+        let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "_-."))
+        return CharacterSet.alphanumerics.contains(first) && name.unicodeScalars.allSatisfy { $0.isASCII && allowed.contains($0) }
+    }
 
     public var isNetwork: Bool { engineMethod == nil }
 
@@ -53,6 +72,7 @@ public struct Variant: Sendable {
         case .patchSize(let s): return "\(method) s=\(s)"
         case .lambda(let l): return "\(method) lambda=\(RunNumber.text(l))"
         case .schedule: return "\(method) schedule"
+        case .name(let name): return "\(method) \(name)"
         }
     }
 

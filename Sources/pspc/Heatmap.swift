@@ -54,6 +54,27 @@ struct Heatmap: AsyncParsableCommand {
     }
 
     func run() async throws {
+        let entries = networkOptions.entries
+        guard entries.count > 1 else { return try await runOne() }
+        // Several networks: one run directory each, OUT/NAME, from the same draws (the same seed and data).
+        guard !out.hasSuffix(".npy") else {
+            throw ValidationError("several networks write a run directory each: give --out a directory, not an .npy file")
+        }
+        var table = "network,t,side50,side75,side95\n"
+        for entry in entries {
+            var one = self
+            one.networkOptions = networkOptions.only(entry)
+            one.out = (out as NSString).appendingPathComponent(entry.name!)
+            try await one.runOne()
+            let csv = String(decoding: try FileIO.read(RunDirectory(one.out).file("locality.csv")), as: UTF8.self)
+            for line in csv.split(separator: "\n").dropFirst() { table += entry.name! + "," + line + "\n" }
+        }
+        try FileIO.writeAtomically(Array(table.utf8), to: (out as NSString).appendingPathComponent("locality.csv"))
+        note("wrote the heatmaps of \(entries.count) networks to \(out)/NAME and their locality side by side to \(out)/locality.csv")
+    }
+
+    /// The heatmaps of the one network of `networkOptions`.
+    func runOne() async throws {
         let levels = try times()
         let isRunDirectory = !out.hasSuffix(".npy")
         let run = RunDirectory(isRunDirectory ? out : out + ".parts")

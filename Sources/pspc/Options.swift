@@ -365,11 +365,21 @@ struct MethodOptions: ParsableArguments {
     }
 }
 
-/// The trained network, for `--method network`: a running endpoint, or one pspc starts from a checkpoint.
+/// The trained networks, for `--method network` and the studies: running endpoints, or ones pspc starts from
+/// checkpoints. A sweep takes several, each named (`--local-network unet=CKPT --local-network dit=CKPT2`,
+/// `--network NAME=HOST:PORT`); the other commands take one.
 struct NetworkOptions: ParsableArguments {
-    @Option(help: "A running network endpoint, HOST:PORT (python -m pspc_net.serve).") var network: String?
-    @Option(help: "Token file of that endpoint.") var networkTokenFile: String?
-    @Option(help: "Start the Python endpoint on this checkpoint (the embedded default).") var localNetwork: String?
+    @Option(
+        help: ArgumentHelp(
+            "A running network endpoint (python -m pspc_net.serve); NAME=HOST:PORT in a study of several (repeatable).",
+            valueName: "[name=]host:port"))
+    var network: [String] = []
+    @Option(help: "Token file of the --network endpoints.") var networkTokenFile: String?
+    @Option(
+        help: ArgumentHelp(
+            "Start the Python endpoint on this checkpoint (the embedded default); NAME=CHECKPOINT in a study of several (repeatable).",
+            valueName: "[name=]checkpoint"))
+    var localNetwork: [String] = []
     @Option(help: "Device for --local-network: cpu or cuda.") var networkDevice: String = "cpu"
     @Option(
         help: ArgumentHelp(
@@ -389,12 +399,54 @@ struct NetworkOptions: ParsableArguments {
             valueName: "key=value"))
     var networkOption: [String] = []
 
-    func validate() throws {
-        if network != nil && localNetwork != nil {
-            throw ValidationError("give --network or --local-network, not both")
+    /// One network of the options: its name (nil when it is the only one and unnamed), where it is, and
+    /// whether pspc starts it.
+    struct Entry: Equatable {
+        var name: String?
+        var value: String
+        var local: Bool
+        var variant: Variant { .network(named: name) }
+    }
+
+    /// The networks in order: the --local-network ones as given, then the --network ones. The first is the one
+    /// a study's `mse_to_network` and a reverse sweep's trajectories refer to.
+    var entries: [Entry] {
+        localNetwork.map { Self.entry($0, local: true) } + network.map { Self.entry($0, local: false) }
+    }
+
+    /// `NAME=VALUE` when the text before the first `=` is a valid network name, else an unnamed `VALUE`.
+    static func entry(_ text: String, local: Bool) -> Entry {
+        if let cut = text.firstIndex(of: "="), Variant.isValidNetworkName(String(text[..<cut])) {
+            return Entry(name: String(text[..<cut]), value: String(text[text.index(after: cut)...]), local: local)
         }
-        if network != nil && networkTokenFile == nil { throw ValidationError("--network needs --network-token-file") }
-        if network != nil && !endpointArguments.isEmpty {
+        return Entry(name: nil, value: text, local: local)
+    }
+
+    /// These options with `entry` as their only network (under its name).
+    func only(_ entry: Entry) -> NetworkOptions {
+        var one = self
+        let text = entry.name.map { "\($0)=\(entry.value)" } ?? entry.value
+        (one.localNetwork, one.network) = entry.local ? ([text], []) : ([], [text])
+        return one
+    }
+
+    func validate() throws {
+        let entries = self.entries
+        if entries.count > 1 {
+            if let unnamed = entries.first(where: { $0.name == nil }) {
+                throw ValidationError(
+                    "with several networks every one needs a name: '\(unnamed.value)' has none (NAME=\(unnamed.local ? "CHECKPOINT" : "HOST:PORT"))")
+            }
+            let names = entries.compactMap(\.name)
+            if let twice = names.first(where: { name in names.filter { $0 == name }.count > 1 }) {
+                throw ValidationError("the network name '\(twice)' is given twice")
+            }
+        }
+        if let empty = entries.first(where: { $0.value.isEmpty }) {
+            throw ValidationError("network '\(empty.name ?? "")' has no \(empty.local ? "checkpoint" : "address")")
+        }
+        if !network.isEmpty && networkTokenFile == nil { throw ValidationError("--network needs --network-token-file") }
+        if localNetwork.isEmpty && !network.isEmpty && !endpointArguments.isEmpty {
             throw ValidationError("--network-adapter, --network-shape, --network-vp-*, --network-batch and --network-option configure --local-network, not a running --network")
         }
         if let networkAdapter, !["edm", "vp-eps"].contains(networkAdapter) {
@@ -453,21 +505,43 @@ struct NetworkOptions: ParsableArguments {
         }
     }
 
+    /// The one network of a command that takes one.
     func connect() async throws -> Connected {
-        guard network != nil || localNetwork != nil else {
+        let entries = self.entries
+        guard entries.count <= 1 else {
+            throw ValidationError(
+                "this command takes one network (\(entries.count) were given); a sweep compares several")
+        }
+        guard let entry = entries.first else {
             throw ValidationError("--method network needs --network HOST:PORT or --local-network CHECKPOINT")
         }
+        return try await connect(entry)
+    }
+
+    /// Every network, in the order of `entries`; on a failure the ones already started are stopped.
+    func connectAll() async throws -> [Connected] {
+        var connected: [Connected] = []
+        do {
+            for entry in entries { connected.append(try await connect(entry)) }
+        } catch {
+            for network in connected { await network.close() }
+            throw error
+        }
+        return connected
+    }
+
+    private func connect(_ entry: Entry) async throws -> Connected {
         var local: LocalNetwork?
         let address: HostPort
         let token: [UInt8]
-        if let localNetwork {
+        if entry.local {
             let started = try LocalNetwork.start(
-                checkpoint: localNetwork, device: networkDevice, arguments: endpointArguments, log: note)
+                checkpoint: entry.value, device: networkDevice, arguments: endpointArguments, log: note)
             local = started
             address = started.address
             token = started.token
         } else {
-            address = try HostPort(network!)
+            address = try HostPort(entry.value)
             token = try readClusterToken(networkTokenFile!)
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)

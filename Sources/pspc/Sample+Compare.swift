@@ -14,9 +14,14 @@ extension Sample {
         let needsEngine = names.contains { $0 != "network" }
         let methodNames = names.map { $0.split(separator: "=", maxSplits: 1).first.map(String.init) ?? $0 }
         let context = needsEngine ? try await engineOptions.context() : nil
-        var network: NetworkOptions.Connected?
+        var networks: [NetworkOptions.Connected] = []
         do {
-            if methodNames.contains("network") { network = try await networkOptions.connect() }
+            if methodNames.contains("network") {
+                guard !networkOptions.entries.isEmpty else {
+                    throw ValidationError("--methods network needs --network HOST:PORT or --local-network CHECKPOINT")
+                }
+                networks = try await networkOptions.connectAll()
+            }
             let shape: ImageShape
             if let context {
                 shape = context.shape
@@ -24,26 +29,29 @@ extension Sample {
                 guard let data = engineOptions.data else { throw ValidationError("--compare needs --data for the image shape") }
                 shape = try Manifest.read(directory: data).shape
             }
-            let variants = try methodOptions.variants(items: names, for: shape)
+            // `network` stands for every network given, each under its name.
+            let variants = try methodOptions.variants(items: names, for: shape).flatMap { variant in
+                variant.isNetwork ? networkOptions.entries.map(\.variant) : [variant]
+            }
             let run = RunDirectory(out)
             try run.prepare(config: config(variants: variants, shape: shape, source: context?.source))
             let comparison = try SampleComparison(
                 run: run, shape: shape, count: count, seed: seed, steps: steps, solver: solver, variants: variants)
             let bar = ProgressBar(
                 "sample compare", total: variants.count * comparison.evaluations * count, unit: " evals")
-            let denoiser = network.map { connected -> BatchDenoiser in
+            let denoisers = networks.map { connected -> BatchDenoiser in
                 { z, t, progress in try await connected.denoiser.denoise(z, shape: shape, t: t, progress: progress) }
             }
-            try await comparison.draw(engine: context?.engine, network: denoiser) { done, total in
+            try await comparison.draw(engine: context?.engine, networks: denoisers) { done, total in
                 bar.update(done, total: total)
             }
             try comparison.writeResults()
             _ = try RunFigures.write(for: run)
             try run.markComplete()
-            await network?.close()
+            for network in networks { await network.close() }
             await context?.close()
         } catch {
-            await network?.close()
+            for network in networks { await network.close() }
             await context?.close()
             throw error
         }
@@ -78,16 +86,25 @@ func datasetConfig(_ options: EngineOptions) throws -> JSONValue {
 
 extension NetworkOptions {
     /// Which network served a run, for config.json.
+    /// config.json's `network`: for one network the object it always was (so older runs resume); for several,
+    /// an array of them, each with its name.
     var config: JSONValue {
-        if let localNetwork {
-            let digest = (try? FileIO.read(localNetwork)).map { Manifest.sha256Hex($0) } ?? "unreadable"
-            var fields: [(String, JSONValue)] = [
-                ("checkpoint", .string(localNetwork)), ("sha256", .string(digest)), ("device", .string(networkDevice)),
-            ]
-            // Only when given, so the config of a run started before these options stays the same.
-            if !endpointArguments.isEmpty { fields.append(("arguments", .array(endpointArguments.map(JSONValue.string)))) }
+        let objects = entries.map { entry -> JSONValue in
+            var fields: [(String, JSONValue)] = entry.name.map { [("name", .string($0))] } ?? []
+            if entry.local {
+                let digest = (try? FileIO.read(entry.value)).map { Manifest.sha256Hex($0) } ?? "unreadable"
+                fields += [("checkpoint", .string(entry.value)), ("sha256", .string(digest)), ("device", .string(networkDevice))]
+                // Only when given, so the config of a run started before these options stays the same.
+                if !endpointArguments.isEmpty { fields.append(("arguments", .array(endpointArguments.map(JSONValue.string)))) }
+            } else {
+                fields.append(("endpoint", .string(entry.value)))
+            }
             return .object(fields)
         }
-        return network.map { .object([("endpoint", .string($0))]) } ?? .null
+        switch objects.count {
+        case 0: return .null
+        case 1 where entries[0].name == nil: return objects[0]
+        default: return .array(objects)
+        }
     }
 }

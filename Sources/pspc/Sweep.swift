@@ -149,9 +149,9 @@ struct SweepOptions: ParsableArguments {
         return Array(Set(values.map { $0! })).sorted()
     }
 
-    /// The network, then each method's variants in the order given.
-    func variants(for shape: ImageShape) throws -> [Variant] {
-        var variants: [Variant] = [.network]
+    /// The networks, then each method's variants in the order given.
+    func variants(for shape: ImageShape, networks: [Variant] = [.network]) throws -> [Variant] {
+        var variants = networks
         let side = min(shape.height, shape.width)
         for name in methodList {
             switch name {
@@ -210,12 +210,15 @@ struct SweepOptions: ParsableArguments {
             if !existed { unlink(run.file(".lock")); rmdir(run.path) }
             throw error
         }
-        var connected: NetworkOptions.Connected?
+        var connected: [NetworkOptions.Connected] = []
         var created = false
         do {
-            connected = try await networkOptions.connect()
+            guard !networkOptions.entries.isEmpty else {
+                throw ValidationError("a sweep needs a network: --local-network CHECKPOINT or --network HOST:PORT")
+            }
+            connected = try await networkOptions.connectAll()
             let shape = context.shape
-            let variants = try variants(for: shape)
+            let variants = try variants(for: shape, networks: networkOptions.entries.map(\.variant))
             var config: [(String, JSONValue)] = [
                 ("kind", .string(kind.rawValue)), ("version", .int(1)),
                 ("command", .string(CommandLine.arguments.joined(separator: " "))), ("grid", .doubles(grid)),
@@ -234,13 +237,13 @@ struct SweepOptions: ParsableArguments {
             created = !resumed
             if resumed { note("resuming \(out): finished units are kept") }
             let sweep = try Sweep(kind: kind, run: run, shape: shape, grid: grid, variants: variants)
-            let network = connected!.denoiser
-            let denoise: BatchDenoiser = { z, t, progress in
-                try await network.denoise(z, shape: shape, t: t, progress: progress)
+            let denoisers: [BatchDenoiser] = connected.map { network in
+                { z, t, progress in try await network.denoiser.denoise(z, shape: shape, t: t, progress: progress) }
             }
-            try await makeQueries(sweep, denoise)
+            // A reverse sweep follows the first network's trajectories.
+            try await makeQueries(sweep, denoisers[0])
             let bar = ProgressBar("\(kind.rawValue)", total: 1, unit: " queries")
-            let work = try await sweep.evaluate(engine: context.engine, network: denoise) { done, total in
+            let work = try await sweep.evaluate(engine: context.engine, networks: denoisers) { done, total in
                 bar.update(done, total: total)
             }
             let rows = try sweep.writeResults()
@@ -251,13 +254,13 @@ struct SweepOptions: ParsableArguments {
                 ]), to: "throughput.json")
             let figures = try RunFigures.write(for: run)
             try run.markComplete()
-            await connected?.close()
+            for network in connected { await network.close() }
             await context.close()
             note(String(format: "throughput: %.2f queries x methods per second (%d in %.1f s of engine time)",
                 work.queriesPerSecond, work.queryMethods, work.seconds))
             note("wrote \(rows.count) rows to \(run.file("results.csv")) and \(figures.count) figures to \(run.file("figures"))")
         } catch {
-            await connected?.close()
+            for network in connected { await network.close() }
             await context.close()
             // A run that failed before its first query was written (a bad setting) leaves no config behind, so
             // the corrected command is not refused as a different run.

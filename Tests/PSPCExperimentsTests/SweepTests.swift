@@ -18,6 +18,81 @@ final class SweepTests: XCTestCase {
         return sweep
     }
 
+    /// A second stand-in network: shrinks a little harder than `Fixture.network`.
+    static let otherNetwork: BatchDenoiser = { z, t, progress in
+        progress(z.count / Fixture.shape.dimension)
+        return z.map { $0 / (1 + 1.2 * t * t) }
+    }
+
+    /// A study of two networks: each method is computed once (the engine's work does not grow with the networks)
+    /// and its outputs and its errors to the first network are those of a one-network sweep, bit for bit;
+    /// networks.csv holds every variant's MSE to each network it is not, the network-vs-network MSE included, and
+    /// the report shows them beside the optimal denoiser's and the closest method's, every number from the file.
+    func testSeveralNetworksAreComparedWithEachOtherAndEachMethodIsComputedOnce() async throws {
+        let single = try Fixture.temporaryDirectory("sweep-one-network")
+        let study = try Fixture.temporaryDirectory("sweep-two-networks")
+        defer { for dir in [single, study] { try? FileManager.default.removeItem(atPath: dir) } }
+        let one = try await forwardSweep(single, engine: try Fixture.engine())
+        let run = RunDirectory(study)
+        try run.prepare(config: .object([("kind", .string("sweep-forward")), ("grid", .doubles(Fixture.grid))]))
+        let networks = [Variant.network(named: "unet"), Variant.network(named: "dit")]
+        let methods = Array(Fixture.variants.dropFirst())
+        let sweep = try Sweep(kind: .forward, run: run, shape: Fixture.shape, grid: Fixture.grid, variants: networks + methods)
+        XCTAssertEqual(sweep.networks.map(\.label), ["network unet", "network dit"])
+        XCTAssertEqual(sweep.networks.map(\.slug), ["network-unet", "network-dit"])
+        try sweep.writeForwardQueries(x0: Fixture.x0(count: 7), seed: 3)
+        let work = try await sweep.evaluate(
+            engine: try Fixture.engine(), networks: [Fixture.network, Self.otherNetwork]) { _, _ in }
+        XCTAssertEqual(work.queryMethods, Fixture.grid.count * methods.count * 7)
+        let rows = try sweep.writeResults()
+        let oneRows = try SweepResults.read(one.run)
+        for i in Fixture.grid.indices {
+            for method in methods {
+                XCTAssertEqual(
+                    try FileIO.read(run.file(sweep.outputFile(i, method))),
+                    try FileIO.read(one.run.file(one.outputFile(i, method))), method.label)
+                let row = try XCTUnwrap(rows.first { $0.tIndex == i && $0.label == method.label })
+                let expected = try XCTUnwrap(oneRows.first { $0.tIndex == i && $0.label == method.label })
+                XCTAssertEqual(row.mseToNetwork.bitPattern, expected.mseToNetwork.bitPattern, method.label)
+                XCTAssertEqual(row.mseToX0.bitPattern, expected.mseToX0.bitPattern, method.label)
+            }
+        }
+        XCTAssertEqual(try SweepResults.read(run), rows)
+        XCTAssertEqual(rows.filter { $0.method == "network" }.map(\.param), Array(repeating: [.name("unet"), .name("dit")], count: 5).flatMap { $0 })
+
+        let comparisons = try XCTUnwrap(try NetworkComparison.read(run))
+        XCTAssertEqual(comparisons, try sweep.networkComparisons())
+        XCTAssertEqual(comparisons.count, Fixture.grid.count * 2 * (sweep.variants.count - 1))
+        for (i, t) in Fixture.grid.enumerated() {
+            let unet = try Sweep.readImages(run.file(sweep.outputFile(i, networks[0])), shape: Fixture.shape)
+            let dit = try Sweep.readImages(run.file(sweep.outputFile(i, networks[1])), shape: Fixture.shape)
+            let z = try Sweep.readImages(run.file(sweep.queriesFile(i)), shape: Fixture.shape)
+            // The stored outputs are the two networks' (float32) answers.
+            XCTAssertEqual(dit, Metrics.storable(z.map { $0 / (1 + 1.2 * t * t) }))
+            let between = comparisons.filter { $0.tIndex == i && $0.label.hasPrefix("network") }
+            XCTAssertEqual(between.count, 2)
+            for row in between {
+                XCTAssertEqual(row.mse, Metrics.mse(dit, unet), accuracy: 1e-15 * max(1, row.mse))
+                XCTAssertTrue(row.interval.contains(row.mse), "\(row)")
+                XCTAssertEqual(row.queries, 7)
+            }
+            let empirical = try Sweep.readImages(run.file(sweep.outputFile(i, methods[0])), shape: Fixture.shape)
+            let toDit = try XCTUnwrap(comparisons.first { $0.tIndex == i && $0.label == "empirical" && $0.network == "network dit" })
+            XCTAssertEqual(toDit.mse, Metrics.mse(empirical, dit), accuracy: 1e-15 * max(1, toDit.mse))
+        }
+        // A one-network sweep writes no networks.csv.
+        XCTAssertNil(try NetworkComparison.read(one.run))
+
+        let path = try Report.write(runs: [run], to: study + "/report")
+        let html = String(decoding: try FileIO.read(path), as: UTF8.self)
+        XCTAssertTrue(html.contains("<h3>Networks against each other</h3>"))
+        XCTAssertTrue(html.contains("MSE to network unet (the first of 2 networks)"))
+        XCTAssertEqual(try ReportPage.mismatches(html), [])
+        let cells = ReportPage.numberCells(html).filter { $0.csv == run.file("networks.csv") && $0.column == "mse" }
+        let between = Set(comparisons.indices.filter { comparisons[$0].label.hasPrefix("network") })
+        XCTAssertEqual(Set(cells.map(\.row)).intersection(between), between, "every network-vs-network MSE is shown")
+    }
+
     /// Independent draws: every t has its own x0 (x0/tNN.npy) and eps; MSE to x0 is taken against that t's images.
     func testIndependentDrawsGiveEachTItsOwnImagesAndNoise() async throws {
         let dir = try Fixture.temporaryDirectory("sweep-independent")

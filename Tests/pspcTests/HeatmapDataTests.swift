@@ -7,9 +7,9 @@ import XCTest
 /// images sent; the maps equal the network's in Python on the same draw, and asking in ranges of output
 /// pixels changes no bit. The endpoint's options reach it through --network-batch and --network-option.
 final class HeatmapDataTests: XCTestCase {
-    func testHeatmapFromAnIngestedDatasetInRanges() throws {
-        let work = try CommandRunner.temporaryDirectory("heatmap-data")
-        defer { try? FileManager.default.removeItem(atPath: work) }
+    /// WORK/eps.ts (a small convolutional epsilon network), WORK/images.npy (4 seeded random images) and
+    /// WORK/data (them ingested in 2 shards).
+    static func makeNetworkAndData(in work: String) throws {
         try NetworkFixture.makeConvNetwork(at: "\(work)/eps.ts")
         try CommandRunner.python(
             "import numpy as np; np.save('\(work)/images.npy', np.random.default_rng(7).integers(0, 256, (4, 1, 28, 28), dtype=np.uint8))"
@@ -17,6 +17,12 @@ final class HeatmapDataTests: XCTestCase {
         try CommandRunner.succeed([
             "ingest", "--source", "npy:\(work)/images.npy", "--shards", "2", "--out", "\(work)/data",
         ])
+    }
+
+    func testHeatmapFromAnIngestedDatasetInRanges() throws {
+        let work = try CommandRunner.temporaryDirectory("heatmap-data")
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        try Self.makeNetworkAndData(in: work)
         func heatmap(_ out: String, _ extra: [String]) throws {
             try CommandRunner.succeed(
                 [
@@ -62,6 +68,31 @@ final class HeatmapDataTests: XCTestCase {
                 want = gradient_heatmaps(net, picked, t, 3, 5 + level, batch=32, in_order=True)
                 assert np.allclose(got[level], want, rtol=1e-4, atol=1e-7), np.abs(got[level] - want).max()
             """)
+    }
+
+    /// Several named networks: one run directory each (OUT/NAME) from the same draws, so the same network under
+    /// two names gives the same maps bit for bit, and OUT/locality.csv lists their locality side by side.
+    func testHeatmapsOfSeveralNetworksShareTheirDraws() throws {
+        let work = try CommandRunner.temporaryDirectory("heatmap-networks")
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        try Self.makeNetworkAndData(in: work)
+        let common = [
+            "heatmap", "--local-network", "a=\(work)/eps.ts", "--local-network", "b=\(work)/eps.ts", "--network-adapter",
+            "vp-eps", "--network-shape", "1,28,28", "--grid", "1.5,0.4", "--samples", "2", "--seed", "5", "--data",
+            "\(work)/data",
+        ]
+        let refused = try CommandRunner.run(common + ["--out", "\(work)/maps.npy"], environment: NetworkFixture.environment)
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("give --out a directory, not an .npy file"), refused.stderr)
+        try CommandRunner.succeed(common + ["--out", "\(work)/maps"], environment: NetworkFixture.environment)
+        XCTAssertEqual(try NPY.read(path: "\(work)/maps/a/heatmaps.npy").shape, [2, 28, 28, 28, 28])
+        XCTAssertEqual(try FileIO.read("\(work)/maps/a/heatmaps.npy"), try FileIO.read("\(work)/maps/b/heatmaps.npy"))
+        let table = try String(contentsOfFile: "\(work)/maps/locality.csv", encoding: .utf8)
+        let lines = table.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.count, 5, table)
+        XCTAssertEqual(lines[0], "network,t,side50,side75,side95")
+        XCTAssertEqual(lines.dropFirst().map { $0.split(separator: ",")[0] }, ["a", "a", "b", "b"])
+        XCTAssertEqual(Array(lines[1...2]).map { $0.dropFirst(2) }, Array(lines[3...4]).map { $0.dropFirst(2) })
     }
 
     func testHeatmapDataAndEndpointOptionErrors() throws {

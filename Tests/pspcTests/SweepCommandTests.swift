@@ -103,4 +103,70 @@ final class SweepCommandTests: XCTestCase {
         XCTAssertEqual(different.status, 1)
         XCTAssertTrue(different.stderr.contains("different config (seed: 5 != 6)"), different.stderr)
     }
+
+    /// A study of two named networks from the command line: both answer on the same queries, the method runs
+    /// once, networks.csv holds their MSE to each other (equal to the stored outputs'), config.json names both;
+    /// the sample comparison draws from both and compares them with each other; unnamed or twice-named networks, or two networks for a one-network command, are refused in words.
+    func testASweepComparesSeveralNamedNetworks() throws {
+        let work = try CommandRunner.temporaryDirectory("sweep-networks")
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        try NetworkFixture.makeNetwork(
+            at: "\(work)/a.pt",
+            extra: "with torch.no_grad():\n    for p in net.parameters():\n        p.mul_(1.1)\nsave_checkpoint(net, '\(work)/b.pt')")
+        try CommandRunner.succeed(["ingest", "--source", "fashion-mnist:train", "--limit", "100", "--out", "\(work)/data"])
+        let env = NetworkFixture.environment
+        let base = ["sweep", "forward", "--data", "\(work)/data", "--methods", "empirical", "--grid", "edm:3", "--queries", "6"]
+        for (networks, message) in [
+            (["--local-network", "\(work)/a.pt", "--local-network", "\(work)/b.pt"], "every one needs a name"),
+            (["--local-network", "x=\(work)/a.pt", "--local-network", "x=\(work)/b.pt"], "the network name 'x' is given twice"),
+        ] {
+            let refused = try CommandRunner.run(base + networks + ["--out", "\(work)/refused"], environment: env)
+            XCTAssertNotEqual(refused.status, 0)
+            XCTAssertTrue(refused.stderr.contains(message), refused.stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: "\(work)/refused"))
+        }
+        try CommandRunner.succeed(
+            base + ["--local-network", "a=\(work)/a.pt", "--local-network", "b=\(work)/b.pt", "--out", "\(work)/study"],
+            environment: env)
+        let rows = try Self.rows("\(work)/study/results.csv")
+        XCTAssertEqual(rows.count, 3 * 3)
+        XCTAssertEqual(rows["0|network a"]?[3], "a")
+        XCTAssertEqual(Double(rows["0|network a"]![5]), 0)
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(work)/study/config.json"))) as! [String: Any]
+        let named = try XCTUnwrap(config["network"] as? [[String: Any]])
+        XCTAssertEqual(named.map { $0["name"] as? String }, ["a", "b"])
+        XCTAssertEqual(named.map { $0["checkpoint"] as? String }, ["\(work)/a.pt", "\(work)/b.pt"])
+        let text = try String(contentsOfFile: "\(work)/study/networks.csv", encoding: .utf8)
+        let lines = text.split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        XCTAssertEqual(lines.first, ["t_index", "t", "label", "network", "mse", "ci_low", "ci_high", "queries"])
+        for t in 0..<3 {
+            let name = String(format: "t%02d", t)
+            let a = try NPY.read(path: "\(work)/study/outputs/\(name)/network-a.npy").asDoubles()
+            let b = try NPY.read(path: "\(work)/study/outputs/\(name)/network-b.npy").asDoubles()
+            XCTAssertGreaterThan(Self.mse(a, b), 0)
+            let row = try XCTUnwrap(lines.first { $0[0] == String(t) && $0[2] == "network b" && $0[3] == "network a" })
+            XCTAssertEqual(Double(row[4])!, Self.mse(a, b), accuracy: 1e-12 * Self.mse(a, b))
+            XCTAssertEqual(row[7], "6")
+        }
+        // The sample comparison: `network` stands for both, each compared with the other and with the method.
+        try CommandRunner.succeed(
+            ["sample", "--compare", "--methods", "network,empirical", "--data", "\(work)/data", "--local-network",
+             "a=\(work)/a.pt", "--local-network", "b=\(work)/b.pt", "--steps", "3", "--count", "2", "--out",
+             "\(work)/samples"], environment: env)
+        let similarity = try String(contentsOfFile: "\(work)/samples/similarity.csv", encoding: .utf8)
+        XCTAssertTrue(similarity.contains("\nnetwork a,network b,"), similarity)
+        XCTAssertTrue(similarity.contains("\nnetwork b,empirical,"), similarity)
+        for name in ["network-a", "network-b", "empirical"] {
+            XCTAssertEqual(try NPY.read(path: "\(work)/samples/samples/\(name).npy").shape, [2, 1, 28, 28], name)
+        }
+        XCTAssertNotEqual(
+            try NPY.read(path: "\(work)/samples/samples/network-a.npy").asDoubles(),
+            try NPY.read(path: "\(work)/samples/samples/network-b.npy").asDoubles())
+        let denoise = try CommandRunner.run(
+            ["denoise", "--data", "\(work)/data", "--method", "network", "--t", "1", "--input",
+             "\(work)/study/z/t00.npy", "--output", "\(work)/d.npy", "--local-network", "a=\(work)/a.pt",
+             "--local-network", "b=\(work)/b.pt"], environment: env)
+        XCTAssertNotEqual(denoise.status, 0)
+        XCTAssertTrue(denoise.stderr.contains("this command takes one network (2 were given)"), denoise.stderr)
+    }
 }

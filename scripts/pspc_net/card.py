@@ -29,10 +29,13 @@ from .edm import heun_sample, net_denoiser, time_grid
 from .heatmap import LOCALITY_FRACTIONS, gradient_heatmaps, locality_sides
 from .model import EDMPrecond, count_parameters, load_checkpoint
 
-# Issue 4's checks on the generalization table (docs/science.md section 6 grid, 18 steps).
-BEAT_EMPIRICAL_MAX_T = 1.09
-WITHIN_BEST_T = (1.5, 10.0)
-WITHIN_BEST_FACTOR = 1.10
+# The checks on the generalization table (docs/science.md section 6 grid, 18 steps): below the optimal
+# (empirical) denoiser where it would copy, and at most 2 % above the better of the two baselines where they are
+# near optimal. Every grid t has one of the two: the grid's neighbours 1.923 and 3.257 (the "1.9" and "3.3" of the
+# targets, rounded) are both checked.
+BEAT_EMPIRICAL_MAX_T = 1.93
+WITHIN_BEST_MIN_T = 3.25
+WITHIN_BEST_FACTOR = 1.02
 # Grid t values are printed with 6 significant digits in mse.csv; this slack keeps 1.09 or 10 inclusive.
 _T_SLACK = 1e-9
 REQUIRED_EVAL_COUNT = 1000
@@ -132,13 +135,16 @@ def quantiles(values: np.ndarray, qs: tuple[float, ...] = (0.0, 0.001, 0.01, 0.0
 
 
 def check_row(row: dict[str, float]) -> dict[str, Any]:
-    """Issue 4's requirement for one grid t: what applies, the network's ratio and pass (None: no requirement)."""
+    """The requirement for one grid t: what applies, the network's ratio and pass (None: no requirement).
+    The pass is on the point estimates; the paired interval (`ratio_to_best_ci`, from the evaluation's
+    per-query errors, None without them) says how sure it is."""
     t, net, emp, gauss = row["t"], row["network"], row["empirical"], row["gaussian"]
     best = min(emp, gauss)
-    out = {**row, "best_baseline": best, "ratio_to_best": net / best if best > 0 else math.inf}
+    out = {"ratio_to_best_ci": None, "ratio_to_empirical_ci": None, **row, "best_baseline": best,
+           "ratio_to_best": net / best if best > 0 else math.inf}
     if t <= BEAT_EMPIRICAL_MAX_T + _T_SLACK:
         out.update(requirement="network < empirical", passed=bool(net < emp))
-    elif WITHIN_BEST_T[0] - _T_SLACK <= t <= WITHIN_BEST_T[1] + _T_SLACK:
+    elif t >= WITHIN_BEST_MIN_T - _T_SLACK:
         out.update(
             requirement=f"network <= {WITHIN_BEST_FACTOR:.2f} x best baseline",
             passed=bool(net <= WITHIN_BEST_FACTOR * best),
@@ -155,13 +161,17 @@ def generalization_table(rows: list[dict[str, float]]) -> dict[str, Any]:
     return {"rows": checked, "passed": bool(required) and all(r["passed"] for r in required)}
 
 
+_INTERVALS = ("network_ci", "empirical_ci", "gaussian_ci", "ratio_to_best_ci", "ratio_to_empirical_ci")
+
+
 def read_evaluation(eval_dir: str) -> dict[str, Any]:
     """mse.json from scripts/evaluate_reference_network.py (or, lacking it, mse.csv: no count or checkpoint)."""
     json_path, csv_path = os.path.join(eval_dir, "mse.json"), os.path.join(eval_dir, "mse.csv")
     if os.path.exists(json_path):
         with open(json_path) as f:
             doc = json.load(f)
-        rows = [{k: float(r[k]) for k in ("t", "network", "empirical", "gaussian")} for r in doc["rows"]]
+        rows = [{**{k: float(r[k]) for k in ("t", "network", "empirical", "gaussian")},
+                 **{k: [float(v) for v in r[k]] for k in _INTERVALS if k in r}} for r in doc["rows"]]
         return {"source": json_path, "count": doc.get("count"), "seed": doc.get("seed"),
                 "checkpoint": doc.get("checkpoint"), "checkpoint_sha256": doc.get("checkpoint_sha256"), "rows": rows}
     if os.path.exists(csv_path):

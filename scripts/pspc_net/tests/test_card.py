@@ -132,19 +132,24 @@ def row(t, network, empirical=1.0, gaussian=1.0):
 
 
 def test_table_rows_pass_and_fail_on_the_issue_requirements():
-    # t <= 1.09: strictly below the empirical denoiser (the Gaussian does not matter).
-    assert check_row(row(1.08817, 0.99, 1.0, 0.5))["passed"] is True
-    assert check_row(row(1.08817, 1.0, 1.0, 0.5))["passed"] is False
+    # t <= 1.92 (the grid's 1.9233 included): strictly below the empirical denoiser (the Gaussian does not matter).
+    assert check_row(row(1.92329, 0.99, 1.0, 0.5))["passed"] is True
+    assert check_row(row(1.92329, 1.0, 1.0, 0.5))["passed"] is False
     assert check_row(row(0.002, 2.0))["passed"] is False
-    # [1.5, 10]: within 10 % of the better baseline.
-    assert check_row(row(3.25682, 1.10, 2.0, 1.0))["passed"] is True
-    assert check_row(row(3.25682, 1.1001, 2.0, 1.0))["passed"] is False
+    # t >= 3.26 (the grid's 3.2568 included), up to 80: within 2 % of the better baseline.
+    assert check_row(row(3.25682, 1.02, 2.0, 1.0))["passed"] is True
+    assert check_row(row(3.25682, 1.0201, 2.0, 1.0))["passed"] is False
     r = check_row(row(8.40094, 0.5, 1.0, 2.0))
     assert r["passed"] is True and r["best_baseline"] == 1.0 and r["ratio_to_best"] == 0.5
-    assert check_row(row(10.0, 1.2))["passed"] is False  # 10 is inside the interval
-    # Outside both intervals: no requirement.
-    for t in (1.3, 12.91, 80.0):
-        assert check_row(row(t, 5.0))["passed"] is None and check_row(row(t, 5.0))["requirement"] == "none"
+    assert check_row(row(80.0, 1.03))["passed"] is False
+    # Between the two grid points: no requirement; the interval, when the evaluation has none, is None.
+    for t in (2.0, 3.2):
+        r = check_row(row(t, 5.0))
+        assert r["passed"] is None and r["requirement"] == "none" and r["ratio_to_best_ci"] is None
+
+
+def test_every_grid_t_has_a_requirement():
+    assert all(check_row(row(float(t), 0.5))["passed"] is True for t in time_grid(18))
 
 
 def test_table_overall_pass_needs_every_required_row():
