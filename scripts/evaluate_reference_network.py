@@ -89,7 +89,8 @@ def main() -> int:
             row["best_baseline_method"] = best
             rows.append(row)
             print(f"t = {t:8.4f}: network {row['network']:.5f} empirical {row['empirical']:.5f} gaussian {row['gaussian']:.5f}"
-                  f"  network / best {row['ratio_to_best']:.4f} [{low:.4f}, {high:.4f}]", file=sys.stderr)
+                  f"  network / best {row['ratio_to_best']:.4f} [{row['ratio_to_best_ci'][0]:.4f}, "
+                  f"{row['ratio_to_best_ci'][1]:.4f}]", file=sys.stderr)
     np.savez(os.path.join(args.out, "per-query-mse.npz"), t=np.array([r["t"] for r in rows]),
              **{m: np.stack(per_query[m]) for m in METHODS})
 

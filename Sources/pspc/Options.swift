@@ -512,14 +512,16 @@ struct NetworkOptions: ParsableArguments {
             throw ValidationError(
                 "this command takes one network (\(entries.count) were given); a sweep compares several")
         }
-        guard let entry = entries.first else {
-            throw ValidationError("--method network needs --network HOST:PORT or --local-network CHECKPOINT")
-        }
+        guard let entry = entries.first else { throw Self.noNetwork }
         return try await connect(entry)
     }
 
-    /// Every network, in the order of `entries`; on a failure the ones already started are stopped.
+    static let noNetwork = ValidationError("--method network needs --network HOST:PORT or --local-network CHECKPOINT")
+
+    /// Every network, in the order of `entries` (at least one); on a failure the ones already started are
+    /// stopped.
     func connectAll() async throws -> [Connected] {
+        guard !entries.isEmpty else { throw Self.noNetwork }
         var connected: [Connected] = []
         do {
             for entry in entries { connected.append(try await connect(entry)) }

@@ -16,12 +16,7 @@ extension Sample {
         let context = needsEngine ? try await engineOptions.context() : nil
         var networks: [NetworkOptions.Connected] = []
         do {
-            if methodNames.contains("network") {
-                guard !networkOptions.entries.isEmpty else {
-                    throw ValidationError("--methods network needs --network HOST:PORT or --local-network CHECKPOINT")
-                }
-                networks = try await networkOptions.connectAll()
-            }
+            if methodNames.contains("network") { networks = try await networkOptions.connectAll() }
             let shape: ImageShape
             if let context {
                 shape = context.shape

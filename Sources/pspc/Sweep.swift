@@ -213,9 +213,6 @@ struct SweepOptions: ParsableArguments {
         var connected: [NetworkOptions.Connected] = []
         var created = false
         do {
-            guard !networkOptions.entries.isEmpty else {
-                throw ValidationError("a sweep needs a network: --local-network CHECKPOINT or --network HOST:PORT")
-            }
             connected = try await networkOptions.connectAll()
             let shape = context.shape
             let variants = try variants(for: shape, networks: networkOptions.entries.map(\.variant))
