@@ -30,6 +30,7 @@ from pspc_net.train import (  # noqa: E402
     TrainConfig,
     Trainer,
     export_from_checkpoint,
+    park_checkpoint,
     resolve_precision,
     run,
 )
@@ -47,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ckpt-dir", default=DEFAULT_CKPT_DIR, help=f"checkpoints and loss.csv (default {DEFAULT_CKPT_DIR})"
     )
     p.add_argument("--export", metavar="PATH", help="write the latest checkpoint's EMA weights to PATH and exit")
+    p.add_argument("--park", metavar="PATH",
+                   help="write the latest checkpoint less Adam's moments (half the bytes, to commit) to PATH and exit")
+    p.add_argument("--resume-parked", metavar="PATH",
+                   help="with no checkpoint in --ckpt-dir, continue the run parked in PATH (Adam restarts, "
+                        "the learning rate ramps up again over 200 steps)")
     p.add_argument("--data-dir", default=None, help=f"Fashion-MNIST IDX folder (default {DEFAULT_DIR})")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--ckpt-every", type=int, default=200)
@@ -92,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         step = export_from_checkpoint(ckpt_path, args.export)
         log(f"exported EMA weights of step {step} to {args.export} ({os.path.getsize(args.export) / 1e6:.1f} MB)")
         return 0
+    if args.park:
+        if not os.path.exists(ckpt_path):
+            print(f"error: no checkpoint at {ckpt_path}", file=sys.stderr)
+            return 1
+        step = park_checkpoint(ckpt_path, args.park)
+        log(f"parked step {step} in {args.park} ({os.path.getsize(args.park) / 1e6:.1f} MB)")
+        return 0
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -116,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     if os.path.exists(ckpt_path):
         trainer = Trainer.from_checkpoint(ckpt_path, data, device)
         log(f"resumed {ckpt_path} at step {trainer.step_count}")
+    elif args.resume_parked:
+        try:
+            trainer = Trainer.from_parked(args.resume_parked, data, device)
+        except (OSError, ValueError, RuntimeError) as error:
+            print(f"error: --resume-parked {args.resume_parked}: {error}", file=sys.stderr)
+            return 1
+        log(f"resumed the parked run {args.resume_parked} at step {trainer.step_count} (Adam restarts)")
     else:
         config = TrainConfig(
             batch_size=args.batch_size,

@@ -25,6 +25,10 @@ from .model import EDMPrecond, atomic_save, export_dict, load_checkpoint
 CHECKPOINT_NAME = "checkpoint.pt"
 LOSS_CSV = "loss.csv"
 TRAIN_STATE_VERSION = 1
+PARKED_STATE_VERSION = 1
+# Adam's moments are not parked: a run resumed from a parked state ramps its learning rate up again over
+# this many steps while the fresh moments settle.
+REWARM_STEPS = 200
 
 
 @dataclasses.dataclass
@@ -80,13 +84,15 @@ class Trainer:
         config: TrainConfig,
         data: torch.Tensor,
         device: torch.device | str = "cpu",
+        load_init: bool = True,
     ):
+        """`load_init=False` skips `config.init_from` (a resume overwrites the weights; the file may be gone)."""
         self.device = torch.device(device)
         self.config = config
         self.data = data.to(self.device)
         torch.manual_seed(config.seed)  # initial weights and the global RNG (dropout)
         self.net = EDMPrecond(**net_config)
-        if config.init_from:
+        if config.init_from and load_init:
             start = load_checkpoint(config.init_from)
             if start.config != self.net.config:
                 raise ValueError(
@@ -99,12 +105,16 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step_count = 0
         self.wall_seconds = 0.0
+        # Step at which a run resumed from a parked state (fresh Adam moments) started its re-warm-up.
+        self.rewarm_from: int | None = None
 
     # MARK: training
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up over warmup_steps, then constant or 1 / sqrt decay (a run can be extended at will)."""
         lr = self.config.lr * min(1.0, (step + 1) / max(1, self.config.warmup_steps))
+        if self.rewarm_from is not None:
+            lr *= min(1.0, (step - self.rewarm_from + 1) / REWARM_STEPS)
         if self.config.lr_decay_steps > 0:
             lr /= math.sqrt(max(step / self.config.lr_decay_steps, 1.0))
         return lr
@@ -174,6 +184,8 @@ class Trainer:
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
+        if self.rewarm_from is not None:
+            state["rewarm_from"] = self.rewarm_from
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -190,6 +202,7 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.step_count = int(state["step"])
         self.wall_seconds = float(state["wall_seconds"])
+        self.rewarm_from = state.get("rewarm_from")
 
     def save(self, path: str) -> None:
         atomic_save(self.state_dict(), path)
@@ -197,8 +210,23 @@ class Trainer:
     @classmethod
     def from_checkpoint(cls, path: str, data: torch.Tensor, device: torch.device | str = "cpu") -> "Trainer":
         state = torch.load(path, map_location="cpu", weights_only=True)
-        trainer = cls(state["net_config"], TrainConfig(**state["train_config"]), data, device)
+        trainer = cls(state["net_config"], TrainConfig(**state["train_config"]), data, device, load_init=False)
         trainer.load_state_dict(state)
+        return trainer
+
+    @classmethod
+    def from_parked(cls, path: str, data: torch.Tensor, device: torch.device | str = "cpu") -> "Trainer":
+        """Continue a parked run: weights, EMA, step, wall time and RNG as parked; Adam starts afresh and the
+        learning rate ramps up again over REWARM_STEPS steps (so this resume is not bit-identical)."""
+        state = read_parked_state(path)
+        trainer = cls(state["net_config"], TrainConfig(**state["train_config"]), data, device, load_init=False)
+        trainer.net.load_state_dict(state["net"])
+        trainer.ema.load_state_dict(state["ema"])
+        trainer.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        trainer.step_count = int(state["step"])
+        trainer.wall_seconds = float(state["wall_seconds"])
+        trainer.rewarm_from = trainer.step_count
         return trainer
 
     def export(self, path: str) -> None:
@@ -208,6 +236,29 @@ class Trainer:
 
 def read_training_checkpoint(path: str) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_parked_state(path: str) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("kind") != "parked":
+        raise ValueError(f"{path} is not a parked training state (write one with --park)")
+    if state.get("version") != PARKED_STATE_VERSION:
+        raise ValueError(f"{path}: parked state version {state.get('version')}, expected {PARKED_STATE_VERSION}")
+    return state
+
+
+def park_checkpoint(ckpt_path: str, out_path: str) -> int:
+    """Write the parked form of a training checkpoint: the state to commit between machines, less Adam's
+    moments (half the bytes: a small-preset U-Net parks in about 15 MB, under the repository's 20 MB per file,
+    where its checkpoint is 31 MB). Returns its step."""
+    state = read_training_checkpoint(ckpt_path)
+    del state["optimizer"]
+    state.pop("cuda_rng", None)
+    state.pop("rewarm_from", None)
+    state["version"] = PARKED_STATE_VERSION
+    state["kind"] = "parked"
+    atomic_save(state, out_path)
+    return int(state["step"])
 
 
 def export_from_checkpoint(ckpt_path: str, out_path: str) -> int:

@@ -19,7 +19,16 @@ import torch
 from pspc_net.data import IDXFormatError, parse_idx_images, read_idx_images, to_unit
 from pspc_net.edm import edm_loss, euler_sample, heun_sample, time_grid
 from pspc_net.model import PRESETS, EDMPrecond, load_checkpoint, save_checkpoint
-from pspc_net.train import LOSS_CSV, TrainConfig, Trainer, export_from_checkpoint, run
+from pspc_net.train import (
+    LOSS_CSV,
+    REWARM_STEPS,
+    TrainConfig,
+    Trainer,
+    export_from_checkpoint,
+    park_checkpoint,
+    read_parked_state,
+    run,
+)
 
 SCRIPTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_SCRIPT = os.path.join(SCRIPTS, "train_reference_network.py")
@@ -239,6 +248,46 @@ def test_run_writes_loss_csv_and_truncates_on_resume(tmp_path):
     assert torch.equal(load_checkpoint(out)(data[:1].float(), 1.0), resumed.ema.eval()(data[:1].float(), 1.0))
 
 
+def test_a_parked_run_continues_with_its_weights_draws_and_a_fresh_adam(tmp_path):
+    data = synthetic_images(16)
+    straight = Trainer(PRESETS["tiny"], tiny_train_config(), data)
+    for _ in range(3):
+        straight.step()
+    ckpt, parked = str(tmp_path / "checkpoint.pt"), str(tmp_path / "parked.pt")
+    straight.save(ckpt)
+    assert park_checkpoint(ckpt, parked) == 3
+    state = read_parked_state(parked)
+    assert "optimizer" not in state and os.path.getsize(parked) < os.path.getsize(ckpt)
+
+    torch.manual_seed(999)  # the parked RNG state must be restored
+    resumed = Trainer.from_parked(parked, data)
+    assert resumed.step_count == 3 and resumed.wall_seconds == straight.wall_seconds
+    assert resumed.opt.state_dict()["state"] == {}
+    for a, b in zip(straight.net.state_dict().values(), resumed.net.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(straight.ema.state_dict().values(), resumed.ema.state_dict().values()):
+        assert torch.equal(a, b)
+    # The same batches and noise follow (the generator was parked); the learning rate ramps up again.
+    assert torch.equal(resumed.generator.get_state(), straight.generator.get_state())
+    assert resumed.lr_at(3) == pytest.approx(straight.lr_at(3) / REWARM_STEPS)
+    assert resumed.lr_at(3 + REWARM_STEPS - 1) == straight.lr_at(3 + REWARM_STEPS - 1)
+    resumed.step()
+    assert resumed.step_count == 4 and resumed.opt.state_dict()["state"] != {}
+
+    # An exact resume of the continued run keeps its ramp.
+    resumed.save(ckpt)
+    again = Trainer.from_checkpoint(ckpt, data)
+    assert again.rewarm_from == 3 and again.lr_at(10) == resumed.lr_at(10)
+
+
+def test_a_checkpoint_is_not_a_parked_state(tmp_path):
+    trainer = Trainer(PRESETS["tiny"], tiny_train_config(), synthetic_images(8))
+    ckpt = str(tmp_path / "checkpoint.pt")
+    trainer.save(ckpt)
+    with pytest.raises(ValueError, match="not a parked training state"):
+        Trainer.from_parked(ckpt, synthetic_images(8))
+
+
 # MARK: IDX reader
 
 
@@ -322,3 +371,27 @@ def test_cli_sigterm_saves_checkpoint_then_resumes_and_exports(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert exp.returncode == 0, exp.stderr
     assert load_checkpoint(out_path).config["model_channels"] == PRESETS["tiny"]["model_channels"]
+
+
+def test_cli_parks_a_run_and_continues_it_in_an_empty_folder(tmp_path):
+    data_dir, first, second = str(tmp_path / "data"), str(tmp_path / "first"), str(tmp_path / "second")
+    write_fake_dataset(data_dir)
+    common = ["--data-dir", data_dir, "--preset", "tiny", "--batch-size", "4", "--log-every", "1",
+              "--snapshot-every", "0", "--precision", "fp32"]
+    done = subprocess.run(cli("--steps", "3", "--ckpt-dir", first, *common), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    parked = str(tmp_path / "parked.pt")
+    park = subprocess.run([sys.executable, TRAIN_SCRIPT, "--ckpt-dir", first, "--park", parked],
+                          capture_output=True, text=True, timeout=60)
+    assert park.returncode == 0 and "parked step 3" in park.stdout, park.stdout + park.stderr
+
+    go_on = subprocess.run(cli("--steps", "5", "--ckpt-dir", second, "--resume-parked", parked, *common),
+                           capture_output=True, text=True, timeout=60)
+    assert go_on.returncode == 0, go_on.stdout + go_on.stderr
+    assert "resumed the parked run" in go_on.stdout and "finished at step 5" in go_on.stdout
+
+    wrong = subprocess.run(cli("--steps", "5", "--ckpt-dir", str(tmp_path / "third"), "--resume-parked",
+                               os.path.join(first, "checkpoint.pt"), *common), capture_output=True, text=True,
+                           timeout=60)
+    assert wrong.returncode == 1 and "not a parked training state" in wrong.stderr
