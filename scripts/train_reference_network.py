@@ -91,19 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ckpt_path = os.path.join(args.ckpt_dir, CHECKPOINT_NAME)
 
-    if args.export:
+    for out, write, what in ((args.export, export_from_checkpoint, "exported the EMA weights of"),
+                             (args.park, park_checkpoint, "parked")):
+        if not out:
+            continue
         if not os.path.exists(ckpt_path):
             print(f"error: no checkpoint at {ckpt_path}", file=sys.stderr)
             return 1
-        step = export_from_checkpoint(ckpt_path, args.export)
-        log(f"exported EMA weights of step {step} to {args.export} ({os.path.getsize(args.export) / 1e6:.1f} MB)")
-        return 0
-    if args.park:
-        if not os.path.exists(ckpt_path):
-            print(f"error: no checkpoint at {ckpt_path}", file=sys.stderr)
-            return 1
-        step = park_checkpoint(ckpt_path, args.park)
-        log(f"parked step {step} in {args.park} ({os.path.getsize(args.park) / 1e6:.1f} MB)")
+        step = write(ckpt_path, out)
+        log(f"{what} step {step} in {out} ({os.path.getsize(out) / 1e6:.1f} MB)")
         return 0
 
     if args.threads:
