@@ -36,8 +36,8 @@ sizes="${PSPC_STUDY_PATCH_SIZES:-3,5,7,9,11,15,19,23}"
 lambdas="${PSPC_STUDY_LAMBDAS:-0.25,0.5,0.75}"
 workers="${PSPC_STUDY_WORKERS:-2}"
 data="${PSPC_STUDY_DATA:-$out/fashion-mnist}"
-steps="${grid#edm:}"
-[[ "$grid" == edm:* && "$steps" =~ ^[0-9]+$ ]] || { echo "study.sh: PSPC_STUDY_GRID must be edm:N" >&2; exit 2; }
+source scripts/study-common.sh
+steps="$(study_grid_steps study.sh "$grid")"
 
 networks="${PSPC_STUDY_NETWORKS:-}"
 if [[ -z "$networks" ]]; then
@@ -54,17 +54,7 @@ for entry in "${entries[@]}"; do
     network_args+=(--local-network "$entry")
 done
 primary="${entries[0]%%=*}"
-mkdir -p "$out"
-
-export PSPC_SCRIPTS="${PSPC_SCRIPTS:-$PWD/scripts}"
-export PSPC_PYTHON="${PSPC_PYTHON:-${PSPC_VENV:-$PWD/.venv}/bin/python}"
-scripts/setup.sh
-scripts/setup-python.sh
-pspc="${PSPC_BIN:-}"
-if [[ -z "$pspc" ]]; then
-    swift build -c release --product pspc
-    pspc=.build/release/pspc
-fi
+study_prepare study.sh "$out"
 if [[ -z "${PSPC_STUDY_CLUSTER:-}" ]] && ! "$pspc" info --data "$data" >/dev/null 2>&1; then
     echo "== ingest Fashion-MNIST (60000 training images, 4 shards)"
     "$pspc" ingest --source fashion-mnist:train --shards 4 --out "$data"
@@ -74,18 +64,6 @@ if [[ -n "${PSPC_STUDY_CLUSTER:-}" ]]; then
 else
     engine=(--data "$data" --local-workers "$workers" "${network_args[@]}")
 fi
-
-timings="$out/timings.csv"
-[[ -f "$timings" ]] || echo "step,seconds" > "$timings"
-# step NAME COMMAND...: runs one resumable step and appends its wall time (a resumed step adds its remainder).
-step() {
-    local name="$1" begin
-    shift
-    echo "== $name"
-    begin=$(date +%s)
-    "$@"
-    echo "$name,$(( $(date +%s) - begin ))" >> "$timings"
-}
 
 echo "study of ${#entries[@]} network(s): ${entries[*]} (primary $primary) in $out"
 step heatmaps "$pspc" heatmap "${network_args[@]}" --grid "$grid" --samples "$heatmap_samples" --seed 0 \

@@ -36,6 +36,14 @@ public enum ClusterError: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// The connection closed before the answer came (the peer's idle timeout, a restart, a cut link).
+    public var isConnectionClosed: Bool {
+        if case .workerFailed(_, let reason) = self { return reason == Self.connectionClosed }
+        return false
+    }
+
+    static let connectionClosed = "connection closed"
+
     /// The worker could not fit its answer in a frame: the request must be split.
     public var isReplyTooLarge: Bool {
         if case .remote(_, _, .frameTooLarge) = self { return true }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import PSPCCore
@@ -7,34 +8,84 @@ import PSPCWire
 
 /// A trained network D_theta served by the Python endpoint (`python -m pspc_net.serve`), reached over the same
 /// framed protocol and handshake as the workers.
+///
+/// The endpoint closes a connection that sends nothing for its idle timeout (300 s by default), and a sweep may
+/// spend longer than that on the other methods between two network calls. A call that finds its connection
+/// closed, or loses it before any answer, is sent again once on a fresh connection (handshake, token and role
+/// checked again): denoise and heatmap requests are pure functions of their fields, so the retry gives the same
+/// answer. A second failure is the caller's error.
 public final class NetworkDenoiser: Sendable {
-    let connection: WorkerConnection
+    private let current: NIOLockedValueBox<WorkerConnection>
     public let address: HostPort
     public let deadline: Double
     /// The largest frame either side accepts; heatmap responses are sized to fit it.
     public let maxFrameSize: Int
+    private let token: [UInt8]
+    private let group: EventLoopGroup
+    /// Fresh connections made after the first (each after a closed one).
+    private let reconnectCount = NIOLockedValueBox(0)
 
     /// Room in a heatmap response frame for everything but the maps' and sides' payloads.
     static let heatmapFrameOverhead = 64 << 10
 
-    private init(connection: WorkerConnection, address: HostPort, deadline: Double, maxFrameSize: Int) {
-        self.connection = connection
+    private init(
+        connection: WorkerConnection, address: HostPort, deadline: Double, maxFrameSize: Int, token: [UInt8],
+        group: EventLoopGroup
+    ) {
+        self.current = NIOLockedValueBox(connection)
         self.address = address
         self.deadline = deadline
         self.maxFrameSize = maxFrameSize
+        self.token = token
+        self.group = group
     }
 
     public static func connect(
         to address: HostPort, token: [UInt8], group: EventLoopGroup, deadline: Double = 600,
         maxFrameSize: Int = FrameCodec.defaultMaxFrameSize
     ) async throws -> NetworkDenoiser {
+        let connection = try await open(address, token: token, group: group, maxFrameSize: maxFrameSize)
+        return NetworkDenoiser(
+            connection: connection, address: address, deadline: deadline, maxFrameSize: maxFrameSize, token: token,
+            group: group)
+    }
+
+    private static func open(_ address: HostPort, token: [UInt8], group: EventLoopGroup, maxFrameSize: Int)
+        async throws -> WorkerConnection
+    {
         let connection = try await WorkerConnection.connect(
             to: address, token: token, group: group, timeout: .seconds(30), maxFrameSize: maxFrameSize)
         guard connection.peer.role == .network else {
             connection.close()
             throw ClusterError.invalidConfiguration("\(address) is a \(connection.peer.role), not a network endpoint")
         }
-        return NetworkDenoiser(connection: connection, address: address, deadline: deadline, maxFrameSize: maxFrameSize)
+        return connection
+    }
+
+    private var connection: WorkerConnection { current.withLockedValue { $0 } }
+
+    /// Whether the current connection is open (the next call reconnects when it is not).
+    public var isConnected: Bool { connection.isActive }
+
+    /// How many times a closed connection was replaced by a fresh one.
+    public var reconnects: Int { reconnectCount.withLockedValue { $0 } }
+
+    /// Sends `body` and waits for its answer, once more on a fresh connection if the current one is (or gets)
+    /// closed before answering; an error frame, a deadline or a failed reconnection is thrown as is.
+    func call(_ body: Pspc_V1_Frame.OneOf_Body) async throws -> Pspc_V1_Frame.OneOf_Body {
+        let first = connection
+        if first.isActive {
+            do {
+                return try await first.call(body, deadline: deadline)
+            } catch let error as ClusterError where error.isConnectionClosed && !first.isActive {
+                // Closed under the request (the endpoint's idle timeout racing it): retried below.
+            }
+        }
+        let fresh = try await Self.open(address, token: token, group: group, maxFrameSize: maxFrameSize)
+        current.withLockedValue { $0 = fresh }
+        reconnectCount.withLockedValue { $0 += 1 }
+        first.close()
+        return try await fresh.call(body, deadline: deadline)
     }
 
     /// The image shape the endpoint said its network takes (in its Welcome), if it said.
@@ -60,7 +111,7 @@ public final class NetworkDenoiser: Sendable {
             let n = min(batchSize, count - start)
             let batch = QueryBatch(values: Array(z[(start * dim)..<((start + n) * dim)]), shape: shape)
             let request = Pspc_V1_DenoiseRequest(queries: batch, t: Array(repeating: t, count: n), compression: .none)
-            let answer = try await connection.call(.denoiseRequest(request), deadline: deadline)
+            let answer = try await call(.denoiseRequest(request))
             guard case .denoiseResponse(let response) = answer else {
                 throw ClusterError.workerFailed(
                     worker: address.description, reason: "answered a denoise request with \(answer)")
@@ -129,7 +180,7 @@ public final class NetworkDenoiser: Sendable {
     private func heatmapPart(_ request: Pspc_V1_HeatmapRequest, expected: (start: Int, count: Int, shape: ImageShape)?)
         async throws -> (maps: [Double], shape: [Int], locality: [Double])
     {
-        let answer = try await connection.call(.heatmapRequest(request), deadline: deadline)
+        let answer = try await call(.heatmapRequest(request))
         guard case .heatmapResponse(let response) = answer else {
             throw ClusterError.workerFailed(
                 worker: address.description, reason: "answered a heatmap request with \(answer)")

@@ -75,7 +75,7 @@ final class WorkerConnection: @unchecked Sendable {
     /// Sends `body` and waits for the answer, at most `deadline` seconds.
     func call(_ body: Pspc_V1_Frame.OneOf_Body, deadline: Double) async throws -> Pspc_V1_Frame.OneOf_Body {
         guard let (id, answer) = start(body) else {
-            throw ClusterError.workerFailed(worker: address.description, reason: "connection closed")
+            throw ClusterError.workerFailed(worker: address.description, reason: ClusterError.connectionClosed)
         }
         let channel = self.channel, worker = address.description, state = self.state
         let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(deadline * 1e9))) {
@@ -99,7 +99,7 @@ final class WorkerConnection: @unchecked Sendable {
         let worker = address.description, state = self.state, traffic = self.traffic
         guard state.register(id, promise) else {
             // Closed already: the promise is completed all the same (NIO requires it; nobody waits on it).
-            promise.fail(ClusterError.workerFailed(worker: worker, reason: "connection closed"))
+            promise.fail(ClusterError.workerFailed(worker: worker, reason: ClusterError.connectionClosed))
             return nil
         }
         let frame = Pspc_V1_Frame(requestID: id, body: body)
@@ -230,7 +230,7 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler, @unchecked Send
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        state.closeAll(ClusterError.workerFailed(worker: state.worker, reason: "connection closed"))
+        state.closeAll(ClusterError.workerFailed(worker: state.worker, reason: ClusterError.connectionClosed))
         context.fireChannelInactive()
     }
 

@@ -33,6 +33,10 @@ public enum DenoiseMethod: Sendable {
 
 extension DenoiseMethod {
     /// Checks a window size of the LS / ELS machines: odd and at least 1 (windows are centred on a pixel).
+    /// The smallest LS / ELS window that covers an image of `shape` from every centre (2 max(H, W) - 1): from this
+    /// size on, both machines are the optimal empirical denoiser.
+    public static func wholeImageWindow(_ shape: ImageShape) -> Int { 2 * max(shape.height, shape.width) - 1 }
+
     public static func validateWindow(patchSize: Int) throws {
         guard patchSize >= 1, patchSize % 2 == 1 else {
             throw PSPCError.invalidArgument(

@@ -244,6 +244,12 @@ public actor DenoisingEngine {
     /// `[B, C, H, W]` order.
     func windowPosterior(_ batch: QueryBatch, t: Double, patchSize: Int, equivariant: Bool) async throws -> [Double] {
         try DenoiseMethod.validateWindow(patchSize: patchSize)
+        if patchSize >= DenoiseMethod.wholeImageWindow(shape) {
+            // Every window covers the whole image from any centre, and each pixel's padding pattern is its own, so
+            // both machines are the empirical denoiser: computed as such, at the cost of one whole-image distance
+            // per training image instead of one per pixel.
+            return try await empirical(batch, t: t)
+        }
         let hw = shape.pixelCount, channels = shape.channels
         let merged = try await mergedSoftmax(
             .windowPosterior(queries: batch, t: t, patchSize: patchSize, equivariant: equivariant),

@@ -79,16 +79,21 @@ public enum Calibration {
     }
 
     /// The whole-image candidates a sweep's empirical rows stand for, added where the sweep swept the method but not
-    /// them: pspc-square s = H on H x H images (one crop covering the image) and pspc-flex lambda = 1 (every mask the
-    /// whole image) both are the empirical denoiser exactly, so their errors are the empirical row's. A calibration
-    /// whose candidates leave out the whole image can only pick a local answer.
+    /// them: pspc-square s = H on H x H images (one crop covering the image), pspc-flex lambda = 1 (every mask the
+    /// whole image) and LS / ELS windows of P = 2 max(H, W) - 1 (every window covers the image from any centre) all
+    /// are the empirical denoiser exactly, so their errors are the empirical row's. A calibration whose candidates
+    /// leave out the whole image can only pick a local answer.
     public static func addingWholeImage(
         _ rows: [SweepRow], height: Int, width: Int
     ) -> (rows: [SweepRow], added: [String]) {
         var out = rows
         var added: Set<String> = []
         let empirical = rows.filter { $0.method == "empirical" }
-        for (method, param) in [("pspc-square", Variant.Param.patchSize(height)), ("pspc-flex", .lambda(1))] {
+        let window = Variant.Param.patchSize(2 * max(height, width) - 1)
+        let wholeImage: [(String, Variant.Param)] = [
+            ("pspc-square", .patchSize(height)), ("pspc-flex", .lambda(1)), ("ls", window), ("els", window),
+        ]
+        for (method, param) in wholeImage {
             if method == "pspc-square" && height != width { continue }
             for e in empirical {
                 let swept = rows.contains { $0.tIndex == e.tIndex && $0.method == method }

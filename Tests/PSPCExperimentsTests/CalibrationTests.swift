@@ -50,19 +50,24 @@ final class CalibrationTests: XCTestCase {
             row(0, "network", .none, 0), row(0, "empirical", .none, 0.01), row(0, "pspc-square", .patchSize(5), 0.2),
             row(0, "pspc-square", .patchSize(28), 0.01), row(1, "network", .none, 0), row(1, "empirical", .none, 0.5),
             row(1, "pspc-square", .patchSize(5), 0.1), row(1, "pspc-flex", .lambda(0.5), 0.3),
+            row(0, "els", .patchSize(7), 0.05), row(1, "els", .patchSize(7), 0.2), row(1, "ls", .patchSize(3), 0.4),
         ]
         let (whole, added) = Calibration.addingWholeImage(rows, height: 28, width: 28)
-        XCTAssertEqual(added, ["pspc-flex 1.0", "pspc-square 28"])
-        // t 0 already had s = 28; t 1 gets it, and lambda = 1 where pspc-flex was swept (t 1 only).
+        XCTAssertEqual(added, ["els 55", "ls 55", "pspc-flex 1.0", "pspc-square 28"])
+        // t 0 already had s = 28; t 1 gets it, and lambda = 1 where pspc-flex was swept (t 1 only); the 55 x 55
+        // window wherever LS or ELS was swept.
         let extra = Array(whole.dropFirst(rows.count))
-        XCTAssertEqual(extra.map(\.tIndex), [1, 1])
-        XCTAssertEqual(extra.map(\.method), ["pspc-square", "pspc-flex"])
-        XCTAssertEqual(extra.map(\.param), [.patchSize(28), .lambda(1)])
-        XCTAssertEqual(extra.map(\.mseToNetwork), [0.5, 0.5])
+        XCTAssertEqual(extra.map(\.tIndex), [1, 1, 1, 0, 1])
+        XCTAssertEqual(extra.map(\.method), ["pspc-square", "pspc-flex", "ls", "els", "els"])
+        XCTAssertEqual(extra.map(\.param), [.patchSize(28), .lambda(1), .patchSize(55), .patchSize(55), .patchSize(55)])
+        XCTAssertEqual(extra.map(\.mseToNetwork), [0.5, 0.5, 0.5, 0.01, 0.5])
         let best = Calibration.best(try Calibration.candidates([([10, 1], whole)]))
-        XCTAssertEqual(best.map(\.param), [.patchSize(28), .lambda(0.5), .patchSize(5)])
-        // H != W: no square covers the image, so no s is added.
-        XCTAssertEqual(Calibration.addingWholeImage(rows, height: 24, width: 40).added, ["pspc-flex 1.0"])
+        XCTAssertEqual(best.map(\.method), ["els", "pspc-square", "els", "ls", "pspc-flex", "pspc-square"])
+        XCTAssertEqual(
+            best.map(\.param), [.patchSize(55), .patchSize(28), .patchSize(7), .patchSize(3), .lambda(0.5), .patchSize(5)])
+        // H != W: no square covers the image, so no s is added; the window covering it is 2 max(H, W) - 1.
+        XCTAssertEqual(
+            Calibration.addingWholeImage(rows, height: 24, width: 40).added, ["els 79", "ls 79", "pspc-flex 1.0"])
     }
 
     /// Held-out judging: each winner's error on the held-out candidates, beside the held-out minimiser's; a
