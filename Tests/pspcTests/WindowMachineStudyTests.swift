@@ -33,11 +33,13 @@ final class WindowMachineStudyTests: XCTestCase {
         XCTAssertTrue(sameQueries.stderr.contains("has the same queries"), sameQueries.stderr)
         try CommandRunner.succeed(
             ["calibrate", "\(work)/study/forward", "--held-out", "\(work)/held-out", "--out", "\(work)/study/calibration"])
-        // wins.csv: per (t, machine) the candidates' shares of bootstrap resamples, summing to 1.
+        // wins.csv: per (t, machine) the candidates' shares of bootstrap resamples, summing to 1. The candidates are
+        // the swept windows and the whole image (P = 2 * 28 - 1), which the empirical rows stand for.
+        let wholeImage = "55"
         let wins = try CSVRecords.read("\(work)/study/calibration/wins.csv")
         XCTAssertEqual(wins.first, ["t_index", "t", "method", "param", "mse_to_network", "win_fraction"])
         for group in Dictionary(grouping: wins.dropFirst(), by: { "\($0[0])|\($0[2])" }).values {
-            XCTAssertEqual(group.count, 2)
+            XCTAssertEqual(group.map { $0[3] }.sorted(), ["3", "5", wholeImage], "\(group)")
             XCTAssertEqual(group.reduce(0) { $0 + Double($1[5])! }, 1, accuracy: 1e-9, "\(group)")
         }
         // held-out.csv: each choice's error on the other queries is the held-out sweep's number for that window,
@@ -47,18 +49,23 @@ final class WindowMachineStudyTests: XCTestCase {
             "t_index", "t", "method", "chosen_param", "mse_in_sample", "mse_held_out", "held_out_best_param",
             "mse_held_out_best", "ratio_to_held_out_best",
         ])
-        let heldOutResults = try CSVRecords.read("\(work)/held-out/results.csv").dropFirst()
+        // A sweep's row for (t index, machine, window); the whole-image window's is the empirical row.
+        func sweepRow(_ rows: [[String]], _ t: String, _ machine: String, _ param: String) -> [String]? {
+            param == wholeImage
+                ? rows.first { $0[0] == t && $0[2] == "empirical" }
+                : rows.first { $0[0] == t && $0[2] == machine && $0[3] == param }
+        }
+        let heldOutResults = Array(try CSVRecords.read("\(work)/held-out/results.csv").dropFirst())
         XCTAssertEqual(heldOut.count, 1 + 2 * 4)
         for row in heldOut.dropFirst() {
-            let same = try XCTUnwrap(heldOutResults.first { $0[0] == row[0] && $0[2] == row[2] && $0[3] == row[3] })
+            let same = try XCTUnwrap(sweepRow(heldOutResults, row[0], row[2], row[3]), "\(row)")
             XCTAssertEqual(Double(row[5])!, Double(same[5])!, accuracy: 1e-12 * Double(same[5])!, "\(row)")
             XCTAssertLessThanOrEqual(Double(row[7])!, Double(row[5])!, "\(row)")
             XCTAssertGreaterThanOrEqual(Double(row[8])!, 1, "\(row)")
         }
 
-        // Each machine's schedule is its own minimiser per t among the swept windows.
-        let results = try String(contentsOfFile: "\(work)/study/forward/results.csv", encoding: .utf8)
-            .split(separator: "\n").dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        // Each machine's schedule is its own minimiser per t among the swept windows and the whole image.
+        let results = Array(try CSVRecords.read("\(work)/study/forward/results.csv").dropFirst())
         for machine in ["ls", "els"] {
             let schedule = try JSONSerialization.jsonObject(
                 with: Data(contentsOf: URL(fileURLWithPath: "\(work)/study/calibration/\(machine)-schedule.json")))
@@ -67,9 +74,11 @@ final class WindowMachineStudyTests: XCTestCase {
             XCTAssertEqual(values.count, 4, machine)
             for (t, chosen) in values.enumerated() {
                 // results.csv: t_index,t,method,param,label,mse_to_network,...
-                let rows = results.filter { $0[0] == String(t) && $0[2] == machine }
-                let best = rows.min { Double($0[5])! < Double($1[5])! }!
-                XCTAssertEqual(Int(best[3]), chosen, "\(machine) at t index \(t)")
+                let errors = try ["3", "5", wholeImage].map { param in
+                    (param, Double(try XCTUnwrap(sweepRow(results, String(t), machine, param))[5])!)
+                }
+                let best = errors.min { $0.1 < $1.1 }!
+                XCTAssertEqual(Int(best.0), chosen, "\(machine) at t index \(t): \(errors)")
             }
         }
 
