@@ -89,7 +89,7 @@ enum WindowReference {
 }
 
 /// LS and ELS against `WindowReference` at every grid t, on real Fashion-MNIST (1x28x28) and 3-channel scenes
-/// with H != W (3x16x20, x-flip); P = 3, 5, 7, and P >= 2 max(H, W) - 1, where both machines are the engine's
+/// with H != W (3x16x20, x-flip); P = 1, 3, 5, 7, and P >= 2 max(H, W) - 1, where both machines are the engine's
 /// empirical denoiser. Training sets are tiny: the ELS reference costs O(N H^2 W^2 P^2) per query.
 final class WindowMachineTests: XCTestCase {
     static let cases: [ExactnessCase] = [
@@ -107,7 +107,7 @@ final class WindowMachineTests: XCTestCase {
         let name = equivariant ? "els" : "ls"
         for c in Self.cases {
             let images = c.images, shape = c.shape
-            for patch in [3, 5, 7] {
+            for patch in [1, 3, 5, 7] {
                 let method: DenoiseMethod = equivariant ? .els(.constant(patch)) : .ls(.constant(patch))
                 try await ExactnessTests.check(
                     name, "\(name) P=\(patch)", on: c, queriesPerT: 1, engineMethod: method
