@@ -9,9 +9,10 @@
 #
 # Usage: scripts/study-ls-els.sh [OUT]   (default runs/study-ls-els). Every step is resumable: run it again with
 # the same OUT to continue. Sizes (environment): PSPC_STUDY_TRAIN (training images, default 60000, x-flipped),
-# PSPC_STUDY_QUERIES (forward queries per t, 8), PSPC_STUDY_TRAJECTORIES (4), PSPC_STUDY_SAMPLES (16),
+# PSPC_STUDY_QUERIES (forward queries per t, 8), PSPC_STUDY_TRAJECTORIES (8: an ELS request of fewer than 8
+# queries costs what 8 cost), PSPC_STUDY_SAMPLES (16),
 # PSPC_STUDY_HEATMAP_SAMPLES (4 per level), PSPC_STUDY_GRID (edm:18), PSPC_STUDY_PATCH_SIZES (LS / ELS windows
-# and PSPC-Square crops, 3,5,7,9,11,15), PSPC_STUDY_LAMBDAS (0.25,0.5,0.75), PSPC_STUDY_WORKERS (local workers, 2),
+# and PSPC-Square crops, 1,3,5,7,9,11,15), PSPC_STUDY_LAMBDAS (0.25,0.5,0.75), PSPC_STUDY_WORKERS (local workers, 2),
 # PSPC_NETWORK (checkpoint), PSPC_BIN (a pspc binary built elsewhere). ELS dominates: its cost per query grows
 # with N and with P^2 (docs/design.md section 2.1; the whole-image window costs what the empirical denoiser does),
 # so the default study is hours here and minutes on a cluster (PSPC_STUDY_CLUSTER=FILE replaces the local
@@ -22,11 +23,11 @@ cd "$here/.."
 out="${1:-runs/study-ls-els}"
 train="${PSPC_STUDY_TRAIN:-60000}"
 queries="${PSPC_STUDY_QUERIES:-8}"
-trajectories="${PSPC_STUDY_TRAJECTORIES:-4}"
+trajectories="${PSPC_STUDY_TRAJECTORIES:-8}"
 samples="${PSPC_STUDY_SAMPLES:-16}"
 heatmap_samples="${PSPC_STUDY_HEATMAP_SAMPLES:-4}"
 grid="${PSPC_STUDY_GRID:-edm:18}"
-sizes="${PSPC_STUDY_PATCH_SIZES:-3,5,7,9,11,15}"
+sizes="${PSPC_STUDY_PATCH_SIZES:-1,3,5,7,9,11,15}"
 lambdas="${PSPC_STUDY_LAMBDAS:-0.25,0.5,0.75}"
 workers="${PSPC_STUDY_WORKERS:-2}"
 network="${PSPC_NETWORK:-scripts/reference-network/reference-network.pt}"
