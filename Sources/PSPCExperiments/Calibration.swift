@@ -186,7 +186,7 @@ public enum Calibration {
     ) throws -> [(candidate: Candidate, winFraction: Double)] {
         var out: [(candidate: Candidate, winFraction: Double)] = []
         let groups = Dictionary(grouping: candidates.indices) { "\(candidates[$0].tIndex)|\(candidates[$0].method)" }
-        var fraction = [Double](repeating: 0, count: candidates.count)
+        var wins = [Int](repeating: 0, count: candidates.count)
         for (_, members) in groups {
             // Per sweep and member: its per-query errors.
             var perSweep: [[[Double]]] = []
@@ -217,10 +217,11 @@ public enum Calibration {
                 // Ties go to the first (smaller) candidate, as in `best`.
                 var winner = 0
                 for j in 1..<members.count where sums[r][j] < sums[r][winner] { winner = j }
-                fraction[members[winner]] += 1 / Double(bootstrap.resamples)
+                wins[members[winner]] += 1
             }
         }
-        for (i, c) in candidates.enumerated() { out.append((c, fraction[i])) }
+        // Counted, then divided once: 2000 of 2000 resamples read 1, not a sum of 2000 rounded 1/2000s.
+        for (i, c) in candidates.enumerated() { out.append((c, Double(wins[i]) / Double(bootstrap.resamples))) }
         return out
     }
 

@@ -101,8 +101,10 @@ final class CalibrationTests: XCTestCase {
         let candidates = try Calibration.candidates([([10, 1], rows)])
         let wins = try Calibration.winFractions(candidates, sweeps: [sweep], bootstrap: Bootstrap(resamples: 400))
         let fraction = { (i: Int, s: Int) in wins.first { $0.candidate.tIndex == i && $0.candidate.param == .patchSize(s) }!.winFraction }
-        XCTAssertEqual(fraction(0, 3), 1, accuracy: 1e-12)
-        XCTAssertEqual(fraction(0, 5), 0, accuracy: 1e-12)
+        // Counts over 400 resamples: exactly 1 and 0, and every share a whole number of resamples.
+        XCTAssertEqual(fraction(0, 3), 1)
+        XCTAssertEqual(fraction(0, 5), 0)
+        for w in wins { XCTAssertEqual(w.winFraction * 400, (w.winFraction * 400).rounded(), "\(w)") }
         XCTAssertGreaterThan(fraction(1, 3), 0.05)
         XCTAssertGreaterThan(fraction(1, 5), 0.5)
         XCTAssertEqual(fraction(1, 3) + fraction(1, 5), 1, accuracy: 1e-12)

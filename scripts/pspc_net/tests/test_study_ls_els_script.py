@@ -1,7 +1,7 @@
 """scripts/study-ls-els.sh end to end at toy sizes: every step timed, LS and ELS calibrated with the whole-image
 window among the candidates, the sample comparison of every method of Kamb & Ganguli's table (LS, ELS,
 PSPC-Square, PSPC-Flex, the optimal denoiser) against the network under both solvers, a resumed run that
-gives the same files, and a refused grid.
+gives the same files, a refused grid, and scripts/ls-els-tables.py's tables of the run.
 
 Needs the built `pspc` binary (see test_pspc_serve.pspc_binary; scripts/test.sh builds it first)."""
 
@@ -101,3 +101,22 @@ def test_a_grid_that_is_not_edm_is_refused(toy_study):
     refused = study(str(toy_study["root"] / "refused"), env)
     assert refused.returncode == 2
     assert "study-ls-els.sh: PSPC_STUDY_GRID must be edm:N, got log:5" in refused.stderr
+
+
+def test_the_tables_script_prints_every_table_of_the_run(toy_study):
+    tables = subprocess.run(["python3", os.path.join(REPO, "scripts", "ls-els-tables.py"), toy_study["out"],
+                             "--resamples", "200"], capture_output=True, text=True, timeout=120)
+    assert tables.returncode == 0, tables.stderr
+    text = tables.stdout
+    for heading in ("forward: MSE to the network", "forward: paired ratios", "reverse: MSE to the network",
+                    "reverse: paired ratios", "calibrated windows", "samples from shared noise"):
+        assert heading in text, text
+    # One row per grid t in each t-table, and a row for every machine compared with the network.
+    best = text.split("### forward: MSE to the network")[1].split("###")[0]
+    assert len([line for line in best.splitlines() if line.startswith("| ") and "---" not in line]) == 1 + 3, best
+    similarity = text.split("### samples from shared noise")[1]
+    for method in ("empirical", "ls", "els", "pspc-square", "pspc-flex"):
+        assert any(line.startswith(f"| {method}") for line in similarity.splitlines()), similarity
+    refused = subprocess.run(["python3", os.path.join(REPO, "scripts", "ls-els-tables.py"), str(toy_study["root"])],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "holds no forward/ or reverse/ results.csv" in refused.stderr
