@@ -1,24 +1,27 @@
 #!/usr/bin/env python3
 """Markdown tables of an LS/ELS study (scripts/study-ls-els.sh OUT): what RESULTS.md quotes, from the run's files.
 
-    scripts/ls-els-tables.py OUT [--resamples 4000] [--seed 7]
+    .venv/bin/python scripts/ls-els-tables.py OUT [--resamples 2000] [--seed 0]
 
 For the forward and the reverse set: each method's best window per t (smallest MSE to the network over its swept
 windows and the whole image, with the sweep's 95 % bootstrap interval), the closest method and its ratio to the
 runner-up; then paired ratios of the best windows' MSEs (ELS / LS, ELS / PSPC-Square), with 95 % intervals from
-resampling the same queries for both (per-query.csv). Then the calibrated schedules and, for each solver, every
+resampling the same queries for both (per-query.csv; pspc_net.stats.ratio_of_means, the sweeps' definitions). Then the calibrated schedules and, for each solver, every
 machine's similarity to the network's samples from shared noise (similarity.csv: Kamb & Ganguli's median Pearson
 correlation over seeds, and the mean L2 distance, each with its interval).
-
-Only the standard library: it runs wherever the study's outputs are copied.
 """
 import argparse
 import csv
 import json
-import random
+import os
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pspc_net.stats import RESAMPLES, ratio_of_means  # noqa: E402
 
 NAMES = {"empirical": "empirical", "pspc-square": "PSPC-Square", "pspc-flex": "PSPC-Flex", "ls": "LS", "els": "ELS"}
 WINDOW = {"empirical": "", "pspc-square": " (s)", "pspc-flex": " (lambda)", "ls": " (P)", "els": " (P)"}
@@ -47,7 +50,6 @@ def whole_image_params(shape):
 
 class Sweep:
     def __init__(self, folder):
-        self.folder = folder
         config = json.loads((folder / "config.json").read_text())
         self.whole = whole_image_params(config["shape"])
         self.by_t = defaultdict(list)
@@ -96,8 +98,6 @@ def best_table(sweep):
 
 
 def paired_table(sweep, resamples, seed):
-    rng = random.Random(seed)
-    lo, hi = int(0.025 * resamples), int(0.975 * resamples) - 1
     print("| t | " + " | ".join(f"{NAMES[a]} / {NAMES[b]}" for a, b in PAIRS) + " |")
     print("| --- " * (len(PAIRS) + 1) + "|")
     for (ti, t), rows in sorted(sweep.by_t.items()):
@@ -112,18 +112,12 @@ def paired_table(sweep, resamples, seed):
                 continue
             ea, eb = sweep.per_query[(ti, ra["label"])], sweep.per_query[(ti, rb["label"])]
             queries = sorted(set(ea) & set(eb))
-            total_b = sum(eb[q] for q in queries)
-            if not queries or total_b == 0:
+            if not queries:
                 cells.append("-")
                 continue
-            ratio = sum(ea[q] for q in queries) / total_b
-            draws = []
-            for _ in range(resamples):
-                pick = [rng.choice(queries) for _ in queries]
-                denominator = sum(eb[q] for q in pick)
-                draws.append(sum(ea[q] for q in pick) / denominator if denominator > 0 else float("inf"))
-            draws.sort()
-            cells.append(f"{ratio:.3g} [{draws[lo]:.3g}, {draws[hi]:.3g}] ({ra['param'] or 'whole'} vs "
+            ratio, low, high = ratio_of_means(np.array([ea[q] for q in queries]), np.array([eb[q] for q in queries]),
+                                              resamples=resamples, seed=seed)
+            cells.append(f"{ratio:.3g} [{low:.3g}, {high:.3g}] ({ra['param'] or 'whole'} vs "
                          f"{rb['param'] or 'whole'})")
         print(f"| {t:.3g} | " + " | ".join(cells) + " |")
 
@@ -176,8 +170,8 @@ def similarity_table(folders):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="the study's folder (scripts/study-ls-els.sh OUT)")
-    parser.add_argument("--resamples", type=int, default=4000, help="bootstrap resamples of the paired ratios")
-    parser.add_argument("--seed", type=int, default=7, help="seed of the paired bootstrap")
+    parser.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples of the paired ratios")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the paired bootstrap")
     args = parser.parse_args()
     if args.resamples < 40:
         parser.error("--resamples must be at least 40")

@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -104,7 +105,7 @@ def test_a_grid_that_is_not_edm_is_refused(toy_study):
 
 
 def test_the_tables_script_prints_every_table_of_the_run(toy_study):
-    tables = subprocess.run(["python3", os.path.join(REPO, "scripts", "ls-els-tables.py"), toy_study["out"],
+    tables = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "ls-els-tables.py"), toy_study["out"],
                              "--resamples", "200"], capture_output=True, text=True, timeout=120)
     assert tables.returncode == 0, tables.stderr
     text = tables.stdout
@@ -117,6 +118,6 @@ def test_the_tables_script_prints_every_table_of_the_run(toy_study):
     similarity = text.split("### samples from shared noise")[1]
     for method in ("empirical", "ls", "els", "pspc-square", "pspc-flex"):
         assert any(line.startswith(f"| {method}") for line in similarity.splitlines()), similarity
-    refused = subprocess.run(["python3", os.path.join(REPO, "scripts", "ls-els-tables.py"), str(toy_study["root"])],
+    refused = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "ls-els-tables.py"), str(toy_study["root"])],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "holds no forward/ or reverse/ results.csv" in refused.stderr
